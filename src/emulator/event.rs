@@ -1,0 +1,159 @@
+//! `KEVENT`: the state lives in the caller's `KEVENT` (its `SignalState`),
+//! waiters sleep on one condition variable shared by all events.
+
+use core::ffi::c_void;
+use core::ptr::addr_of_mut;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::irql;
+use super::verifier::bugcheck;
+use crate::abi::{
+    APC_LEVEL, BOOLEAN, DISPATCH_LEVEL, EVENT_TYPE, KEVENT, LIST_ENTRY, LONG, NTSTATUS,
+    NotificationEvent, STATUS_SUCCESS, STATUS_TIMEOUT, SynchronizationEvent,
+};
+
+static LOCK: Mutex<()> = Mutex::new(());
+static CHANGED: Condvar = Condvar::new();
+
+/// # Safety
+/// `event` points to a `KEVENT` initialised by [`initialize`] that stays
+/// where it is while in use.
+unsafe fn signal_state<'a>(event: *mut KEVENT) -> &'a AtomicI32 {
+    // SAFETY: a live event per the contract; this only computes the address.
+    let field = unsafe { addr_of_mut!((*event).Header.SignalState) };
+    // SAFETY: an aligned `i32` field of a live event; all accesses after
+    // initialisation are atomic.
+    unsafe { AtomicI32::from_ptr(field) }
+}
+
+/// # Safety
+/// `event` points to writable memory for a `KEVENT`.
+pub unsafe fn initialize(event: *mut KEVENT, kind: EVENT_TYPE, state: BOOLEAN) {
+    irql::require_at_most(DISPATCH_LEVEL, "KeInitializeEvent", "initialising an event");
+    if kind != NotificationEvent && kind != SynchronizationEvent {
+        bugcheck(
+            "INVALID_PARAMETER",
+            format_args!("KeInitializeEvent: event type {kind}"),
+        );
+    }
+    // SAFETY: the caller guarantees the memory.
+    let header = unsafe { &mut (*event).Header };
+    header.Type = u8::try_from(kind).expect("checked above");
+    header.Signalling = 0;
+    header.Size = 6; // sizeof(KEVENT) / sizeof(LONG)
+    header.Reserved1 = 0;
+    header.SignalState = LONG::from(state != 0);
+    let head = addr_of_mut!(header.WaitListHead);
+    header.WaitListHead = LIST_ENTRY {
+        Flink: head,
+        Blink: head,
+    };
+}
+
+fn check(event: *mut KEVENT, function: &str) {
+    // SAFETY: reading the type byte of what the caller says is an event.
+    let kind = unsafe { (*event).Header.Type };
+    // SAFETY: as above.
+    let head = unsafe { addr_of_mut!((*event).Header.WaitListHead) };
+    // SAFETY: as above.
+    let flink = unsafe { (*event).Header.WaitListHead.Flink };
+    if !(kind == 0 || kind == 1) || flink != head {
+        bugcheck(
+            "INVALID_DATA_ACCESS_TRAP",
+            format_args!(
+                "{function}({event:p}): not an initialised KEVENT (or it moved after KeInitializeEvent)"
+            ),
+        );
+    }
+}
+
+pub unsafe fn set(event: *mut KEVENT) -> LONG {
+    irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent", "signalling an event");
+    check(event, "KeSetEvent");
+    let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    // SAFETY: checked to be an initialised event.
+    let previous = unsafe { signal_state(event) }.swap(1, Ordering::AcqRel);
+    CHANGED.notify_all();
+    previous
+}
+
+pub unsafe fn clear(event: *mut KEVENT) {
+    irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent", "clearing an event");
+    check(event, "KeClearEvent");
+    // SAFETY: checked to be an initialised event.
+    unsafe { signal_state(event) }.store(0, Ordering::Release);
+}
+
+pub unsafe fn read(event: *mut KEVENT) -> LONG {
+    irql::require_at_most(DISPATCH_LEVEL, "KeReadStateEvent", "reading an event");
+    check(event, "KeReadStateEvent");
+    // SAFETY: checked to be an initialised event.
+    unsafe { signal_state(event) }.load(Ordering::Acquire)
+}
+
+/// `KeWaitForSingleObject` on an event. `timeout` is in 100 ns units:
+/// negative is relative, positive an absolute system time, NULL forever.
+pub unsafe fn wait(object: *mut c_void, timeout: *const i64) -> NTSTATUS {
+    // SAFETY: the caller's timeout pointer is NULL or valid.
+    let timeout = unsafe { timeout.as_ref() }.copied();
+    if timeout == Some(0) {
+        irql::require_at_most(
+            DISPATCH_LEVEL,
+            "KeWaitForSingleObject",
+            "a zero-timeout wait",
+        );
+    } else {
+        irql::require_at_most(
+            APC_LEVEL,
+            "KeWaitForSingleObject",
+            "a wait with a NULL or non-zero timeout may block, so it needs IRQL <= APC_LEVEL",
+        );
+    }
+    let event = object.cast::<KEVENT>();
+    check(event, "KeWaitForSingleObject");
+    // SAFETY: checked to be an initialised event.
+    let synchronization = unsafe { (*event).Header.Type } == 1;
+    // SAFETY: as above.
+    let state = unsafe { signal_state(event) };
+    let deadline = timeout.map(deadline_of);
+    let mut guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        if state.load(Ordering::Acquire) != 0 {
+            if synchronization {
+                state.store(0, Ordering::Release);
+            }
+            return STATUS_SUCCESS;
+        }
+        let wait = match deadline {
+            None => Duration::from_hours(1),
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left,
+                _ => return STATUS_TIMEOUT,
+            },
+        };
+        guard = CHANGED
+            .wait_timeout(guard, wait)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+/// 1970-01-01 in 100 ns units since 1601-01-01.
+const UNIX_EPOCH_AS_FILETIME: u64 = 116_444_736_000_000_000;
+
+fn deadline_of(timeout: i64) -> Instant {
+    let now = Instant::now();
+    if timeout < 0 {
+        return now + Duration::from_nanos(timeout.unsigned_abs().saturating_mul(100));
+    }
+    // Absolute: 100 ns units since 1601-01-01.
+    let since_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let now_filetime =
+        UNIX_EPOCH_AS_FILETIME + u64::try_from(since_unix.as_nanos() / 100).unwrap_or(u64::MAX / 2);
+    let target = timeout.unsigned_abs();
+    now + Duration::from_nanos(target.saturating_sub(now_filetime).saturating_mul(100))
+}

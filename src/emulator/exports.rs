@@ -1,0 +1,147 @@
+//! The emulator's implementations of the functions the kernel backend
+//! imports from `ntoskrnl.exe` and `netio.sys`, with the same names and
+//! signatures, plus what the provider side of an IRP uses.
+//!
+//! # Safety
+//! Every function has the contract of the kernel function it stands for;
+//! the emulator checks what it can and bugchecks (panics) on a violation.
+#![allow(
+    non_snake_case,
+    clippy::missing_safety_doc,
+    clippy::not_unsafe_ptr_arg_deref
+)]
+
+use core::ffi::c_void;
+
+use super::{event, irp, irql, mdl, pool, provider};
+use crate::abi::{
+    BOOLEAN, CCHAR, EVENT_TYPE, IRP, KEVENT, KIRQL, KPROCESSOR_MODE, LONG, MDL, NTSTATUS,
+    POOL_TYPE, SIZE_T, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+};
+
+#[must_use]
+/// `IoAllocateIrp`.
+pub unsafe fn IoAllocateIrp(StackSize: CCHAR, ChargeQuota: BOOLEAN) -> *mut IRP {
+    irp::allocate(StackSize, ChargeQuota)
+}
+/// `IoFreeIrp`.
+pub unsafe fn IoFreeIrp(Irp: *mut IRP) {
+    irp::free(Irp);
+}
+/// `IoReuseIrp`.
+pub unsafe fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS) {
+    irp::reuse(Irp, Iostatus);
+}
+/// `IoCancelIrp`.
+pub unsafe fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN {
+    irp::cancel(Irp)
+}
+/// `IofCompleteRequest`.
+pub unsafe fn IofCompleteRequest(Irp: *mut IRP, _PriorityBoost: i8) {
+    irp::complete(Irp);
+}
+/// `IoAcquireCancelSpinLock`.
+pub unsafe fn IoAcquireCancelSpinLock(Irql: *mut KIRQL) {
+    let old = irp::acquire_cancel_lock();
+    // SAFETY: the caller's output location.
+    unsafe { Irql.write(old) };
+}
+/// `IoReleaseCancelSpinLock`.
+pub unsafe fn IoReleaseCancelSpinLock(Irql: KIRQL) {
+    irp::release_cancel_lock(Irql);
+}
+/// `IoAllocateMdl`.
+pub unsafe fn IoAllocateMdl(
+    VirtualAddress: *mut c_void,
+    Length: ULONG,
+    SecondaryBuffer: BOOLEAN,
+    _ChargeQuota: BOOLEAN,
+    Irp: *mut IRP,
+) -> *mut MDL {
+    mdl::allocate(VirtualAddress, Length, SecondaryBuffer, Irp)
+}
+/// `IoFreeMdl`.
+pub unsafe fn IoFreeMdl(Mdl: *mut MDL) {
+    mdl::free(Mdl);
+}
+/// `MmBuildMdlForNonPagedPool`.
+pub unsafe fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL) {
+    mdl::build_for_non_paged_pool(MemoryDescriptorList);
+}
+#[must_use]
+/// `ExAllocatePoolWithTag`.
+pub unsafe fn ExAllocatePoolWithTag(
+    PoolType: POOL_TYPE,
+    NumberOfBytes: SIZE_T,
+    Tag: ULONG,
+) -> *mut c_void {
+    pool::allocate(PoolType, NumberOfBytes, Tag)
+}
+/// `ExFreePoolWithTag`.
+pub unsafe fn ExFreePoolWithTag(P: *mut c_void, Tag: ULONG) {
+    pool::free(P, Tag);
+}
+/// `KeInitializeEvent`.
+pub unsafe fn KeInitializeEvent(Event: *mut KEVENT, Type: EVENT_TYPE, State: BOOLEAN) {
+    // SAFETY: forwarded contract.
+    unsafe { event::initialize(Event, Type, State) };
+}
+/// `KeSetEvent`.
+pub unsafe fn KeSetEvent(Event: *mut KEVENT, _Increment: LONG, _Wait: BOOLEAN) -> LONG {
+    // SAFETY: forwarded contract.
+    unsafe { event::set(Event) }
+}
+/// `KeClearEvent`.
+pub unsafe fn KeClearEvent(Event: *mut KEVENT) {
+    // SAFETY: forwarded contract.
+    unsafe { event::clear(Event) };
+}
+/// `KeReadStateEvent`.
+pub unsafe fn KeReadStateEvent(Event: *mut KEVENT) -> LONG {
+    // SAFETY: forwarded contract.
+    unsafe { event::read(Event) }
+}
+/// `KeWaitForSingleObject`.
+pub unsafe fn KeWaitForSingleObject(
+    Object: *mut c_void,
+    _WaitReason: i32,
+    _WaitMode: KPROCESSOR_MODE,
+    _Alertable: BOOLEAN,
+    Timeout: *const i64,
+) -> NTSTATUS {
+    // SAFETY: forwarded contract.
+    unsafe { event::wait(Object, Timeout) }
+}
+/// `WskRegister`.
+pub unsafe fn WskRegister(
+    WskClientNpi: *const WSK_CLIENT_NPI,
+    WskRegistration: *mut WSK_REGISTRATION,
+) -> NTSTATUS {
+    // SAFETY: forwarded contract.
+    unsafe { provider::register(WskClientNpi, WskRegistration) }
+}
+/// `WskDeregister`.
+pub unsafe fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION) {
+    // SAFETY: forwarded contract.
+    unsafe { provider::deregister(WskRegistration) };
+}
+/// `WskCaptureProviderNPI`.
+pub unsafe fn WskCaptureProviderNPI(
+    WskRegistration: *mut WSK_REGISTRATION,
+    WaitTimeout: ULONG,
+    WskProviderNpi: *mut WSK_PROVIDER_NPI,
+) -> NTSTATUS {
+    // SAFETY: forwarded contract.
+    unsafe { provider::capture(WskRegistration, WaitTimeout, WskProviderNpi) }
+}
+/// `WskReleaseProviderNPI`.
+pub unsafe fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION) {
+    // SAFETY: forwarded contract.
+    unsafe { provider::release(WskRegistration) };
+}
+
+/// `KeGetCurrentIrql`.
+#[must_use]
+pub fn current_irql() -> KIRQL {
+    irql::current()
+}

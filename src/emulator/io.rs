@@ -1,0 +1,223 @@
+//! The provider's side of an IRP: take it, pend it cancelably, complete it.
+//!
+//! The emulated WSK provider is written with these, and so can a test that
+//! stands in for a lower driver.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::any::Any;
+use std::boxed::Box;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::vec::Vec;
+
+use super::{Kernel, irp};
+use crate::abi::{IRP, NTSTATUS, STATUS_CANCELLED};
+
+/// An IRP address that may cross threads (the provider's bookkeeping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IrpHandle(usize);
+
+impl IrpHandle {
+    /// The IRP.
+    #[must_use]
+    pub const fn as_ptr(self) -> *mut IRP {
+        self.0 as *mut IRP
+    }
+}
+
+/// Takes an IRP passed to a provider function (`IoSetNextIrpStackLocation`):
+/// the provider owns it until it completes it.
+///
+/// # Safety
+/// `irp` is a live IRP whose submitter handed it over; `function` names the
+/// call for verifier messages.
+pub unsafe fn start(irp: *mut IRP, function: &str) -> IrpHandle {
+    // SAFETY: forwarded contract.
+    unsafe { irp::take(irp, function) };
+    IrpHandle(irp as usize)
+}
+
+/// `IoMarkIrpPending`: the provider will return `STATUS_PENDING`.
+///
+/// # Safety
+/// The caller owns `irp` (after [`start`]).
+pub unsafe fn mark_pending(irp: IrpHandle) {
+    // SAFETY: forwarded contract.
+    unsafe { irp::mark_pending(irp.as_ptr()) };
+}
+
+/// Sets the IRP's `IoStatus` and completes it at the current IRQL.
+///
+/// # Safety
+/// The caller owns `irp` (after [`start`]) and gives it up.
+pub unsafe fn complete(irp: IrpHandle, status: NTSTATUS, information: usize) {
+    let raw = irp.as_ptr();
+    // SAFETY: owned by the caller until completion.
+    unsafe {
+        (*raw).IoStatus.Status = status;
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*raw).IoStatus.Information = information;
+    }
+    irp::complete(raw);
+}
+
+/// Completes the IRP later, from the kernel's DPC thread at `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// As for [`complete`].
+pub unsafe fn complete_from_dpc(
+    kernel: &Kernel,
+    irp: IrpHandle,
+    status: NTSTATUS,
+    information: usize,
+) {
+    kernel.queue_dpc(move || {
+        // SAFETY: the caller gave the IRP up to this completion.
+        unsafe { complete(irp, status, information) };
+    });
+}
+
+/// IRPs a provider holds pending, each with a cancel routine.
+///
+/// Cancelling one completes it with `STATUS_CANCELLED`, and
+/// [`take`](Self::take) never returns an IRP that a cancel is completing.
+pub struct PendingQueue<T> {
+    core: Arc<QueueCore>,
+    _payload: PhantomData<fn(T) -> T>,
+}
+
+struct QueueCore {
+    entries: Mutex<HashMap<usize, Box<dyn Any + Send>>>,
+}
+
+impl QueueCore {
+    fn lock(&self) -> MutexGuard<'_, HashMap<usize, Box<dyn Any + Send>>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T: Send + 'static> Default for PendingQueue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + 'static> PendingQueue<T> {
+    /// An empty queue.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            core: Arc::new(QueueCore {
+                entries: Mutex::new(HashMap::new()),
+            }),
+            _payload: PhantomData,
+        }
+    }
+
+    /// Pends `irp` with `payload` and marks it pending. If the IRP was
+    /// already cancelled, it is completed with `STATUS_CANCELLED` now and
+    /// the payload is returned.
+    ///
+    /// # Safety
+    /// The caller owns `irp` (after [`start`]) and keeps this queue alive
+    /// while the IRP is in it.
+    pub unsafe fn pend(&self, irp: IrpHandle, payload: T) -> Option<T> {
+        let raw = irp.as_ptr();
+        // SAFETY: owned IRP.
+        unsafe { mark_pending(irp) };
+        // DriverContext belongs to the IRP's current owner: it tells the
+        // cancel routine which queue the IRP is in.
+        // SAFETY: owned IRP.
+        unsafe {
+            (*raw).Tail.DriverContext[0] = Arc::as_ptr(&self.core).cast_mut().cast::<c_void>();
+        }
+        let mut entries = self.core.lock();
+        entries.insert(irp.0, Box::new(payload));
+        // SAFETY: owned IRP.
+        unsafe { irp::set_cancel_routine(raw, Some(cancel_routine)) };
+        // SAFETY: owned IRP; `Cancel` is read after publishing the routine,
+        // so a concurrent IoCancelIrp either sees the routine or set the flag.
+        let cancel_flag = unsafe { &raw const (*raw).Cancel };
+        // SAFETY: as above: a live IRP's field.
+        let cancelled = unsafe { ptr::read_volatile(cancel_flag) } != 0;
+        // SAFETY: owned IRP.
+        if cancelled && unsafe { irp::set_cancel_routine(raw, None) }.is_some() {
+            let payload = entries.remove(&irp.0).expect("inserted above");
+            drop(entries);
+            // SAFETY: we own the IRP again: no cancel routine will run.
+            unsafe { complete(irp, STATUS_CANCELLED, 0) };
+            return Some(*payload.downcast::<T>().expect("queue payload type"));
+        }
+        None
+    }
+
+    /// Takes `irp` back to complete it, unless a cancel got there first (then
+    /// the cancel routine completes it).
+    ///
+    /// # Safety
+    /// `irp` was pended in this queue.
+    #[must_use]
+    pub unsafe fn take(&self, irp: IrpHandle) -> Option<T> {
+        let mut entries = self.core.lock();
+        let payload = entries.remove(&irp.0)?;
+        // SAFETY: pended in this queue, so live.
+        if unsafe { irp::set_cancel_routine(irp.as_ptr(), None) }.is_none() {
+            // IoCancelIrp already claimed it; its routine will look for it.
+            entries.insert(irp.0, payload);
+            return None;
+        }
+        Some(*payload.downcast::<T>().expect("queue payload type"))
+    }
+
+    /// Every IRP still pending, for a provider that completes them all (a
+    /// closing socket). Cancels in progress keep theirs.
+    #[must_use]
+    pub fn take_all(&self) -> Vec<(IrpHandle, T)> {
+        // Collected first: `take` locks the queue again.
+        #[allow(
+            clippy::needless_collect,
+            reason = "the lock must be released before take"
+        )]
+        let keys: Vec<usize> = self.core.lock().keys().copied().collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                // SAFETY: the key was pended in this queue.
+                unsafe { self.take(IrpHandle(key)) }.map(|payload| (IrpHandle(key), payload))
+            })
+            .collect()
+    }
+
+    /// How many IRPs are pending.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.core.lock().len()
+    }
+
+    /// Whether no IRP is pending.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+unsafe extern "system" fn cancel_routine(_device: *mut c_void, irp: *mut IRP) {
+    // SAFETY: IoCancelIrp calls this with the cancel lock held and the IRQL
+    // to return to in `CancelIrql`.
+    let old = unsafe { (*irp).CancelIrql };
+    irp::release_cancel_lock(old);
+    // SAFETY: the IRP is pending in a queue, whose core `pend` recorded here
+    // and which its owner keeps alive while IRPs are pending.
+    let core = unsafe { (*irp).Tail.DriverContext[0] }.cast::<QueueCore>();
+    // SAFETY: as above: the queue outlives the IRPs pending in it.
+    let core = unsafe { &*core };
+    let removed = core.lock().remove(&(irp as usize));
+    if removed.is_some() {
+        // SAFETY: the queue no longer has it and `take` cannot return it: the
+        // cancel routine owns the completion.
+        unsafe { complete(IrpHandle(irp as usize), STATUS_CANCELLED, 0) };
+    }
+}

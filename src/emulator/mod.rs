@@ -1,0 +1,336 @@
+//! A user-mode stand-in for the parts of the Windows kernel and of the WSK
+//! provider that the library uses, so driver networking code runs under
+//! `cargo test`.
+//!
+//! The library calls the same functions here that it imports from
+//! `ntoskrnl.exe` and `netio.sys` in the kernel ([`exports`]), with the same
+//! signatures and the same rules:
+//!
+//! - IRPs with stack locations and completion routines run as the I/O manager
+//!   runs them (`STATUS_MORE_PROCESSING_REQUIRED` stops completion),
+//!   `IoCancelIrp` with cancel routines, `IoReuseIrp`;
+//! - `KEVENT` with timed waits; a per-thread IRQL, with provider completions
+//!   delivered at `DISPATCH_LEVEL` from another thread;
+//! - tagged pool with per-tag accounting of what is still outstanding;
+//! - `WskRegister`, `WskCaptureProviderNPI`, `WskReleaseProviderNPI` and
+//!   `WskDeregister` with their blocking semantics.
+//!
+//! Breaking a kernel rule (waiting above `APC_LEVEL`, freeing an IRP the
+//! provider still owns, completing an IRP twice, a wrong pool tag, ...) fails
+//! loudly like a bugcheck: a panic whose message starts with `BUGCHECK` and
+//! names the rule. Inside a routine called through a function pointer (a
+//! completion routine, a provider dispatch entry) that panic cannot unwind
+//! and aborts the process, as a bugcheck stops the machine.
+//!
+//! # Kernels
+//! Each [`Kernel`] is an independent machine: its own accounting, provider
+//! state and fault injection, so tests can run in parallel. A thread uses the
+//! kernel it [entered](Kernel::enter), or a process-wide default one.
+//!
+//! IRQL: `PASSIVE_LEVEL`, `APC_LEVEL`, `DISPATCH_LEVEL` are tracked per thread;
+//! the functions here check them as the kernel's documentation states.
+
+#![allow(
+    clippy::significant_drop_tightening,
+    clippy::option_if_let_else,
+    reason = "emulator code favours plain lock scopes and matches"
+)]
+
+mod event;
+pub mod exports;
+mod faults;
+pub mod io;
+mod irp;
+pub mod irql;
+mod mdl;
+mod pool;
+mod provider;
+mod verifier;
+
+use std::boxed::Box;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::string::String;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread_local;
+use std::time::Duration;
+use std::vec::Vec;
+
+pub use faults::FaultPlan;
+pub use provider::ProviderConfig;
+
+/// One emulated machine: kernel accounting, the WSK provider, fault injection.
+///
+/// Cloning gives another handle to the same machine.
+///
+/// # IRQL
+/// Any: this is host-side test scaffolding.
+#[derive(Clone)]
+pub struct Kernel {
+    inner: Arc<KernelInner>,
+}
+
+pub(crate) struct KernelInner {
+    id: u64,
+    pub(crate) provider: provider::Provider,
+    pub(crate) faults: faults::Faults,
+    dpc: Mutex<Option<mpsc::Sender<Job>>>,
+    this: Weak<Self>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Kernel {
+    /// A fresh machine with a ready WSK provider (`WSK` version 1.0).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_provider(ProviderConfig::default())
+    }
+
+    /// A fresh machine whose provider is configured by `config`.
+    #[must_use]
+    pub fn with_provider(config: ProviderConfig) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::new_cyclic(|this| KernelInner {
+            id,
+            provider: provider::Provider::new(config),
+            faults: faults::Faults::default(),
+            dpc: Mutex::new(None),
+            this: this.clone(),
+        });
+        Self { inner }
+    }
+
+    /// Makes this the kernel of the current thread until the guard drops.
+    #[must_use = "the kernel is current only while the guard lives"]
+    pub fn enter(&self) -> EnterGuard {
+        let previous = CURRENT.with(|current| current.replace(Some(self.clone())));
+        EnterGuard { previous }
+    }
+
+    /// The kernel of the current thread: the one entered last, or the
+    /// process-wide default.
+    #[must_use]
+    pub fn current() -> Self {
+        CURRENT
+            .with(|current| current.borrow().clone())
+            .unwrap_or_else(|| DEFAULT.get_or_init(Self::new).clone())
+    }
+
+    /// Whether the provider is attached, as `netio.sys` is once loaded. While
+    /// it is not, `WskCaptureProviderNPI` waits (or fails with
+    /// `STATUS_NOINTERFACE` under `WSK_NO_WAIT`).
+    pub fn set_provider_ready(&self, ready: bool) {
+        self.inner.provider.set_ready(ready);
+    }
+
+    /// How long `WskDeregister` may block before the verifier reports the
+    /// captures and sockets that were never released (default 20 s).
+    pub fn set_deregister_deadline(&self, deadline: Duration) {
+        self.inner.provider.set_deregister_deadline(deadline);
+    }
+
+    /// Seeded fault injection: allocations of pool, IRPs and MDLs fail as
+    /// the plan says, reproducibly for a given seed.
+    pub fn inject_faults(&self, plan: FaultPlan) {
+        self.inner.faults.set(plan);
+    }
+
+    /// What this machine still has outstanding.
+    #[must_use]
+    pub fn usage(&self) -> Usage {
+        let mut usage = verifier::usage_of(self.inner.id);
+        let provider = self.inner.provider.usage();
+        usage.registrations = provider.registrations;
+        usage.captures = provider.captures;
+        usage.sockets = provider.sockets;
+        usage
+    }
+
+    /// Panics with the list of what is still outstanding, as Driver
+    /// Verifier reports leaks when a driver unloads.
+    #[track_caller]
+    pub fn assert_no_leaks(&self) {
+        let usage = self.usage();
+        assert!(usage.is_empty(), "leaks at unload: {usage}");
+    }
+
+    /// Runs `job` on this kernel's DPC thread at `DISPATCH_LEVEL`, as a
+    /// provider completes I/O from a DPC.
+    pub fn queue_dpc(&self, job: impl FnOnce() + Send + 'static) {
+        self.inner.queue_dpc(Box::new(job));
+    }
+
+    pub(crate) fn inner(&self) -> &KernelInner {
+        &self.inner
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+}
+
+impl Default for Kernel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernel")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelInner {
+    pub(crate) fn queue_dpc(&self, job: Job) {
+        let mut dpc = self
+            .dpc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sender = dpc.get_or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel::<Job>();
+            let kernel = self.this.clone();
+            std::thread::Builder::new()
+                .name(std::format!("wsk-emu-dpc-{}", self.id))
+                .spawn(move || dpc_thread(&kernel, &receiver))
+                .expect("spawn the emulator's DPC thread");
+            sender
+        });
+        sender
+            .send(job)
+            .expect("the DPC thread lives as long as its kernel");
+    }
+}
+
+fn dpc_thread(kernel: &Weak<KernelInner>, receiver: &mpsc::Receiver<Job>) {
+    while let Ok(job) = receiver.recv() {
+        let Some(inner) = kernel.upgrade() else {
+            return;
+        };
+        let _enter = Kernel { inner }.enter();
+        irql::run_at(crate::abi::DISPATCH_LEVEL, job);
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Kernel>> = const { RefCell::new(None) };
+}
+static DEFAULT: OnceLock<Kernel> = OnceLock::new();
+
+/// Restores the previously current kernel when dropped.
+#[must_use = "the kernel is current only while the guard lives"]
+pub struct EnterGuard {
+    previous: Option<Kernel>,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+/// Outstanding resources of one kernel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Pool still allocated, per tag.
+    pub pool: BTreeMap<PoolTagName, TagUsage>,
+    /// IRPs allocated and not freed.
+    pub irps: usize,
+    /// MDLs allocated and not freed.
+    pub mdls: usize,
+    /// WSK registrations not deregistered.
+    pub registrations: usize,
+    /// Provider NPI captures not released.
+    pub captures: usize,
+    /// WSK sockets not closed.
+    pub sockets: usize,
+}
+
+/// A pool tag as its four characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PoolTagName(pub [u8; 4]);
+
+impl fmt::Display for PoolTagName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &byte in &self.0 {
+            let c = if byte.is_ascii_graphic() || byte == b' ' {
+                char::from(byte)
+            } else {
+                '.'
+            };
+            fmt::Write::write_char(f, c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Outstanding pool of one tag.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TagUsage {
+    /// Allocations not freed.
+    pub allocations: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
+impl Usage {
+    /// Whether nothing is outstanding.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.pool.is_empty()
+            && self.irps == 0
+            && self.mdls == 0
+            && self.registrations == 0
+            && self.captures == 0
+            && self.sockets == 0
+    }
+
+    /// Outstanding pool of one tag, given as its four characters.
+    #[must_use]
+    pub fn pool_tag(&self, tag: [u8; 4]) -> TagUsage {
+        self.pool
+            .get(&PoolTagName(tag))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing outstanding");
+        }
+        let mut parts: Vec<String> = self
+            .pool
+            .iter()
+            .map(|(tag, usage)| {
+                std::format!(
+                    "pool '{tag}': {} allocation(s), {} byte(s)",
+                    usage.allocations,
+                    usage.bytes
+                )
+            })
+            .collect();
+        for (count, what) in [
+            (self.irps, "IRP(s)"),
+            (self.mdls, "MDL(s)"),
+            (self.registrations, "WSK registration(s)"),
+            (self.captures, "provider NPI capture(s)"),
+            (self.sockets, "WSK socket(s)"),
+        ] {
+            if count > 0 {
+                parts.push(std::format!("{count} {what}"));
+            }
+        }
+        f.write_str(&parts.join("; "))
+    }
+}

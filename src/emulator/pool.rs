@@ -1,0 +1,106 @@
+//! Tagged non-paged pool with outstanding-allocation accounting.
+
+use core::ffi::c_void;
+use std::alloc::{Layout, alloc, dealloc};
+
+use super::faults::Resource;
+use super::verifier::{PoolRecord, bugcheck, registry};
+use super::{Kernel, irql};
+use crate::abi::{DISPATCH_LEVEL, NonPagedPoolNx, POOL_TYPE};
+
+/// `NonPagedPool`, accepted like `NonPagedPoolNx`.
+const NON_PAGED_POOL: POOL_TYPE = 0;
+/// Pool blocks are 16-byte aligned on x64.
+pub const POOL_ALIGNMENT: usize = 16;
+/// Fresh pool is not zeroed: this pattern makes reads of uninitialised
+/// memory visible.
+const FRESH_FILL: u8 = 0xC5;
+
+pub fn allocate(pool_type: POOL_TYPE, size: usize, tag: u32) -> *mut c_void {
+    irql::require_at_most(
+        DISPATCH_LEVEL,
+        "ExAllocatePoolWithTag",
+        "non-paged allocations",
+    );
+    if pool_type != NonPagedPoolNx && pool_type != NON_PAGED_POOL {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!(
+                "ExAllocatePoolWithTag: pool type {pool_type} is not emulated; WSK buffers must be non-paged"
+            ),
+        );
+    }
+    if tag == 0 {
+        bugcheck(
+            "BAD_POOL_CALLER",
+            format_args!("ExAllocatePoolWithTag with a zero tag"),
+        );
+    }
+    let kernel = Kernel::current();
+    if kernel.inner().faults.should_fail(Resource::Pool) {
+        return core::ptr::null_mut();
+    }
+    let layout = layout(size);
+    // SAFETY: the layout has a non-zero size.
+    let block = unsafe { alloc(layout) };
+    if block.is_null() {
+        return block.cast();
+    }
+    // SAFETY: `block` is a fresh allocation of `layout.size()` bytes.
+    unsafe { block.write_bytes(FRESH_FILL, layout.size()) };
+    registry().pool.insert(
+        block as usize,
+        PoolRecord {
+            kernel: kernel.id(),
+            tag,
+            size,
+        },
+    );
+    block.cast()
+}
+
+pub fn free(block: *mut c_void, tag: u32) {
+    irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag", "non-paged frees");
+    let record = {
+        let mut registry = registry();
+        match registry.pool.get(&(block as usize)) {
+            None => bugcheck(
+                "BAD_POOL_CALLER",
+                format_args!(
+                    "ExFreePoolWithTag({block:p}): not an allocated pool block (double free or foreign pointer)"
+                ),
+            ),
+            Some(record) if record.tag != tag => {
+                let (had, given) = (record.tag.to_le_bytes(), tag.to_le_bytes());
+                drop(registry);
+                bugcheck(
+                    "BAD_POOL_CALLER",
+                    format_args!(
+                        "ExFreePoolWithTag({block:p}) with tag '{}' but it was allocated with '{}'",
+                        super::PoolTagName(given),
+                        super::PoolTagName(had)
+                    ),
+                );
+            }
+            Some(_) => registry.pool.remove(&(block as usize)).expect("present"),
+        }
+    };
+    // SAFETY: the registry held this block, allocated by `allocate` with
+    // this very layout, and it has just been removed, so it is freed once.
+    unsafe { dealloc(block.cast(), layout(record.size)) };
+}
+
+/// Whether `[start, start + len)` lies inside one live pool block.
+pub fn is_pool_range(start: usize, len: usize) -> bool {
+    let registry = registry();
+    registry.pool.iter().any(|(&base, record)| {
+        start >= base
+            && start
+                .checked_add(len)
+                .is_some_and(|end| end <= base + record.size)
+    })
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size.max(1), POOL_ALIGNMENT).expect("pool request fits a layout")
+}

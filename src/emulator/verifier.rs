@@ -1,0 +1,83 @@
+//! Bugchecks and the registry of live kernel objects that the verifier
+//! checks every call against.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+
+use super::{PoolTagName, Usage};
+
+/// Stops like a bugcheck: a panic naming the stop code and the rule broken.
+#[track_caller]
+pub fn bugcheck(code: &str, detail: fmt::Arguments<'_>) -> ! {
+    panic!("BUGCHECK {code}: {detail}")
+}
+
+/// Who owns an IRP right now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IrpOwner {
+    /// The driver that allocated it: it may set it up, reuse or free it.
+    Client,
+    /// A driver or the provider it was passed to, until it completes it.
+    Provider,
+}
+
+pub struct PoolRecord {
+    pub kernel: u64,
+    pub tag: u32,
+    pub size: usize,
+}
+
+pub struct IrpRecord {
+    pub kernel: u64,
+    pub owner: IrpOwner,
+    pub bytes: usize,
+}
+
+pub struct MdlRecord {
+    pub kernel: u64,
+    pub bytes: usize,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    pub pool: HashMap<usize, PoolRecord>,
+    pub irps: HashMap<usize, IrpRecord>,
+    pub mdls: HashMap<usize, MdlRecord>,
+}
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+
+/// The registry, locked. Held only briefly and never across a call out of
+/// the emulator (completion and cancel routines run without it).
+pub fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub fn usage_of(kernel: u64) -> Usage {
+    let registry = registry();
+    let mut usage = Usage::default();
+    for record in registry
+        .pool
+        .values()
+        .filter(|record| record.kernel == kernel)
+    {
+        let entry = usage
+            .pool
+            .entry(PoolTagName(record.tag.to_le_bytes()))
+            .or_default();
+        entry.allocations += 1;
+        entry.bytes += record.size;
+    }
+    usage.irps = registry
+        .irps
+        .values()
+        .filter(|record| record.kernel == kernel)
+        .count();
+    usage.mdls = registry
+        .mdls
+        .values()
+        .filter(|record| record.kernel == kernel)
+        .count();
+    usage
+}

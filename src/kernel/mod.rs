@@ -1,0 +1,10 @@
+//! Kernel objects, one module each, each owning its raw handle privately.
+//!
+//! Together with [`crate::abi`] and the operation layer, this is where all of
+//! the library's `unsafe` code lives.
+
+pub mod event;
+pub mod irp;
+pub mod irql;
+pub mod mdl;
+pub mod pool;

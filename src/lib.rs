@@ -1,0 +1,54 @@
+//! # wsk
+//!
+//! A safe Winsock Kernel (WSK) client library for Windows kernel drivers.
+//!
+//! The crate wraps the WSK client calls a driver needs to open and use TCP
+//! connections. Each wrapper builds an IRP, installs a completion routine and
+//! gives the `NTSTATUS` result back as a typed [`Result`]. IRQL rules are
+//! checked by types ([`PassiveLevel`], [`AtMostApc`], [`AtMostDispatch`]).
+//!
+//! ## Layers
+//! 1. [`abi`]: `#[repr(C)]` declarations from `wdm.h`, `wsk.h` and `ws2def.h`,
+//!    with every size and offset the library relies on asserted at compile
+//!    time (and checked against the real headers by a test).
+//! 2. [`kernel`]: kernel objects, one module each: IRQL tokens, events, IRPs,
+//!    tagged non-paged pool, MDLs.
+//! 3. [`Registration`] and [`Provider`]: `WskRegister`, provider NPI capture
+//!    and release, draining and `WskDeregister` as RAII types.
+//!
+//! ## Where it runs
+//! - In the Windows kernel (`x86_64-pc-windows-msvc`), importing from
+//!   `ntoskrnl.exe` and `netio.sys` with `raw-dylib`: plain cargo builds it,
+//!   no WDK needed.
+//! - On any other host, against the [`emulator`]: a user-mode stand-in for
+//!   the kernel and the WSK provider, so `cargo test` exercises the same code.
+//! - With the optional `wdk` feature (Windows hosts with the WDK only),
+//!   alongside windows-drivers-rs.
+//!
+//! The library has no global allocator and no panic handler: the driver
+//! owns both. Its own memory comes from tagged non-paged pool.
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(wsk_emulator)]
+extern crate std;
+
+pub mod abi;
+#[cfg(wsk_emulator)]
+pub mod emulator;
+mod error;
+pub mod kernel;
+mod registration;
+mod status;
+mod sys;
+#[cfg(all(windows, feature = "wdk"))]
+pub mod wdk;
+
+pub use error::{Error, Result};
+pub use kernel::event::{Event, EventKind, WaitTimedOut};
+pub use kernel::irp::Irp;
+pub use kernel::irql::{AtMostApc, AtMostDispatch, Irql, IrqlTooHigh, PassiveLevel};
+pub use kernel::mdl::Mdl;
+pub use kernel::pool::{PoolBox, PoolBuffer, PoolTag};
+pub use registration::{Provider, Registration, WskVersion};
+pub use status::NtStatus;

@@ -1,0 +1,84 @@
+//! The backend: the functions the library calls below its kernel-object
+//! layer, with their C names and signatures.
+//!
+//! In the Windows kernel they are imported from `ntoskrnl.exe` and
+//! `netio.sys` with `raw-dylib` (no WDK import libraries needed); on a host
+//! they are the emulator's implementations of the very same functions.
+
+#[cfg(not(wsk_emulator))]
+pub use self::windows::*;
+#[cfg(wsk_emulator)]
+pub use crate::emulator::exports::*;
+
+#[cfg(not(wsk_emulator))]
+#[allow(non_snake_case, clippy::missing_safety_doc)]
+mod windows {
+    use crate::abi::{
+        BOOLEAN, CCHAR, EVENT_TYPE, IRP, KEVENT, KIRQL, KPROCESSOR_MODE, LONG, MDL, NTSTATUS,
+        POOL_TYPE, SIZE_T, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    };
+    use core::ffi::c_void;
+
+    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "system" {
+        pub fn IoAllocateIrp(StackSize: CCHAR, ChargeQuota: BOOLEAN) -> *mut IRP;
+        pub fn IoFreeIrp(Irp: *mut IRP);
+        pub fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS);
+        pub fn IoCancelIrp(Irp: *mut IRP) -> BOOLEAN;
+        pub fn IoAllocateMdl(
+            VirtualAddress: *mut c_void,
+            Length: ULONG,
+            SecondaryBuffer: BOOLEAN,
+            ChargeQuota: BOOLEAN,
+            Irp: *mut IRP,
+        ) -> *mut MDL;
+        pub fn IoFreeMdl(Mdl: *mut MDL);
+        pub fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL);
+        pub fn ExAllocatePoolWithTag(
+            PoolType: POOL_TYPE,
+            NumberOfBytes: SIZE_T,
+            Tag: ULONG,
+        ) -> *mut c_void;
+        pub fn ExFreePoolWithTag(P: *mut c_void, Tag: ULONG);
+        pub fn KeInitializeEvent(Event: *mut KEVENT, Type: EVENT_TYPE, State: BOOLEAN);
+        pub fn KeSetEvent(Event: *mut KEVENT, Increment: LONG, Wait: BOOLEAN) -> LONG;
+        pub fn KeClearEvent(Event: *mut KEVENT);
+        pub fn KeReadStateEvent(Event: *mut KEVENT) -> LONG;
+        pub fn KeWaitForSingleObject(
+            Object: *mut c_void,
+            WaitReason: i32,
+            WaitMode: KPROCESSOR_MODE,
+            Alertable: BOOLEAN,
+            Timeout: *const i64,
+        ) -> NTSTATUS;
+    }
+
+    #[link(name = "netio.sys", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "system" {
+        pub fn WskRegister(
+            WskClientNpi: *const WSK_CLIENT_NPI,
+            WskRegistration: *mut WSK_REGISTRATION,
+        ) -> NTSTATUS;
+        pub fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION);
+        pub fn WskCaptureProviderNPI(
+            WskRegistration: *mut WSK_REGISTRATION,
+            WaitTimeout: ULONG,
+            WskProviderNpi: *mut WSK_PROVIDER_NPI,
+        ) -> NTSTATUS;
+        pub fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION);
+    }
+
+    /// `KeGetCurrentIrql`: an inline in wdm.h that reads CR8 on x64.
+    #[must_use]
+    pub fn current_irql() -> KIRQL {
+        let cr8: u64;
+        // SAFETY: reading CR8 has no side effects and is permitted at every
+        // IRQL in kernel mode, which is where this backend runs.
+        unsafe {
+            core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags));
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let irql = cr8 as KIRQL;
+        irql
+    }
+}
