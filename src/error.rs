@@ -64,10 +64,10 @@ impl Error {
     pub const fn from_status(status: NtStatus) -> Self {
         match status {
             NtStatus::CONNECTION_REFUSED => Self::Refused(status),
-            NtStatus::NETWORK_UNREACHABLE | NtStatus::HOST_UNREACHABLE => Self::Unreachable(status),
-            NtStatus(
-                crate::abi::STATUS_PROTOCOL_UNREACHABLE | crate::abi::STATUS_PORT_UNREACHABLE,
-            ) => Self::Unreachable(status),
+            NtStatus::NETWORK_UNREACHABLE
+            | NtStatus::HOST_UNREACHABLE
+            | NtStatus::PROTOCOL_UNREACHABLE
+            | NtStatus::PORT_UNREACHABLE => Self::Unreachable(status),
             NtStatus::CONNECTION_RESET
             | NtStatus::CONNECTION_ABORTED
             | NtStatus::CONNECTION_DISCONNECTED
@@ -75,18 +75,18 @@ impl Error {
             NtStatus::TIMEOUT | NtStatus::IO_TIMEOUT => Self::TimedOut(status),
             NtStatus::CANCELLED => Self::Cancelled(status),
             NtStatus::FILE_FORCED_CLOSED => Self::ForcedClosed(status),
-            NtStatus::NOT_SUPPORTED | NtStatus::NOT_IMPLEMENTED => Self::NotSupported(status),
-            NtStatus::INSUFFICIENT_RESOURCES => Self::InsufficientResources(status),
-            NtStatus::INVALID_PARAMETER | NtStatus::BUFFER_OVERFLOW => {
-                Self::InvalidArgument(status)
+            NtStatus::NOT_SUPPORTED | NtStatus::NOT_IMPLEMENTED | NtStatus::NOINTERFACE => {
+                Self::NotSupported(status)
             }
-            NtStatus(
-                crate::abi::STATUS_INVALID_ADDRESS | crate::abi::STATUS_INVALID_ADDRESS_COMPONENT,
-            ) => Self::InvalidArgument(status),
+            NtStatus::INSUFFICIENT_RESOURCES => Self::InsufficientResources(status),
+            NtStatus::INVALID_PARAMETER
+            | NtStatus::BUFFER_OVERFLOW
+            | NtStatus::INVALID_ADDRESS
+            | NtStatus::INVALID_ADDRESS_COMPONENT => Self::InvalidArgument(status),
             NtStatus::ADDRESS_ALREADY_ASSOCIATED | NtStatus::ADDRESS_ALREADY_EXISTS => {
                 Self::AddressInUse(status)
             }
-            NtStatus::DEVICE_NOT_READY | NtStatus::NOINTERFACE => Self::ProviderUnavailable(status),
+            NtStatus::DEVICE_NOT_READY => Self::ProviderUnavailable(status),
             _ => Self::Other(status),
         }
     }

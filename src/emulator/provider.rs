@@ -175,9 +175,8 @@ unsafe fn kernel_of(registration: *mut WSK_REGISTRATION, function: &str) -> Kern
     // another strong count without consuming that one.
     unsafe { Arc::increment_strong_count(inner) };
     // SAFETY: the count just taken is handed to this Arc.
-    Kernel {
-        inner: unsafe { Arc::from_raw(inner) },
-    }
+    let inner = unsafe { Arc::from_raw(inner) };
+    Kernel { inner }
 }
 
 pub unsafe fn register(

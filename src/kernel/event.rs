@@ -62,7 +62,7 @@ impl RawEvent {
                 this.cast::<KEVENT>(),
                 kind,
                 if signalled { TRUE } else { FALSE },
-            )
+            );
         };
     }
 
