@@ -221,3 +221,52 @@ unsafe extern "system" fn cancel_routine(_device: *mut c_void, irp: *mut IRP) {
         unsafe { complete(IrpHandle(irp as usize), STATUS_CANCELLED, 0) };
     }
 }
+
+/// Which outcomes a completion routine is called for (`IoSetCompletionRoutine`'s
+/// three flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvokeOn {
+    /// `SL_INVOKE_ON_SUCCESS`.
+    pub success: bool,
+    /// `SL_INVOKE_ON_ERROR`.
+    pub error: bool,
+    /// `SL_INVOKE_ON_CANCEL`.
+    pub cancel: bool,
+}
+
+impl InvokeOn {
+    /// All three, as WSK clients must set them.
+    pub const ALL: Self = Self { success: true, error: true, cancel: true };
+}
+
+/// Installs `routine` in the next stack location with the chosen flags, as
+/// a driver does before passing an IRP further down.
+///
+/// # Safety
+/// The caller owns `irp`, which has a stack location below the current one;
+/// `routine` and `context` stay valid until the routine runs.
+pub unsafe fn set_next_completion_routine(
+    irp: IrpHandle,
+    routine: crate::kernel::irp::CompletionRoutine,
+    context: *mut c_void,
+    invoke: InvokeOn,
+) {
+    use crate::abi::{SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS};
+    // SAFETY: owned, live IRP.
+    let header = unsafe { &mut *irp.as_ptr() };
+    assert!(header.CurrentLocation > 1, "no stack location below the current one");
+    // SAFETY: CurrentLocation > 1, so the next location is inside the stack.
+    let next = unsafe { header.Tail.CurrentStackLocation.sub(1) };
+    // SAFETY: as above; the owner alone writes it.
+    let next = unsafe { &mut *next };
+    next.CompletionRoutine = Some(routine);
+    next.Context = context;
+    next.Control = [
+        (invoke.success, SL_INVOKE_ON_SUCCESS),
+        (invoke.error, SL_INVOKE_ON_ERROR),
+        (invoke.cancel, SL_INVOKE_ON_CANCEL),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |control, (_, bit)| control | bit);
+}

@@ -102,6 +102,9 @@ unsafe fn initialize(irp: *mut IRP, bytes: usize, stack_size: CCHAR, allocation_
 }
 
 pub fn free(irp: *mut IRP) {
+    if super::verifier::unwinding() {
+        return;
+    }
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeIrp", "IRP free");
     if owner_of(irp, "IoFreeIrp") == IrpOwner::Provider {
         bugcheck(
@@ -156,12 +159,9 @@ pub fn reuse(irp: *mut IRP, status: NTSTATUS) {
 /// # Safety
 /// `irp` is a live IRP.
 pub unsafe fn take(irp: *mut IRP, function: &str) {
-    if owner_of(irp, function) == IrpOwner::Provider {
-        bugcheck(
-            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
-            format_args!("{function}: IRP {irp:p} passed down while already in flight"),
-        );
-    }
+    // A driver may pass an IRP it was given further down: only liveness is
+    // checked here.
+    owner_of(irp, function);
     // SAFETY: live per the registry; the submitter gave it to us.
     let header = unsafe { &mut *irp };
     if header.CurrentLocation <= 1 {
@@ -277,6 +277,7 @@ pub fn complete(irp: *mut IRP) {
             break;
         }
         let location = header.Tail.CurrentStackLocation;
+        let current_location = header.CurrentLocation;
         header.CurrentLocation += 1;
         // SAFETY: at most one past the last location.
         header.Tail.CurrentStackLocation = unsafe { location.add(1) };
@@ -305,6 +306,12 @@ pub fn complete(irp: *mut IRP) {
             // that location, which keeps them valid until this call.
             let result = unsafe { routine(device, irp, context) };
             if result == STATUS_MORE_PROCESSING_REQUIRED {
+                // Below the top, the routine's driver owns the IRP again and
+                // will complete it once more; at the top, the allocator owns
+                // it (and may already have freed or reused it).
+                if current_location < stack_count {
+                    set_owner(irp, IrpOwner::Provider);
+                }
                 return;
             }
             if !registry().irps.contains_key(&(irp as usize)) {

@@ -86,6 +86,9 @@ pub fn build_for_non_paged_pool(mdl: *mut MDL) {
 }
 
 pub fn free(mdl: *mut MDL) {
+    if super::verifier::unwinding() {
+        return;
+    }
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl", "MDL free");
     let Some(record) = registry().mdls.remove(&(mdl as usize)) else {
         bugcheck(

@@ -60,6 +60,9 @@ pub fn allocate(pool_type: POOL_TYPE, size: usize, tag: u32) -> *mut c_void {
 }
 
 pub fn free(block: *mut c_void, tag: u32) {
+    if super::verifier::unwinding() {
+        return;
+    }
     irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag", "non-paged frees");
     let record = {
         let mut registry = registry();

@@ -299,6 +299,9 @@ pub unsafe fn capture(
 }
 
 pub unsafe fn release(registration: *mut WSK_REGISTRATION) {
+    if super::verifier::unwinding() {
+        return;
+    }
     irql::require_at_most(
         DISPATCH_LEVEL,
         "WskReleaseProviderNPI",
@@ -323,6 +326,9 @@ pub unsafe fn release(registration: *mut WSK_REGISTRATION) {
 }
 
 pub unsafe fn deregister(registration: *mut WSK_REGISTRATION) {
+    if super::verifier::unwinding() {
+        return;
+    }
     irql::require_at_most(
         PASSIVE_LEVEL,
         "WskDeregister",

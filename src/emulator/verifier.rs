@@ -13,6 +13,14 @@ pub fn bugcheck(code: &str, detail: fmt::Arguments<'_>) -> ! {
     panic!("BUGCHECK {code}: {detail}")
 }
 
+/// Whether this thread is unwinding from a panic (a bugcheck or a failed
+/// assertion). Clean-up calls made while unwinding (drops of IRPs, pool,
+/// registrations) are then skipped and leak, as nothing runs after a real
+/// bugcheck: checking them would only turn one failure into an abort.
+pub(crate) fn unwinding() -> bool {
+    std::thread::panicking()
+}
+
 /// Who owns an IRP right now.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum IrpOwner {
