@@ -405,3 +405,7 @@ impl Drop for InFlight {
         }
     }
 }
+
+#[cfg(all(test, wsk_emulator))]
+#[path = "registration_tests.rs"]
+mod tests;

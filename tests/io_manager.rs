@@ -2,6 +2,11 @@
 //! completion-routine order, `STATUS_MORE_PROCESSING_REQUIRED`, cancel before
 //! and after completion, reuse, DPC-level completion, and the verifier's
 //! bugchecks.
+#![allow(
+    clippy::items_after_statements,
+    clippy::unnecessary_box_returns,
+    reason = "test scaffolding"
+)]
 
 use core::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +39,11 @@ struct Probe {
     log: Arc<Mutex<Vec<Seen>>>,
 }
 
-unsafe extern "system" fn probe_routine(device: *mut c_void, irp: *mut IRP, context: *mut c_void) -> NTSTATUS {
+unsafe extern "system" fn probe_routine(
+    device: *mut c_void,
+    irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
     // SAFETY: every test passes a `Probe` that outlives the IRP's completion.
     let probe = unsafe { &*context.cast::<Probe>() };
     // SAFETY: the I/O manager passes the live IRP being completed.
@@ -50,10 +59,14 @@ unsafe extern "system" fn probe_routine(device: *mut c_void, irp: *mut IRP, cont
 }
 
 fn probe(who: &'static str, returns: NTSTATUS, log: &Arc<Mutex<Vec<Seen>>>) -> Box<Probe> {
-    Box::new(Probe { who, returns, log: log.clone() })
+    Box::new(Probe {
+        who,
+        returns,
+        log: log.clone(),
+    })
 }
 
-fn context(probe: &Probe) -> *mut c_void {
+const fn context(probe: &Probe) -> *mut c_void {
     core::ptr::from_ref(probe).cast_mut().cast()
 }
 
@@ -76,7 +89,9 @@ fn completion_routines_run_bottom_up_until_more_processing_required() {
     // with its own routine, the bottom driver completes it.
     let handle = unsafe { io::start(irp.as_ptr(), "filter") };
     // SAFETY: the filter owns the IRP and has a location below it.
-    unsafe { io::set_next_completion_routine(handle, probe_routine, context(&middle), InvokeOn::ALL) };
+    unsafe {
+        io::set_next_completion_routine(handle, probe_routine, context(&middle), InvokeOn::ALL)
+    };
     // SAFETY: passed down again.
     let handle = unsafe { io::start(irp.as_ptr(), "bottom") };
     // SAFETY: the bottom driver owns it and gives it up.
@@ -84,7 +99,10 @@ fn completion_routines_run_bottom_up_until_more_processing_required() {
 
     assert_eq!(who(&log), ["filter", "client"]);
     let seen = log.lock().unwrap().clone();
-    assert!(seen[1].device_null, "the top routine of a driver-allocated IRP gets a NULL device");
+    assert!(
+        seen[1].device_null,
+        "the top routine of a driver-allocated IRP gets a NULL device"
+    );
     assert_eq!(irp.status(), NtStatus::SUCCESS);
     assert_eq!(irp.information(), 7);
     drop(irp);
@@ -105,12 +123,18 @@ fn more_processing_required_below_the_top_stops_completion_until_completed_again
     // SAFETY: the filter takes the IRP.
     let filter = unsafe { io::start(irp.as_ptr(), "filter") };
     // SAFETY: the filter owns it.
-    unsafe { io::set_next_completion_routine(filter, probe_routine, context(&middle), InvokeOn::ALL) };
+    unsafe {
+        io::set_next_completion_routine(filter, probe_routine, context(&middle), InvokeOn::ALL)
+    };
     // SAFETY: the bottom driver takes it and completes it.
     let bottom = unsafe { io::start(irp.as_ptr(), "bottom") };
     // SAFETY: owned by the bottom driver.
     unsafe { io::complete(bottom, STATUS_SUCCESS, 0) };
-    assert_eq!(who(&log), ["filter"], "the client's routine must not run yet");
+    assert_eq!(
+        who(&log),
+        ["filter"],
+        "the client's routine must not run yet"
+    );
 
     // The filter reclaimed the IRP; it completes it again, upwards.
     // SAFETY: the filter owns the IRP again after returning MORE_PROCESSING.
@@ -128,16 +152,25 @@ fn invoke_flags_choose_which_outcomes_call_the_routine() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let top = probe("client", STATUS_MORE_PROCESSING_REQUIRED, &log);
     let on_error_only = probe("error-only", STATUS_SUCCESS, &log);
-    for (status, expected) in [(STATUS_SUCCESS, vec!["client"]), (STATUS_UNSUCCESSFUL, vec!["error-only", "client"])] {
+    for (status, expected) in [
+        (STATUS_SUCCESS, vec!["client"]),
+        (STATUS_UNSUCCESSFUL, vec!["error-only", "client"]),
+    ] {
         log.lock().unwrap().clear();
         let mut irp = Irp::allocate(2).unwrap();
         // SAFETY: as above.
         unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
         // SAFETY: the filter takes it.
         let filter = unsafe { io::start(irp.as_ptr(), "filter") };
-        let invoke = InvokeOn { success: false, error: true, cancel: false };
+        let invoke = InvokeOn {
+            success: false,
+            error: true,
+            cancel: false,
+        };
         // SAFETY: owned by the filter.
-        unsafe { io::set_next_completion_routine(filter, probe_routine, context(&on_error_only), invoke) };
+        unsafe {
+            io::set_next_completion_routine(filter, probe_routine, context(&on_error_only), invoke)
+        };
         // SAFETY: the bottom takes and completes it.
         let bottom = unsafe { io::start(irp.as_ptr(), "bottom") };
         // SAFETY: owned by the bottom driver.
@@ -234,7 +267,11 @@ fn cancel_racing_completion_completes_each_irp_exactly_once() {
     let completions = Arc::new(AtomicUsize::new(0));
     let cancelled = Arc::new(AtomicUsize::new(0));
 
-    unsafe extern "system" fn count(_: *mut c_void, irp: *mut IRP, context: *mut c_void) -> NTSTATUS {
+    unsafe extern "system" fn count(
+        _: *mut c_void,
+        irp: *mut IRP,
+        context: *mut c_void,
+    ) -> NTSTATUS {
         // SAFETY: the context is the test's counters, alive for the test.
         let (done, cancelled) = unsafe { &*context.cast::<(Arc<AtomicUsize>, Arc<AtomicUsize>)>() };
         done.fetch_add(1, Ordering::SeqCst);
@@ -251,7 +288,9 @@ fn cancel_racing_completion_completes_each_irp_exactly_once() {
     for round in 0..ROUNDS {
         let mut irp = Irp::allocate(1).unwrap();
         // SAFETY: the counters outlive every completion.
-        unsafe { irp.set_completion_routine(count, core::ptr::from_ref(&*counters).cast_mut().cast()) };
+        unsafe {
+            irp.set_completion_routine(count, core::ptr::from_ref(&*counters).cast_mut().cast())
+        };
         // SAFETY: the provider takes and pends it.
         let handle = unsafe { io::start(irp.as_ptr(), "provider") };
         // SAFETY: owned by the provider; the queue outlives it.
@@ -264,17 +303,30 @@ fn cancel_racing_completion_completes_each_irp_exactly_once() {
                 // SAFETY: pended in this queue.
                 if let Some(_round) = unsafe { queue.take(handle) } {
                     // SAFETY: taken back: the provider owns it.
-                    irql::run_at(DISPATCH_LEVEL, || unsafe { io::complete(handle, STATUS_SUCCESS, 0) });
+                    irql::run_at(DISPATCH_LEVEL, || unsafe {
+                        io::complete(handle, STATUS_SUCCESS, 0)
+                    });
                 }
             })
         };
-        irp.cancel();
+        // Vary who wins: sometimes the completer, sometimes the cancel.
+        for _ in 0..round % 16 {
+            thread::yield_now();
+        }
+        let _ = irp.cancel();
         completer.join().unwrap();
-        assert_eq!(completions.load(Ordering::SeqCst), round + 1, "round {round}");
+        assert_eq!(
+            completions.load(Ordering::SeqCst),
+            round + 1,
+            "round {round}"
+        );
         drop(irp);
     }
     assert!(queue.is_empty());
-    eprintln!("cancel race: {} of {ROUNDS} IRPs were cancelled", cancelled.load(Ordering::SeqCst));
+    eprintln!(
+        "cancel race: {} of {ROUNDS} IRPs were cancelled",
+        cancelled.load(Ordering::SeqCst)
+    );
     kernel.assert_no_leaks();
 }
 
@@ -294,7 +346,11 @@ fn reuse_resets_the_irp_for_another_request() {
         unsafe { io::complete(handle, STATUS_SUCCESS, round) };
         assert_eq!(irp.information(), round);
         irp.reuse();
-        assert_eq!(irp.status(), NtStatus::UNSUCCESSFUL, "IoReuseIrp leaves the given status");
+        assert_eq!(
+            irp.status(),
+            NtStatus::UNSUCCESSFUL,
+            "IoReuseIrp leaves the given status"
+        );
         assert_eq!(irp.information(), 0);
     }
     assert_eq!(who(&log).len(), 3);
@@ -315,15 +371,28 @@ fn a_provider_completion_from_a_dpc_runs_at_dispatch_level_on_another_thread() {
         probe: &'a Probe,
         done: &'a wsk::Event,
     }
-    unsafe extern "system" fn routine(device: *mut c_void, irp: *mut IRP, context: *mut c_void) -> NTSTATUS {
+    unsafe extern "system" fn routine(
+        device: *mut c_void,
+        irp: *mut IRP,
+        context: *mut c_void,
+    ) -> NTSTATUS {
         // SAFETY: the test's `Both`, alive until `done` is set and waited for.
         let both = unsafe { &*context.cast::<Both<'_>>() };
         // SAFETY: forwarded from the I/O manager.
-        let status = unsafe { probe_routine(device, irp, core::ptr::from_ref(both.probe).cast_mut().cast()) };
+        let status = unsafe {
+            probe_routine(
+                device,
+                irp,
+                core::ptr::from_ref(both.probe).cast_mut().cast(),
+            )
+        };
         both.done.set();
         status
     }
-    let both = Both { probe: &top, done: &done };
+    let both = Both {
+        probe: &top,
+        done: &done,
+    };
     // SAFETY: `both` outlives the completion (the test waits for `done`).
     unsafe { irp.set_completion_routine(routine, core::ptr::from_ref(&both).cast_mut().cast()) };
     // SAFETY: the provider takes it and completes it from its DPC.
@@ -331,7 +400,8 @@ fn a_provider_completion_from_a_dpc_runs_at_dispatch_level_on_another_thread() {
     // SAFETY: owned by the provider.
     unsafe { io::complete_from_dpc(&kernel, handle, STATUS_SUCCESS, 0) };
     let passive = wsk::PassiveLevel::check().unwrap();
-    done.wait(&passive.at_most_apc(), Some(Duration::from_secs(10))).unwrap();
+    done.wait(&passive.at_most_apc(), Some(Duration::from_secs(10)))
+        .unwrap();
     let seen = log.lock().unwrap()[0].clone();
     assert_eq!(seen.irql, DISPATCH_LEVEL);
     assert_ne!(seen.thread, thread::current().id());
@@ -412,13 +482,22 @@ fn passing_an_irp_down_without_a_stack_location_bugchecks() {
 fn irp_allocation_failure_is_a_typed_error_and_zero_locations_are_rejected() {
     let kernel = Kernel::new();
     let _enter = kernel.enter();
-    kernel.inject_faults(wsk::emulator::FaultPlan { fail_first_irps: 1, ..Default::default() });
+    kernel.inject_faults(wsk::emulator::FaultPlan {
+        fail_first_irps: 1,
+        ..Default::default()
+    });
     assert_eq!(
         Irp::allocate(1).unwrap_err(),
         wsk::Error::InsufficientResources(NtStatus::INSUFFICIENT_RESOURCES)
     );
     assert!(Irp::allocate(1).is_ok(), "only the first allocation fails");
-    assert_eq!(Irp::allocate(0).unwrap_err(), wsk::Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
-    assert_eq!(Irp::allocate(200).unwrap_err(), wsk::Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
+    assert_eq!(
+        Irp::allocate(0).unwrap_err(),
+        wsk::Error::InvalidArgument(NtStatus::INVALID_PARAMETER)
+    );
+    assert_eq!(
+        Irp::allocate(200).unwrap_err(),
+        wsk::Error::InvalidArgument(NtStatus::INVALID_PARAMETER)
+    );
     kernel.assert_no_leaks();
 }

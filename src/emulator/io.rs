@@ -236,7 +236,11 @@ pub struct InvokeOn {
 
 impl InvokeOn {
     /// All three, as WSK clients must set them.
-    pub const ALL: Self = Self { success: true, error: true, cancel: true };
+    pub const ALL: Self = Self {
+        success: true,
+        error: true,
+        cancel: true,
+    };
 }
 
 /// Installs `routine` in the next stack location with the chosen flags, as
@@ -254,7 +258,10 @@ pub unsafe fn set_next_completion_routine(
     use crate::abi::{SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS};
     // SAFETY: owned, live IRP.
     let header = unsafe { &mut *irp.as_ptr() };
-    assert!(header.CurrentLocation > 1, "no stack location below the current one");
+    assert!(
+        header.CurrentLocation > 1,
+        "no stack location below the current one"
+    );
     // SAFETY: CurrentLocation > 1, so the next location is inside the stack.
     let next = unsafe { header.Tail.CurrentStackLocation.sub(1) };
     // SAFETY: as above; the owner alone writes it.

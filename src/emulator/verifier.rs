@@ -17,7 +17,7 @@ pub fn bugcheck(code: &str, detail: fmt::Arguments<'_>) -> ! {
 /// assertion). Clean-up calls made while unwinding (drops of IRPs, pool,
 /// registrations) are then skipped and leak, as nothing runs after a real
 /// bugcheck: checking them would only turn one failure into an abort.
-pub(crate) fn unwinding() -> bool {
+pub fn unwinding() -> bool {
     std::thread::panicking()
 }
 
