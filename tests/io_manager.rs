@@ -90,7 +90,7 @@ fn completion_routines_run_bottom_up_until_more_processing_required() {
     let handle = unsafe { io::start(irp.as_ptr(), "filter") };
     // SAFETY: the filter owns the IRP and has a location below it.
     unsafe {
-        io::set_next_completion_routine(handle, probe_routine, context(&middle), InvokeOn::ALL)
+        io::set_next_completion_routine(handle, probe_routine, context(&middle), InvokeOn::ALL);
     };
     // SAFETY: passed down again.
     let handle = unsafe { io::start(irp.as_ptr(), "bottom") };
@@ -124,7 +124,7 @@ fn more_processing_required_below_the_top_stops_completion_until_completed_again
     let filter = unsafe { io::start(irp.as_ptr(), "filter") };
     // SAFETY: the filter owns it.
     unsafe {
-        io::set_next_completion_routine(filter, probe_routine, context(&middle), InvokeOn::ALL)
+        io::set_next_completion_routine(filter, probe_routine, context(&middle), InvokeOn::ALL);
     };
     // SAFETY: the bottom driver takes it and completes it.
     let bottom = unsafe { io::start(irp.as_ptr(), "bottom") };
@@ -169,7 +169,7 @@ fn invoke_flags_choose_which_outcomes_call_the_routine() {
         };
         // SAFETY: owned by the filter.
         unsafe {
-            io::set_next_completion_routine(filter, probe_routine, context(&on_error_only), invoke)
+            io::set_next_completion_routine(filter, probe_routine, context(&on_error_only), invoke);
         };
         // SAFETY: the bottom takes and completes it.
         let bottom = unsafe { io::start(irp.as_ptr(), "bottom") };
@@ -289,7 +289,7 @@ fn cancel_racing_completion_completes_each_irp_exactly_once() {
         let mut irp = Irp::allocate(1).unwrap();
         // SAFETY: the counters outlive every completion.
         unsafe {
-            irp.set_completion_routine(count, core::ptr::from_ref(&*counters).cast_mut().cast())
+            irp.set_completion_routine(count, core::ptr::from_ref(&*counters).cast_mut().cast());
         };
         // SAFETY: the provider takes and pends it.
         let handle = unsafe { io::start(irp.as_ptr(), "provider") };
@@ -304,7 +304,7 @@ fn cancel_racing_completion_completes_each_irp_exactly_once() {
                 if let Some(_round) = unsafe { queue.take(handle) } {
                     // SAFETY: taken back: the provider owns it.
                     irql::run_at(DISPATCH_LEVEL, || unsafe {
-                        io::complete(handle, STATUS_SUCCESS, 0)
+                        io::complete(handle, STATUS_SUCCESS, 0);
                     });
                 }
             })

@@ -205,7 +205,8 @@ pub struct SOCKADDR {
     pub sa_data: [u8; 14],
 }
 
-#[repr(C)]
+/// `sin_addr` is an `IN_ADDR` union holding a `ULONG`, hence the alignment.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SOCKADDR_IN {
     pub sin_family: ADDRESS_FAMILY,

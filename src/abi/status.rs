@@ -78,7 +78,7 @@ statuses! {
     /// The local system aborted the connection.
     STATUS_CONNECTION_ABORTED = 0xC000_0241;
     /// The address is already associated with an endpoint.
-    STATUS_ADDRESS_ALREADY_ASSOCIATED = 0xC000_0328;
+    STATUS_ADDRESS_ALREADY_ASSOCIATED = 0xC000_0238;
     /// The connection is already established.
     STATUS_CONNECTION_ACTIVE = 0xC000_023B;
     /// The address is not valid in this context.
