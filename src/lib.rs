@@ -34,21 +34,30 @@
 extern crate std;
 
 pub mod abi;
+mod addr;
+mod calls;
 #[cfg(wsk_emulator)]
 pub mod emulator;
 mod error;
+mod executor;
 pub mod kernel;
+mod op;
 mod registration;
+mod socket;
 mod status;
 mod sys;
 #[cfg(all(windows, feature = "wdk"))]
 pub mod wdk;
 
+pub use addr::Family;
+pub use calls::SocketKind;
 pub use error::{Error, Result};
+pub use executor::block_on;
 pub use kernel::event::{Event, EventKind, WaitTimedOut};
 pub use kernel::irp::Irp;
 pub use kernel::irql::{AtMostApc, AtMostDispatch, Irql, IrqlTooHigh, PassiveLevel};
 pub use kernel::mdl::Mdl;
 pub use kernel::pool::{PoolBox, PoolBuffer, PoolTag};
 pub use registration::{Provider, Registration, WskVersion};
+pub use socket::{BoundSocket, CONNECT_EX_MAX_DATA, ConnectEx, ConnectPath, Connection, Socket};
 pub use status::NtStatus;

@@ -301,12 +301,10 @@ impl Provider<'_> {
         unsafe { &*self.npi.Dispatch }
     }
 
-    #[allow(dead_code, reason = "used by the operation layer")]
     pub(crate) const fn client(&self) -> *mut WSK_CLIENT {
         self.npi.Client
     }
 
-    #[allow(dead_code, reason = "used by the operation layer")]
     pub(crate) const fn registration(&self) -> &RegistrationRef {
         &self.block
     }
@@ -353,7 +351,6 @@ impl RegistrationRef {
 
     /// Counts an operation about to put an IRP in flight; refused once
     /// deregistration has begun.
-    #[allow(dead_code, reason = "used by the operation layer")]
     pub(crate) fn begin_operation(&self) -> Result<InFlight> {
         let block = self.get();
         block.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -365,6 +362,17 @@ impl RegistrationRef {
             return Err(Error::ProviderUnavailable(NtStatus::DEVICE_NOT_READY));
         }
         Ok(guard)
+    }
+}
+
+impl RegistrationRef {
+    /// Counts clean-up work (closing a socket nobody took) even while
+    /// deregistration drains: draining then waits for it too.
+    pub(crate) fn begin_cleanup(&self) -> InFlight {
+        self.get().in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight {
+            block: self.clone(),
+        }
     }
 }
 
@@ -390,7 +398,6 @@ impl Drop for RegistrationRef {
 /// One operation in flight against a registration: deregistration waits
 /// for all of them. Dropped by the operation's completion, at any IRQL
 /// <= `DISPATCH_LEVEL`.
-#[allow(dead_code, reason = "used by the operation layer")]
 pub struct InFlight {
     block: RegistrationRef,
 }

@@ -44,6 +44,7 @@ mod windows {
         pub fn KeSetEvent(Event: *mut KEVENT, Increment: LONG, Wait: BOOLEAN) -> LONG;
         pub fn KeClearEvent(Event: *mut KEVENT);
         pub fn KeReadStateEvent(Event: *mut KEVENT) -> LONG;
+        pub fn KeQueryPerformanceCounter(PerformanceFrequency: *mut i64) -> i64;
         pub fn KeWaitForSingleObject(
             Object: *mut c_void,
             WaitReason: i32,

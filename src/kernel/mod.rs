@@ -8,3 +8,4 @@ pub mod irp;
 pub mod irql;
 pub mod mdl;
 pub mod pool;
+pub mod time;

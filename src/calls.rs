@@ -1,0 +1,546 @@
+//! The WSK entry points, one function each: builds the payload, submits
+//! the operation, and hands it back in flight. Part of the operation layer:
+//! the only place socket dispatch tables are read and WSK functions called.
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+
+use crate::abi::{
+    IPPROTO_TCP, IRP, SOCK_STREAM, STATUS_NOT_SUPPORTED, TCP_FASTOPEN, WSK_BUF, WSK_FLAG_ABORTIVE,
+    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_STREAM_SOCKET, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskSetOption,
+};
+use crate::addr::{Family, RawAddress};
+use crate::op::{Operation, Payload};
+use crate::registration::RegistrationRef;
+use crate::{Error, Mdl, NtStatus, PoolBuffer, Provider, Result};
+
+/// The two socket kinds that can connect.
+///
+/// # IRQL
+/// Any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketKind {
+    /// `WSK_FLAG_CONNECTION_SOCKET`.
+    Connection,
+    /// `WSK_FLAG_STREAM_SOCKET`: committed to the connection role by a
+    /// successful connect.
+    Stream,
+}
+
+impl SocketKind {
+    const fn flags(self) -> u32 {
+        match self {
+            Self::Connection => WSK_FLAG_CONNECTION_SOCKET,
+            Self::Stream => WSK_FLAG_STREAM_SOCKET,
+        }
+    }
+}
+
+/// A WSK socket the provider created.
+///
+/// # Invariants
+/// `raw` is a live `WSK_SOCKET` of `kind` until it is closed; its dispatch
+/// table is the one `kind` says.
+#[derive(Debug)]
+pub struct SocketHandle {
+    raw: NonNull<WSK_SOCKET>,
+    kind: SocketKind,
+}
+
+// SAFETY: WSK sockets may be used from any thread.
+unsafe impl Send for SocketHandle {}
+// SAFETY: WSK functions on one socket may be called concurrently (except
+// close, which takes the handle by value).
+unsafe impl Sync for SocketHandle {}
+
+/// The socket-level functions, read from whichever table the kind uses.
+struct Entries {
+    basic: *const WSK_PROVIDER_BASIC_DISPATCH,
+    bind: crate::abi::PFN_WSK_BIND,
+    connect: crate::abi::PFN_WSK_CONNECT,
+    connect_ex: crate::abi::PFN_WSK_CONNECT_EX,
+    send: crate::abi::PFN_WSK_SEND,
+    receive: crate::abi::PFN_WSK_RECEIVE,
+    disconnect: crate::abi::PFN_WSK_DISCONNECT,
+    local: crate::abi::PFN_WSK_GET_ADDRESS,
+    remote: crate::abi::PFN_WSK_GET_ADDRESS,
+}
+
+impl SocketHandle {
+    /// The kind.
+    pub const fn kind(&self) -> SocketKind {
+        self.kind
+    }
+
+    fn entries(&self) -> Entries {
+        // SAFETY: a live socket (invariant) whose first field is its
+        // dispatch table pointer.
+        let dispatch = unsafe { (*self.raw.as_ptr()).Dispatch };
+        match self.kind {
+            SocketKind::Connection => {
+                // SAFETY: connection sockets use the connection table, which
+                // the provider keeps valid while the socket lives.
+                let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
+                Entries {
+                    basic: &raw const table.Basic,
+                    bind: table.WskBind,
+                    connect: table.WskConnect,
+                    connect_ex: table.WskConnectEx,
+                    send: table.WskSend,
+                    receive: table.WskReceive,
+                    disconnect: table.WskDisconnect,
+                    local: table.WskGetLocalAddress,
+                    remote: table.WskGetRemoteAddress,
+                }
+            }
+            SocketKind::Stream => {
+                // SAFETY: as above, for the stream table.
+                let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_STREAM_DISPATCH>() };
+                Entries {
+                    basic: &raw const table.Basic,
+                    bind: table.WskBind,
+                    connect: table.WskConnect,
+                    connect_ex: table.WskConnectEx,
+                    send: table.WskSend,
+                    receive: table.WskReceive,
+                    disconnect: table.WskDisconnect,
+                    local: table.WskGetLocalAddress,
+                    remote: table.WskGetRemoteAddress,
+                }
+            }
+        }
+    }
+
+    fn basic(&self) -> &WSK_PROVIDER_BASIC_DISPATCH {
+        // SAFETY: the basic table heads the socket's dispatch table, valid
+        // while the socket lives.
+        unsafe { &*self.entries().basic }
+    }
+
+    /// Whether the provider offers `WskConnectEx` for this socket (NULL
+    /// before Windows 10 1703).
+    pub fn has_connect_ex(&self) -> bool {
+        self.entries().connect_ex.is_some()
+    }
+
+    const fn raw(&self) -> *mut WSK_SOCKET {
+        self.raw.as_ptr()
+    }
+}
+
+const fn missing() -> Error {
+    Error::NotSupported(NtStatus(STATUS_NOT_SUPPORTED))
+}
+
+/// A socket-creating call's payload: a closer allocated up front, so a
+/// socket whose caller has gone can always be closed.
+pub struct NewSocket {
+    kind: SocketKind,
+    registration: RegistrationRef,
+    closer: Option<Closer>,
+    local: RawAddress,
+    remote: RawAddress,
+}
+
+impl NewSocket {
+    /// The socket the completed call created, with its closer.
+    ///
+    /// # Panics
+    /// If taken twice.
+    pub fn take(&mut self, information: usize) -> Result<(SocketHandle, Closer)> {
+        let raw = NonNull::new(information as *mut WSK_SOCKET)
+            .ok_or(Error::Other(NtStatus::UNSUCCESSFUL))?;
+        // INVARIANT: the provider returned a live socket of the kind asked for.
+        let handle = SocketHandle {
+            raw,
+            kind: self.kind,
+        };
+        Ok((handle, self.closer.take().expect("socket taken once")))
+    }
+}
+
+impl Payload for NewSocket {
+    fn unconsumed(&mut self, _status: NtStatus, information: usize) {
+        if let (Some(raw), Some(closer)) = (
+            NonNull::new(information as *mut WSK_SOCKET),
+            self.closer.take(),
+        ) {
+            // INVARIANT: the provider created it; nobody took it.
+            closer.close_detached(
+                SocketHandle {
+                    raw,
+                    kind: self.kind,
+                },
+                &self.registration,
+            );
+        }
+    }
+}
+
+/// `WskSocket`.
+pub fn socket(
+    provider: &Provider<'_>,
+    family: Family,
+    kind: SocketKind,
+) -> Result<Operation<NewSocket>> {
+    let entry = provider.dispatch().WskSocket.ok_or_else(missing)?;
+    let client = provider.client();
+    let registration = provider.registration();
+    let payload = NewSocket {
+        kind,
+        registration: registration.clone(),
+        closer: Some(Closer::new()?),
+        local: RawAddress::empty(),
+        remote: RawAddress::empty(),
+    };
+    let mut op = Operation::new(payload)?;
+    let call = |irp: *mut IRP, _: *mut NewSocket| {
+        // SAFETY: a captured provider's entry; no socket context or event
+        // dispatch; the IRP is the operation's.
+        unsafe {
+            entry(
+                client,
+                family.raw(),
+                SOCK_STREAM,
+                IPPROTO_TCP,
+                kind.flags(),
+                ptr::null_mut(),
+                ptr::null(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                irp,
+            )
+        }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// `WskSocketConnect` (always a connection socket).
+pub fn socket_connect(
+    provider: &Provider<'_>,
+    local: core::net::SocketAddr,
+    remote: core::net::SocketAddr,
+) -> Result<Operation<NewSocket>> {
+    let entry = provider.dispatch().WskSocketConnect.ok_or_else(missing)?;
+    let client = provider.client();
+    let registration = provider.registration();
+    let payload = NewSocket {
+        kind: SocketKind::Connection,
+        registration: registration.clone(),
+        closer: Some(Closer::new()?),
+        local: RawAddress::new(local),
+        remote: RawAddress::new(remote),
+    };
+    let mut op = Operation::new(payload)?;
+    let call = |irp: *mut IRP, payload: *mut NewSocket| {
+        // SAFETY: the payload lives in the operation block until completion.
+        let payload = unsafe { &mut *payload };
+        // SAFETY: a captured provider's entry; the addresses stay valid
+        // until completion; reserved flags are 0.
+        unsafe {
+            entry(
+                client,
+                SOCK_STREAM,
+                IPPROTO_TCP,
+                payload.local.as_mut_ptr(),
+                payload.remote.as_mut_ptr(),
+                0,
+                ptr::null_mut(),
+                ptr::null(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                irp,
+            )
+        }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// An address-carrying call's payload.
+pub struct Address(pub RawAddress);
+impl Payload for Address {}
+
+/// `WskBind` (reserved flags 0).
+pub fn bind(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    local: core::net::SocketAddr,
+) -> Result<Operation<Address>> {
+    let entry = socket.entries().bind.ok_or_else(missing)?;
+    let raw = socket.raw();
+    let mut op = Operation::new(Address(RawAddress::new(local)))?;
+    let call = |irp: *mut IRP, payload: *mut Address| {
+        // SAFETY: the payload lives in the block until completion.
+        let address = unsafe { (*payload).0.as_mut_ptr() };
+        // SAFETY: a live socket's entry; the address outlives the call.
+        unsafe { entry(raw, address, 0, irp) }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// `WskConnect` (reserved flags 0).
+pub fn connect(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    remote: core::net::SocketAddr,
+) -> Result<Operation<Address>> {
+    let entry = socket.entries().connect.ok_or_else(missing)?;
+    let raw = socket.raw();
+    let mut op = Operation::new(Address(RawAddress::new(remote)))?;
+    let call = |irp: *mut IRP, payload: *mut Address| {
+        // SAFETY: the payload lives in the block until completion.
+        let address = unsafe { (*payload).0.as_mut_ptr() };
+        // SAFETY: a live socket's entry; the address outlives the call.
+        unsafe { entry(raw, address, 0, irp) }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// `WskGetLocalAddress` or `WskGetRemoteAddress`.
+pub fn address(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    remote: bool,
+) -> Result<Operation<Address>> {
+    let entries = socket.entries();
+    let entry = if remote {
+        entries.remote
+    } else {
+        entries.local
+    }
+    .ok_or_else(missing)?;
+    let raw = socket.raw();
+    let mut op = Operation::new(Address(RawAddress::empty()))?;
+    let call = |irp: *mut IRP, payload: *mut Address| {
+        // SAFETY: the payload lives in the block until completion.
+        let address = unsafe { (*payload).0.as_mut_ptr() };
+        // SAFETY: a live socket's entry; the output outlives the call.
+        unsafe { entry(raw, address, irp) }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// Bytes handed to the provider through an MDL, returned with the result.
+pub struct Data {
+    buffer: Option<PoolBuffer>,
+    mdl: Option<Mdl>,
+    wsk: WSK_BUF,
+    remote: RawAddress,
+}
+
+// SAFETY: the raw MDL pointer in `wsk` points at `mdl`, owned alongside.
+unsafe impl Send for Data {}
+
+impl Payload for Data {}
+
+impl Data {
+    /// `length` bytes of `buffer` (all of it when `None`).
+    fn new(buffer: Option<PoolBuffer>, length: usize, remote: RawAddress) -> Result<Self> {
+        let mdl = match &buffer {
+            Some(buffer) if buffer.capacity() > 0 => Some(Mdl::describe(buffer)?),
+            _ => None,
+        };
+        let wsk = WSK_BUF {
+            Mdl: mdl.as_ref().map_or(ptr::null_mut(), Mdl::as_ptr),
+            Offset: 0,
+            Length: length,
+        };
+        Ok(Self {
+            buffer,
+            mdl,
+            wsk,
+            remote,
+        })
+    }
+
+    /// The buffer back.
+    pub const fn take_buffer(&mut self) -> Option<PoolBuffer> {
+        self.buffer.take()
+    }
+
+    const fn wsk_buf(&mut self) -> *mut WSK_BUF {
+        if self.mdl.is_some() {
+            &raw mut self.wsk
+        } else {
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `WskSend`: all of `buffer`.
+pub fn send(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    buffer: PoolBuffer,
+) -> Result<Operation<Data>> {
+    let entry = socket.entries().send.ok_or_else(missing)?;
+    let length = buffer.len();
+    transfer(socket, registration, entry, buffer, length, 0)
+}
+
+/// `WskReceive`: up to the buffer's capacity.
+pub fn receive(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    buffer: PoolBuffer,
+) -> Result<Operation<Data>> {
+    let entry = socket.entries().receive.ok_or_else(missing)?;
+    let capacity = buffer.capacity();
+    transfer(socket, registration, entry, buffer, capacity, 0)
+}
+
+fn transfer(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    entry: unsafe extern "system" fn(*mut WSK_SOCKET, *mut WSK_BUF, u32, *mut IRP) -> i32,
+    buffer: PoolBuffer,
+    length: usize,
+    flags: u32,
+) -> Result<Operation<Data>> {
+    let raw = socket.raw();
+    let mut op = Operation::new(Data::new(Some(buffer), length, RawAddress::empty())?)?;
+    let call = |irp: *mut IRP, payload: *mut Data| {
+        // SAFETY: the payload lives in the block until completion.
+        let wsk = unsafe { (*payload).wsk_buf() };
+        // SAFETY: a live socket's entry; the buffer, its MDL and the
+        // WSK_BUF outlive the call.
+        unsafe { entry(raw, wsk, flags, irp) }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// `WskConnectEx` with optional data (reserved flags 0). `Err` with
+/// `NotSupported` when the provider has no such entry.
+pub fn connect_ex(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    remote: core::net::SocketAddr,
+    data: Option<PoolBuffer>,
+) -> Result<Operation<Data>> {
+    let entry = socket.entries().connect_ex.ok_or_else(missing)?;
+    let raw = socket.raw();
+    let length = data.as_ref().map_or(0, |data| data.len());
+    let mut op = Operation::new(Data::new(data, length, RawAddress::new(remote))?)?;
+    let call = |irp: *mut IRP, payload: *mut Data| {
+        // SAFETY: the payload lives in the block until completion.
+        let payload = unsafe { &mut *payload };
+        let wsk = payload.wsk_buf();
+        // SAFETY: a live socket's entry; address and data outlive the call.
+        unsafe { entry(raw, payload.remote.as_mut_ptr(), wsk, 0, irp) }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// `WskDisconnect`, graceful or abortive, without data.
+pub fn disconnect(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    abortive: bool,
+) -> Result<Operation<()>> {
+    let entry = socket.entries().disconnect.ok_or_else(missing)?;
+    let raw = socket.raw();
+    let flags = if abortive { WSK_FLAG_ABORTIVE } else { 0 };
+    let mut op = Operation::new(())?;
+    // SAFETY: a live socket's entry; no buffer.
+    let call = |irp: *mut IRP, _: *mut ()| unsafe { entry(raw, ptr::null_mut(), flags, irp) };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// A `WskControlSocket` option value.
+pub struct Control {
+    input: u32,
+}
+impl Payload for Control {}
+
+/// `WskControlSocket(WskSetOption, TCP_FASTOPEN, IPPROTO_TCP, 1)`.
+pub fn enable_fast_open(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+) -> Result<Operation<Control>> {
+    let entry = socket.basic().WskControlSocket.ok_or_else(missing)?;
+    let raw = socket.raw();
+    let mut op = Operation::new(Control { input: 1 })?;
+    let call = |irp: *mut IRP, payload: *mut Control| {
+        // SAFETY: the payload lives in the block until completion.
+        let input = unsafe { &raw mut (*payload).input };
+        // SAFETY: a live socket's entry; the input outlives the call.
+        unsafe {
+            entry(
+                raw,
+                WskSetOption,
+                TCP_FASTOPEN,
+                IPPROTO_TCP,
+                core::mem::size_of::<u32>(),
+                input.cast::<c_void>(),
+                0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                irp,
+            )
+        }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(registration, call)? };
+    Ok(op)
+}
+
+/// An IRP and block set aside to close one socket, so closing never fails
+/// for want of memory.
+pub struct Closer {
+    op: Operation<()>,
+}
+
+impl Closer {
+    /// Allocates the close operation.
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            op: Operation::new(())?,
+        })
+    }
+
+    /// Submits `WskCloseSocket`; the caller awaits the returned operation.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "closing consumes the handle: no call may follow"
+    )]
+    pub fn close(self, socket: SocketHandle, registration: &RegistrationRef) -> Operation<()> {
+        let mut op = self.op;
+        let basic = socket.basic();
+        let entry = basic
+            .WskCloseSocket
+            .expect("every WSK socket can be closed");
+        let raw = socket.raw();
+        // SAFETY: a live socket's entry; the handle is consumed, so no other
+        // call on it follows.
+        let call = |irp: *mut IRP, _: *mut ()| unsafe { entry(raw, irp) };
+        // SAFETY: one WSK call with the operation's IRP; a close counts in
+        // flight even while deregistration drains.
+        unsafe { op.submit_cleanup(registration, call) };
+        op
+    }
+
+    /// Closes without waiting (a dropped socket): the completion frees
+    /// everything.
+    pub fn close_detached(self, socket: SocketHandle, registration: &RegistrationRef) {
+        self.close(socket, registration).detach();
+    }
+}

@@ -1,0 +1,526 @@
+//! The operation layer: one in-flight IRP and everything the provider may
+//! touch while it is in flight, in one non-paged, reference-counted block.
+//!
+//! # The rule against use-after-free
+//! The block holds the IRP, the payload (buffers, MDLs, addresses, the
+//! `WSK_BUF`), the completion event and the waker. The owner
+//! ([`Operation`]) holds one reference; submitting gives the completion
+//! routine a second one, which it gives back exactly once. Dropping the owner
+//! never frees anything the provider may still touch: with the IRP in
+//! flight it cancels the IRP and marks the operation abandoned; whoever
+//! drops the last reference frees the block. A result nobody consumed (a
+//! socket created for a caller who has gone) is released by
+//! [`Payload::unconsumed`] when the block is freed.
+//!
+//! # Lifecycle
+//! Every transition goes through [`Block::transition`]:
+//!
+//! ```text
+//! Idle --submit--> InFlight --completion routine--> Completed
+//!                     |
+//!                     +--owner dropped--> Abandoned --completion routine--> (freed)
+//! ```
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::future::Future;
+use core::mem::ManuallyDrop;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use atomic_waker::AtomicWaker;
+
+use crate::abi::{IRP, NTSTATUS, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING};
+use crate::kernel::event::{EventKind, RawEvent, WaitTimedOut};
+use crate::kernel::irql::{AtMostApc, PassiveLevel};
+use crate::kernel::pool::{PoolBox, PoolTag};
+use crate::kernel::time::Deadline;
+use crate::registration::{InFlight, RegistrationRef};
+use crate::{Error, Irp, NtStatus, Result};
+
+/// What an operation carries for the provider, and how to release a result
+/// nobody took.
+pub trait Payload: Send + 'static {
+    /// Called once when the block is freed if the operation succeeded but
+    /// its result was never consumed (the caller dropped the future or timed
+    /// out). Runs at IRQL <= `DISPATCH_LEVEL`, possibly in a completion
+    /// routine: it must not wait.
+    fn unconsumed(&mut self, _status: NtStatus, _information: usize) {}
+}
+
+impl Payload for () {}
+
+/// Where an operation is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Lifecycle {
+    /// Built, not submitted: only the owner touches it.
+    Idle = 0,
+    /// Submitted; the completion routine has not run.
+    InFlight = 1,
+    /// The completion routine ran (or the submitter reclaimed a call that
+    /// returned without completing); the result is ready.
+    Completed = 2,
+    /// The owner went away while the IRP was in flight.
+    Abandoned = 3,
+}
+
+impl Lifecycle {
+    const fn from_raw(raw: u8) -> Self {
+        match raw {
+            0 => Self::Idle,
+            1 => Self::InFlight,
+            2 => Self::Completed,
+            _ => Self::Abandoned,
+        }
+    }
+}
+
+/// The block shared by the owner and the completion routine.
+///
+/// # Invariants
+/// `refs` counts the owner and, while in flight, the completion routine;
+/// the block is freed when it drops to zero. `guard` and `payload` are
+/// touched by one party at a time, as the lifecycle says.
+struct Block<P> {
+    refs: AtomicUsize,
+    state: AtomicU8,
+    status: AtomicI32,
+    information: AtomicUsize,
+    consumed: AtomicBool,
+    waker: AtomicWaker,
+    done: RawEvent,
+    irp: ManuallyDrop<Irp>,
+    guard: UnsafeCell<Option<InFlight>>,
+    payload: UnsafeCell<P>,
+}
+
+impl<P> Block<P> {
+    fn state(&self) -> Lifecycle {
+        Lifecycle::from_raw(self.state.load(Ordering::Acquire))
+    }
+
+    /// The one place the lifecycle changes: `from` -> `to`, or the state
+    /// found instead.
+    fn transition(&self, from: Lifecycle, to: Lifecycle) -> core::result::Result<(), Lifecycle> {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .map(drop)
+            .map_err(Lifecycle::from_raw)
+    }
+}
+
+/// The owner of one operation.
+///
+/// # Invariants
+/// `block` is live and this value owns one of its references.
+pub struct Operation<P: Payload> {
+    block: NonNull<Block<P>>,
+}
+
+// SAFETY: the block's shared fields are atomic or handed between the owner
+// and the completion routine by the lifecycle; the payload is `Send`.
+unsafe impl<P: Payload> Send for Operation<P> {}
+// SAFETY: shared access only reads atomics and cancels the IRP, which the
+// kernel synchronises.
+unsafe impl<P: Payload> Sync for Operation<P> {}
+
+impl<P: Payload> Operation<P> {
+    /// A new idle operation with one IRP stack location.
+    ///
+    /// # Errors
+    /// [`Error::InsufficientResources`] when the IRP or the block cannot be
+    /// allocated.
+    pub fn new(payload: P) -> Result<Self> {
+        let irp = Irp::allocate(1)?;
+        let init = |slot: *mut Block<P>| {
+            let block = Block {
+                refs: AtomicUsize::new(1),
+                state: AtomicU8::new(Lifecycle::Idle as u8),
+                status: AtomicI32::new(STATUS_PENDING),
+                information: AtomicUsize::new(0),
+                consumed: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+                done: RawEvent::zeroed(),
+                irp: ManuallyDrop::new(irp),
+                guard: UnsafeCell::new(None),
+                payload: UnsafeCell::new(payload),
+            };
+            // SAFETY: `slot` is a fresh, aligned block of the right size.
+            unsafe { slot.write(block) };
+            // SAFETY: initialised just now; only the address is taken.
+            let done = unsafe { &raw mut (*slot).done };
+            // SAFETY: the event is at its final, non-paged address;
+            // <= DISPATCH_LEVEL.
+            unsafe { RawEvent::init(done, EventKind::Notification, false) };
+        };
+        // SAFETY: `init` initialises every field.
+        let block = unsafe { PoolBox::new_with(PoolTag::OPERATION, init)? };
+        // INVARIANT: the owner's one reference.
+        Ok(Self {
+            block: block.into_raw(),
+        })
+    }
+
+    const fn block(&self) -> &Block<P> {
+        // SAFETY: live while the owner holds its reference (invariant).
+        unsafe { self.block.as_ref() }
+    }
+
+    /// The payload, while nobody else can touch it (idle or completed).
+    ///
+    /// # Panics
+    /// If the operation is in flight.
+    pub fn payload_mut(&mut self) -> &mut P {
+        let state = self.block().state();
+        assert!(
+            matches!(state, Lifecycle::Idle | Lifecycle::Completed),
+            "payload accessed while {state:?}"
+        );
+        // SAFETY: idle or completed: neither the provider nor the completion
+        // routine touches the payload any more, and `&mut self` is unique.
+        unsafe { &mut *self.block().payload.get() }
+    }
+
+    /// Submits the IRP: installs the completion routine, counts the
+    /// operation against the registration, and calls `call` with the IRP
+    /// and the payload (whose addresses stay valid until completion).
+    ///
+    /// A call that returns anything but `STATUS_PENDING` has completed its
+    /// IRP (the WDM rule). If the completion routine did not run (a provider
+    /// that breaks the rule), the returned status is the result and the
+    /// routine's reference is reclaimed.
+    ///
+    /// # Errors
+    /// [`Error::ProviderUnavailable`] when deregistration has begun; nothing
+    /// is called then.
+    ///
+    /// # Safety
+    /// `call` must pass the IRP to exactly one WSK function and return its
+    /// status; the payload pointers it hands over must stay within the
+    /// payload.
+    pub unsafe fn submit(
+        &mut self,
+        registration: &RegistrationRef,
+        call: impl FnOnce(*mut IRP, *mut P) -> NTSTATUS,
+    ) -> Result<()> {
+        let guard = registration.begin_operation()?;
+        // SAFETY: forwarded contract; the guard counts this operation.
+        unsafe { self.submit_with(guard, call) };
+        Ok(())
+    }
+
+    /// [`submit`](Self::submit) for clean-up work that must run even while
+    /// deregistration drains (closing a socket nobody took).
+    ///
+    /// # Safety
+    /// As for `submit`.
+    pub unsafe fn submit_cleanup(
+        &mut self,
+        registration: &RegistrationRef,
+        call: impl FnOnce(*mut IRP, *mut P) -> NTSTATUS,
+    ) {
+        let guard = registration.begin_cleanup();
+        // SAFETY: forwarded contract.
+        unsafe { self.submit_with(guard, call) };
+    }
+
+    unsafe fn submit_with(
+        &mut self,
+        guard: InFlight,
+        call: impl FnOnce(*mut IRP, *mut P) -> NTSTATUS,
+    ) {
+        let raw = self.block.as_ptr();
+        {
+            let block = self.block();
+            assert_eq!(
+                block.state(),
+                Lifecycle::Idle,
+                "an operation is submitted once"
+            );
+            // SAFETY: idle: only the owner touches the guard slot.
+            unsafe { *block.guard.get() = Some(guard) };
+            // The completion routine's reference.
+            block.refs.fetch_add(1, Ordering::Relaxed);
+            block
+                .transition(Lifecycle::Idle, Lifecycle::InFlight)
+                .expect("idle, checked above");
+        }
+        // SAFETY: the IRP is ours and not yet in flight; the routine and its
+        // context (this block) stay valid until the routine has run, since
+        // it holds a reference; the routine returns
+        // STATUS_MORE_PROCESSING_REQUIRED.
+        let irp: &mut Irp = unsafe { &mut (*raw).irp };
+        // SAFETY: as above.
+        unsafe { irp.set_completion_routine(on_complete::<P>, raw.cast::<c_void>()) };
+        let irp_ptr = irp.as_ptr();
+        // SAFETY: the payload lives in the block, which outlives the call.
+        let payload = unsafe { (*raw).payload.get() };
+        let returned = call(irp_ptr, payload);
+        if returned != STATUS_PENDING {
+            let block = self.block();
+            if block
+                .transition(Lifecycle::InFlight, Lifecycle::Completed)
+                .is_ok()
+            {
+                // The routine did not run and never will: take its part.
+                block.status.store(returned, Ordering::Relaxed);
+                block.information.store(0, Ordering::Relaxed);
+                // SAFETY: the completion routine will not run, so the guard
+                // slot is ours again.
+                drop(unsafe { (*block.guard.get()).take() });
+                block.done.set();
+                block.refs.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Lets the operation finish on its own: the owner goes away without
+    /// cancelling (a close nobody waits for). The completion routine frees
+    /// the block.
+    pub fn detach(self) {
+        let this = ManuallyDrop::new(self);
+        let block = this.block();
+        let _ = block.transition(Lifecycle::InFlight, Lifecycle::Abandoned);
+        release(this.block);
+    }
+
+    /// Whether the result is ready.
+    pub fn is_complete(&self) -> bool {
+        self.block().state() == Lifecycle::Completed
+    }
+
+    /// Polls for completion, registering the task's waker.
+    pub fn poll_complete(&self, cx: &Context<'_>) -> Poll<()> {
+        let block = self.block();
+        if block.state() == Lifecycle::Completed {
+            return Poll::Ready(());
+        }
+        block.waker.register(cx.waker());
+        if block.state() == Lifecycle::Completed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Waits for completion, at most `timeout` (`None`: no limit).
+    ///
+    /// # Errors
+    /// [`WaitTimedOut`] when the timeout passed first.
+    pub fn wait(&self, irql: &AtMostApc, timeout: Option<Duration>) -> Result<(), WaitTimedOut> {
+        self.block().done.wait(irql, timeout)
+    }
+
+    /// Asks the provider to complete the IRP early (`IoCancelIrp`).
+    pub fn cancel(&self) {
+        let block = self.block();
+        if block.state() == Lifecycle::InFlight {
+            // The IRP lives as long as the block, which our reference keeps.
+            let _ = block.irp.cancel();
+        }
+    }
+
+    /// The completion status.
+    ///
+    /// # Panics
+    /// If the operation has not completed.
+    pub fn status(&self) -> NtStatus {
+        assert!(self.is_complete(), "status read before completion");
+        NtStatus(self.block().status.load(Ordering::Relaxed))
+    }
+
+    /// The completion's `IoStatus.Information`.
+    ///
+    /// # Panics
+    /// If the operation has not completed.
+    pub fn information(&self) -> usize {
+        assert!(self.is_complete(), "information read before completion");
+        self.block().information.load(Ordering::Relaxed)
+    }
+
+    /// The status as a `Result`.
+    ///
+    /// # Errors
+    /// The typed error for a failure status.
+    pub fn result(&self) -> Result<usize> {
+        self.status().ok().map(|()| self.information())
+    }
+
+    /// Marks the result as taken: [`Payload::unconsumed`] will not run.
+    pub fn consume(&self) {
+        self.block().consumed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<P: Payload> Drop for Operation<P> {
+    fn drop(&mut self) {
+        let block = self.block();
+        if block.state() == Lifecycle::InFlight {
+            // The block (and so the IRP) is alive: we still hold a reference.
+            let _ = block.irp.cancel();
+            if block
+                .transition(Lifecycle::InFlight, Lifecycle::Abandoned)
+                .is_ok()
+            {
+                // The completion routine finishes the job.
+                release(self.block);
+                return;
+            }
+        }
+        release(self.block);
+    }
+}
+
+/// Drops one reference; the last one frees the block, releasing an
+/// unconsumed result first.
+fn release<P: Payload>(block: NonNull<Block<P>>) {
+    // SAFETY: the caller owned a reference, so the block is live.
+    let shared = unsafe { block.as_ref() };
+    if shared.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    let completed = matches!(shared.state(), Lifecycle::Completed | Lifecycle::Abandoned);
+    let status = NtStatus(shared.status.load(Ordering::Relaxed));
+    if completed && status.is_success() && !shared.consumed.load(Ordering::Relaxed) {
+        let information = shared.information.load(Ordering::Relaxed);
+        // SAFETY: the last reference: nobody else touches the payload.
+        unsafe { (*shared.payload.get()).unconsumed(status, information) };
+    }
+    // SAFETY: the last reference: the block came from `PoolBox::into_raw`
+    // with this tag and is freed once. The IRP is not in flight (its
+    // routine ran, or it was never submitted).
+    let mut owned = unsafe { PoolBox::from_raw(block, PoolTag::OPERATION) };
+    // SAFETY: dropped exactly once, here.
+    unsafe { ManuallyDrop::drop(&mut owned.irp) };
+    drop(owned);
+}
+
+/// The completion routine of every operation.
+///
+/// # Safety
+/// Called by the I/O manager with the IRP of the operation whose block is
+/// `context`, at IRQL <= `DISPATCH_LEVEL`.
+unsafe extern "system" fn on_complete<P: Payload>(
+    _device: *mut c_void,
+    irp: *mut IRP,
+    context: *mut c_void,
+) -> NTSTATUS {
+    let raw = context.cast::<Block<P>>();
+    // SAFETY: the routine's reference keeps the block alive.
+    let block = unsafe { &*raw };
+    // SAFETY: the IRP being completed, ours.
+    let io_status = unsafe { (*irp).IoStatus };
+    block.status.store(io_status.Status, Ordering::Relaxed);
+    block
+        .information
+        .store(io_status.Information, Ordering::Relaxed);
+    // SAFETY: in flight, only the completion touches the guard slot.
+    let guard = unsafe { (*block.guard.get()).take() };
+    match block.transition(Lifecycle::InFlight, Lifecycle::Completed) {
+        Ok(()) => {
+            block.done.set();
+            block.waker.wake();
+        }
+        Err(Lifecycle::Abandoned) => {}
+        Err(other) => {
+            // A provider that returned a non-pending status and completed
+            // later anyway: the submitter already took this reference.
+            debug_assert!(false, "completion routine ran while {other:?}");
+            return STATUS_MORE_PROCESSING_REQUIRED;
+        }
+    }
+    // `release` may start clean-up work (closing an untaken socket), which
+    // counts itself in flight before this guard stops counting.
+    // SAFETY: a non-null block pointer from the context.
+    release(unsafe { NonNull::new_unchecked(raw) });
+    drop(guard);
+    STATUS_MORE_PROCESSING_REQUIRED
+}
+
+/// Awaits an operation's completion: as a future, or blocking with a
+/// deadline. The flows of the socket layer are written once, generic over
+/// this.
+pub trait Waiter {
+    /// Completes when `op` has completed. A blocking waiter whose deadline
+    /// passes cancels the IRP, waits for the completion, and returns
+    /// [`Error::TimedOut`].
+    fn complete<'a, P: Payload>(
+        &'a mut self,
+        op: &'a Operation<P>,
+    ) -> impl Future<Output = Result<()>> + 'a;
+}
+
+/// Waits by awaiting.
+pub struct Await;
+
+impl Waiter for Await {
+    fn complete<'a, P: Payload>(
+        &'a mut self,
+        op: &'a Operation<P>,
+    ) -> impl Future<Output = Result<()>> + 'a {
+        Completion { op }
+    }
+}
+
+struct Completion<'a, P: Payload> {
+    op: &'a Operation<P>,
+}
+
+impl<P: Payload> Future for Completion<'_, P> {
+    type Output = Result<()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.op.poll_complete(cx).map(Ok)
+    }
+}
+
+/// Waits by blocking the thread, with one deadline for a whole flow.
+pub struct Blocking {
+    irql: AtMostApc,
+    deadline: Deadline,
+}
+
+impl Blocking {
+    /// A waiter for a flow that must finish within `timeout`.
+    pub fn new(irql: &PassiveLevel, timeout: Duration) -> Self {
+        Self {
+            irql: irql.at_most_apc(),
+            deadline: Deadline::after(timeout),
+        }
+    }
+
+    fn block<P: Payload>(&self, op: &Operation<P>) -> Result<()> {
+        if op.wait(&self.irql, Some(self.deadline.remaining())).is_ok() {
+            return Ok(());
+        }
+        // Cancel, then wait for the completion: nothing is left in flight.
+        op.cancel();
+        let _ = op.wait(&self.irql, None);
+        Err(Error::TimedOut(NtStatus::IO_TIMEOUT))
+    }
+}
+
+impl Waiter for Blocking {
+    fn complete<'a, P: Payload>(
+        &'a mut self,
+        op: &'a Operation<P>,
+    ) -> impl Future<Output = Result<()>> + 'a {
+        core::future::ready(self.block(op))
+    }
+}
+
+/// Runs a flow driven by a [`Blocking`] waiter: every await in it is ready
+/// at once, so one poll finishes it.
+pub fn run_blocking<T>(flow: impl Future<Output = T>) -> T {
+    let mut flow = core::pin::pin!(flow);
+    match flow
+        .as_mut()
+        .poll(&mut Context::from_waker(core::task::Waker::noop()))
+    {
+        Poll::Ready(value) => value,
+        Poll::Pending => unreachable!("a blocking flow never waits through its waker"),
+    }
+}

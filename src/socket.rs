@@ -1,0 +1,762 @@
+//! WSK sockets as typestates, and the three ways to connect.
+//!
+//! ```text
+//! Provider::socket ──> Socket ──bind──> BoundSocket ──connect / connect_ex──> Connection
+//! Provider::socket_connect ─────────────────────────────────────────────────> Connection
+//! ```
+//!
+//! Every operation comes twice: as a future (`Send`, pollable at IRQL <=
+//! `DISPATCH_LEVEL`, woken from the completion routine) and as a blocking
+//! call (`*_blocking`) that takes a `PassiveLevel` token and a timeout. Both
+//! run the same flow. Dropping a future cancels its IRP and frees nothing
+//! the provider may still touch; a blocking call whose timeout expires
+//! cancels its IRP, waits for the completion, and returns
+//! [`Error::TimedOut`].
+//!
+//! Misuse does not compile. A socket must be bound before it connects:
+//!
+//! ```compile_fail
+//! # async fn demo(provider: &wsk::Provider<'_>) -> Result<(), wsk::Error> {
+//! let socket = provider.socket(wsk::Family::V4, wsk::SocketKind::Connection).await?;
+//! let connection = socket.connect("127.0.0.1:7".parse().unwrap()).await?; // no `connect` before `bind`
+//! # Ok(()) }
+//! ```
+//!
+//! A closed connection is gone:
+//!
+//! ```compile_fail
+//! # async fn demo(connection: wsk::Connection<'_>, buffer: wsk::PoolBuffer) {
+//! connection.close().await.unwrap();
+//! let _ = connection.send(buffer).await; // `connection` was moved by `close`
+//! # }
+//! ```
+
+#![allow(
+    clippy::manual_async_fn,
+    reason = "the `Send` bound on each future is part of the API"
+)]
+
+use core::marker::PhantomData;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::addr::Family;
+use crate::calls::{self, Closer, SocketHandle, SocketKind};
+use crate::op::{Await, Blocking, Operation, Payload, Waiter, run_blocking};
+use crate::registration::RegistrationRef;
+use crate::{Error, NtStatus, PassiveLevel, PoolBuffer, Provider, Registration, Result};
+
+/// The most `WskConnectEx` sends with the connect.
+pub const CONNECT_EX_MAX_DATA: usize = 65_535;
+
+/// A socket's guts, shared by the three typestates: the WSK socket, a
+/// closer set aside, and the registration. Dropping it closes the socket
+/// without blocking.
+struct Raw<'r> {
+    handle: Option<SocketHandle>,
+    closer: Option<Closer>,
+    registration: RegistrationRef,
+    _registration: PhantomData<&'r Registration>,
+}
+
+impl Raw<'_> {
+    const fn new(handle: SocketHandle, closer: Closer, registration: RegistrationRef) -> Self {
+        Self {
+            handle: Some(handle),
+            closer: Some(closer),
+            registration,
+            _registration: PhantomData,
+        }
+    }
+
+    const fn handle(&self) -> &SocketHandle {
+        self.handle.as_ref().expect("a live socket has its handle")
+    }
+
+    /// Closes and waits for the close to complete.
+    async fn close<W: Waiter>(mut self, waiter: &mut W) -> Result<()> {
+        let (handle, closer) = (self.handle.take(), self.closer.take());
+        let (Some(handle), Some(closer)) = (handle, closer) else {
+            return Ok(());
+        };
+        let op = closer.close(handle, &self.registration);
+        // A close that timed out still completes before this returns.
+        waiter.complete(&op).await?;
+        op.status().ok()
+    }
+}
+
+impl Drop for Raw<'_> {
+    fn drop(&mut self) {
+        if let (Some(handle), Some(closer)) = (self.handle.take(), self.closer.take()) {
+            closer.close_detached(handle, &self.registration);
+        }
+    }
+}
+
+/// Waits for `op`, then turns its status into a `Result` of its information.
+async fn finish<W: Waiter, P: Payload>(waiter: &mut W, op: &Operation<P>) -> Result<usize> {
+    waiter.complete(op).await?;
+    op.result()
+}
+
+/// A new, unbound socket (`WskSocket`).
+///
+/// # IRQL
+/// Futures at `DISPATCH_LEVEL` or below; `*_blocking` at `PASSIVE_LEVEL`.
+/// Dropping closes the socket without blocking, at `DISPATCH_LEVEL` or below.
+pub struct Socket<'r> {
+    raw: Raw<'r>,
+    family: Family,
+}
+
+/// A bound socket (`WskBind`), ready to connect.
+///
+/// # IRQL
+/// As [`Socket`].
+pub struct BoundSocket<'r> {
+    raw: Raw<'r>,
+}
+
+/// A connected socket: send, receive, disconnect, close.
+///
+/// # IRQL
+/// As [`Socket`].
+pub struct Connection<'r> {
+    raw: Raw<'r>,
+}
+
+/// Which way a connect-with-data call went.
+///
+/// # IRQL
+/// Any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectPath {
+    /// `WskConnectEx` connected and sent the data.
+    ConnectEx,
+    /// The provider has no `WskConnectEx` (or answered
+    /// `STATUS_NOT_IMPLEMENTED` / `STATUS_NOT_SUPPORTED`): `WskConnect`,
+    /// then `WskSend`.
+    ConnectThenSend,
+}
+
+impl ConnectPath {
+    /// A short name (`connect-ex`, `connect+send`).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ConnectEx => "connect-ex",
+            Self::ConnectThenSend => "connect+send",
+        }
+    }
+}
+
+/// What [`BoundSocket::connect_ex`] did besides connecting.
+///
+/// # IRQL
+/// Any.
+#[derive(Debug)]
+pub struct ConnectEx {
+    /// The path taken.
+    pub path: ConnectPath,
+    /// Bytes of initial data sent.
+    pub sent: usize,
+    /// The data buffer, back.
+    pub buffer: Option<PoolBuffer>,
+}
+
+// --------------------------------------------------------------- flows
+async fn socket_flow<'r, W: Waiter>(
+    provider: &Provider<'r>,
+    waiter: &mut W,
+    family: Family,
+    kind: SocketKind,
+) -> Result<Socket<'r>> {
+    let mut op = calls::socket(provider, family, kind)?;
+    let information = finish(waiter, &op).await?;
+    let (handle, closer) = op.payload_mut().take(information)?;
+    op.consume();
+    Ok(Socket {
+        raw: Raw::new(handle, closer, provider.registration().clone()),
+        family,
+    })
+}
+
+async fn socket_connect_flow<'r, W: Waiter>(
+    provider: &Provider<'r>,
+    waiter: &mut W,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Result<Connection<'r>> {
+    if Family::of(&local) != Family::of(&remote) {
+        return Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
+    }
+    let mut op = calls::socket_connect(provider, local, remote)?;
+    let information = finish(waiter, &op).await?;
+    let (handle, closer) = op.payload_mut().take(information)?;
+    op.consume();
+    Ok(Connection {
+        raw: Raw::new(handle, closer, provider.registration().clone()),
+    })
+}
+
+async fn bind_flow<'r, W: Waiter>(
+    socket: Socket<'r>,
+    waiter: &mut W,
+    local: SocketAddr,
+) -> Result<BoundSocket<'r>> {
+    if Family::of(&local) != socket.family {
+        return Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
+    }
+    let op = calls::bind(socket.raw.handle(), &socket.raw.registration, local)?;
+    finish(waiter, &op).await?;
+    Ok(BoundSocket { raw: socket.raw })
+}
+
+async fn connect_flow<'r, W: Waiter>(
+    bound: BoundSocket<'r>,
+    waiter: &mut W,
+    remote: SocketAddr,
+) -> Result<Connection<'r>> {
+    let op = calls::connect(bound.raw.handle(), &bound.raw.registration, remote)?;
+    finish(waiter, &op).await?;
+    Ok(Connection { raw: bound.raw })
+}
+
+async fn connect_ex_flow<'r, W: Waiter>(
+    bound: BoundSocket<'r>,
+    waiter: &mut W,
+    remote: SocketAddr,
+    data: Option<PoolBuffer>,
+) -> Result<(Connection<'r>, ConnectEx)> {
+    // Rejected before any call, with the status the provider would give.
+    if data
+        .as_ref()
+        .is_some_and(|data| data.len() > CONNECT_EX_MAX_DATA)
+    {
+        return Err(Error::InvalidArgument(NtStatus::BUFFER_OVERFLOW));
+    }
+    let mut data = data;
+    if bound.raw.handle().has_connect_ex() {
+        let mut op = calls::connect_ex(bound.raw.handle(), &bound.raw.registration, remote, data)?;
+        waiter.complete(&op).await?;
+        let status = op.status();
+        let buffer = op.payload_mut().take_buffer();
+        if status != NtStatus::NOT_IMPLEMENTED && status != NtStatus::NOT_SUPPORTED {
+            status.ok()?;
+            let sent = op.information();
+            let outcome = ConnectEx {
+                path: ConnectPath::ConnectEx,
+                sent,
+                buffer,
+            };
+            return Ok((Connection { raw: bound.raw }, outcome));
+        }
+        data = buffer;
+    }
+    let connection = connect_flow(bound, waiter, remote).await?;
+    let (sent, buffer) = match data {
+        Some(buffer) if !buffer.is_empty() => {
+            let (sent, buffer) = send_flow(&connection, waiter, buffer).await;
+            (sent?, Some(buffer))
+        }
+        other => (0, other),
+    };
+    Ok((
+        connection,
+        ConnectEx {
+            path: ConnectPath::ConnectThenSend,
+            sent,
+            buffer,
+        },
+    ))
+}
+
+async fn send_flow<W: Waiter>(
+    connection: &Connection<'_>,
+    waiter: &mut W,
+    buffer: PoolBuffer,
+) -> (Result<usize>, PoolBuffer) {
+    transfer_flow(connection, waiter, buffer, calls::send).await
+}
+
+async fn receive_flow<W: Waiter>(
+    connection: &Connection<'_>,
+    waiter: &mut W,
+    buffer: PoolBuffer,
+) -> (Result<usize>, PoolBuffer) {
+    let (result, mut buffer) = transfer_flow(connection, waiter, buffer, calls::receive).await;
+    buffer.set_len(*result.as_ref().unwrap_or(&0));
+    (result, buffer)
+}
+
+type Transfer = fn(&SocketHandle, &RegistrationRef, PoolBuffer) -> Result<Operation<calls::Data>>;
+
+async fn transfer_flow<W: Waiter>(
+    connection: &Connection<'_>,
+    waiter: &mut W,
+    buffer: PoolBuffer,
+    submit: Transfer,
+) -> (Result<usize>, PoolBuffer) {
+    // Keep a way back for the buffer if the submission itself fails.
+    let capacity = buffer.capacity();
+    let mut op = match submit(
+        connection.raw.handle(),
+        &connection.raw.registration,
+        buffer,
+    ) {
+        Ok(op) => op,
+        Err(error) => return (Err(error), empty_buffer(capacity)),
+    };
+    let result = finish(waiter, &op).await;
+    let buffer = op
+        .payload_mut()
+        .take_buffer()
+        .expect("the buffer comes back");
+    (result, buffer)
+}
+
+/// After a failed submission the buffer went down with the operation; give
+/// the caller an empty one of the same capacity if pool allows, so the
+/// `(Result, PoolBuffer)` shape holds.
+fn empty_buffer(capacity: usize) -> PoolBuffer {
+    PoolBuffer::zeroed(capacity, crate::PoolTag::BUFFER)
+        .or_else(|_| PoolBuffer::zeroed(0, crate::PoolTag::BUFFER))
+        .expect("a one-byte pool block")
+}
+
+async fn disconnect_flow<W: Waiter>(connection: &Connection<'_>, waiter: &mut W) -> Result<()> {
+    let op = calls::disconnect(connection.raw.handle(), &connection.raw.registration, false)?;
+    finish(waiter, &op).await.map(drop)
+}
+
+async fn address_flow<W: Waiter>(
+    connection: &Connection<'_>,
+    waiter: &mut W,
+    remote: bool,
+) -> Result<SocketAddr> {
+    let op = calls::address(
+        connection.raw.handle(),
+        &connection.raw.registration,
+        remote,
+    )?;
+    finish(waiter, &op).await?;
+    let mut op = op;
+    op.payload_mut()
+        .0
+        .get()
+        .ok_or(Error::Other(NtStatus::UNSUCCESSFUL))
+}
+
+async fn fast_open_flow<W: Waiter>(socket: &Socket<'_>, waiter: &mut W) -> Result<()> {
+    let op = calls::enable_fast_open(socket.raw.handle(), &socket.raw.registration)?;
+    finish(waiter, &op).await.map(drop)
+}
+
+// --------------------------------------------------------------- surfaces
+impl<'r> Provider<'r> {
+    /// Creates a socket of `kind` for `family` (`WskSocket`).
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// What the provider returns; [`Error::InsufficientResources`] when the
+    /// IRP or pool runs out; [`Error::ProviderUnavailable`] once
+    /// deregistration has begun.
+    pub fn socket(
+        &self,
+        family: Family,
+        kind: SocketKind,
+    ) -> impl Future<Output = Result<Socket<'r>>> + Send + '_ {
+        async move { socket_flow(self, &mut Await, family, kind).await }
+    }
+
+    /// [`socket`](Self::socket), blocking up to `timeout`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (the token proves it).
+    ///
+    /// # Errors
+    /// As `socket`, and [`Error::TimedOut`] when `timeout` passed (the IRP
+    /// was cancelled and has completed).
+    pub fn socket_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        family: Family,
+        kind: SocketKind,
+    ) -> Result<Socket<'r>> {
+        run_blocking(socket_flow(
+            self,
+            &mut Blocking::new(irql, timeout),
+            family,
+            kind,
+        ))
+    }
+
+    /// Creates, binds and connects a connection socket in one call
+    /// (`WskSocketConnect`); the family comes from `local`.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`STATUS_INVALID_PARAMETER`) when the two
+    /// families differ, before any call; [`Error::NotSupported`] when the
+    /// provider has no `WskSocketConnect`; otherwise the provider's result
+    /// (refused, unreachable, ...).
+    pub fn socket_connect(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> impl Future<Output = Result<Connection<'r>>> + Send + '_ {
+        async move { socket_connect_flow(self, &mut Await, local, remote).await }
+    }
+
+    /// [`socket_connect`](Self::socket_connect), blocking up to `timeout`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (the token proves it).
+    ///
+    /// # Errors
+    /// As `socket_connect`, and [`Error::TimedOut`] (the socket, if the
+    /// provider created one anyway, is closed).
+    pub fn socket_connect_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<Connection<'r>> {
+        run_blocking(socket_connect_flow(
+            self,
+            &mut Blocking::new(irql, timeout),
+            local,
+            remote,
+        ))
+    }
+}
+
+impl<'r> Socket<'r> {
+    /// The socket's kind.
+    #[must_use]
+    pub const fn kind(&self) -> SocketKind {
+        self.raw.handle().kind()
+    }
+
+    /// Sets `TCP_FASTOPEN` (`WskControlSocket`), so that a later
+    /// [`BoundSocket::connect_ex`] may carry its data in the SYN.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] when the provider does not offer the option.
+    pub fn enable_fast_open(&mut self) -> impl Future<Output = Result<()>> + Send + '_ {
+        async move { fast_open_flow(self, &mut Await).await }
+    }
+
+    /// [`enable_fast_open`](Self::enable_fast_open), blocking.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `enable_fast_open`, and [`Error::TimedOut`].
+    pub fn enable_fast_open_blocking(
+        &mut self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+    ) -> Result<()> {
+        run_blocking(fast_open_flow(self, &mut Blocking::new(irql, timeout)))
+    }
+
+    /// Binds to `local` (`WskBind`). On failure the socket is closed.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `local` is of another family (before
+    /// any call); [`Error::AddressInUse`]; what the provider returns.
+    pub fn bind(
+        self,
+        local: SocketAddr,
+    ) -> impl Future<Output = Result<BoundSocket<'r>>> + Send + 'r {
+        async move { bind_flow(self, &mut Await, local).await }
+    }
+
+    /// [`bind`](Self::bind), blocking.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `bind`, and [`Error::TimedOut`].
+    pub fn bind_blocking(
+        self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        local: SocketAddr,
+    ) -> Result<BoundSocket<'r>> {
+        run_blocking(bind_flow(self, &mut Blocking::new(irql, timeout), local))
+    }
+
+    /// Closes the socket and waits for the close.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// What `WskCloseSocket` returns.
+    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'r {
+        async move { self.raw.close(&mut Await).await }
+    }
+}
+
+impl<'r> BoundSocket<'r> {
+    /// Connects to `remote` (`WskConnect`). On failure the socket is closed.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// Refused, unreachable, timed out, ... as the provider reports.
+    pub fn connect(
+        self,
+        remote: SocketAddr,
+    ) -> impl Future<Output = Result<Connection<'r>>> + Send + 'r {
+        async move { connect_flow(self, &mut Await, remote).await }
+    }
+
+    /// [`connect`](Self::connect), blocking up to `timeout`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `connect`, and [`Error::TimedOut`].
+    pub fn connect_blocking(
+        self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        remote: SocketAddr,
+    ) -> Result<Connection<'r>> {
+        run_blocking(connect_flow(
+            self,
+            &mut Blocking::new(irql, timeout),
+            remote,
+        ))
+    }
+
+    /// Connects and sends `data` (at most [`CONNECT_EX_MAX_DATA`] bytes)
+    /// with `WskConnectEx`: in the SYN if TCP Fast Open was enabled and the
+    /// provider can. Without `WskConnectEx` (a NULL entry, or the provider
+    /// answers `STATUS_NOT_IMPLEMENTED` / `STATUS_NOT_SUPPORTED`) it falls
+    /// back to connect then send, and says so in [`ConnectEx::path`].
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`STATUS_BUFFER_OVERFLOW`) for more than
+    /// 65,535 bytes, before anything is sent; otherwise as `connect` and
+    /// `send`.
+    pub fn connect_ex(
+        self,
+        remote: SocketAddr,
+        data: Option<PoolBuffer>,
+    ) -> impl Future<Output = Result<(Connection<'r>, ConnectEx)>> + Send + 'r {
+        async move { connect_ex_flow(self, &mut Await, remote, data).await }
+    }
+
+    /// [`connect_ex`](Self::connect_ex), blocking up to `timeout`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `connect_ex`, and [`Error::TimedOut`].
+    pub fn connect_ex_blocking(
+        self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        remote: SocketAddr,
+        data: Option<PoolBuffer>,
+    ) -> Result<(Connection<'r>, ConnectEx)> {
+        run_blocking(connect_ex_flow(
+            self,
+            &mut Blocking::new(irql, timeout),
+            remote,
+            data,
+        ))
+    }
+
+    /// Closes the socket and waits for the close.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// What `WskCloseSocket` returns.
+    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'r {
+        async move { self.raw.close(&mut Await).await }
+    }
+}
+
+impl<'r> Connection<'r> {
+    /// Sends all of `buffer` (`WskSend`); the buffer comes back with the
+    /// result, whatever it is.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// Reset, disconnected, ... as the provider reports.
+    pub fn send(
+        &self,
+        buffer: PoolBuffer,
+    ) -> impl Future<Output = (Result<usize>, PoolBuffer)> + Send + '_ {
+        async move { send_flow(self, &mut Await, buffer).await }
+    }
+
+    /// [`send`](Self::send), blocking up to `timeout`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `send`, and [`Error::TimedOut`].
+    pub fn send_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        buffer: PoolBuffer,
+    ) -> (Result<usize>, PoolBuffer) {
+        run_blocking(send_flow(self, &mut Blocking::new(irql, timeout), buffer))
+    }
+
+    /// Receives into `buffer` (up to its capacity; `WskReceive`); the
+    /// buffer comes back with its length set to what arrived. `Ok(0)` means
+    /// the peer closed its side.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// Reset, ... as the provider reports.
+    pub fn receive(
+        &self,
+        buffer: PoolBuffer,
+    ) -> impl Future<Output = (Result<usize>, PoolBuffer)> + Send + '_ {
+        async move { receive_flow(self, &mut Await, buffer).await }
+    }
+
+    /// [`receive`](Self::receive), blocking up to `timeout`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `receive`, and [`Error::TimedOut`].
+    pub fn receive_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        buffer: PoolBuffer,
+    ) -> (Result<usize>, PoolBuffer) {
+        run_blocking(receive_flow(
+            self,
+            &mut Blocking::new(irql, timeout),
+            buffer,
+        ))
+    }
+
+    /// Graceful disconnect (`WskDisconnect`): sends FIN after pending data.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// As the provider reports.
+    pub fn disconnect(&self) -> impl Future<Output = Result<()>> + Send + '_ {
+        async move { disconnect_flow(self, &mut Await).await }
+    }
+
+    /// [`disconnect`](Self::disconnect), blocking.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `disconnect`, and [`Error::TimedOut`].
+    pub fn disconnect_blocking(&self, irql: &PassiveLevel, timeout: Duration) -> Result<()> {
+        run_blocking(disconnect_flow(self, &mut Blocking::new(irql, timeout)))
+    }
+
+    /// The local address (`WskGetLocalAddress`).
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// As the provider reports.
+    pub fn local_address(&self) -> impl Future<Output = Result<SocketAddr>> + Send + '_ {
+        async move { address_flow(self, &mut Await, false).await }
+    }
+
+    /// The remote address (`WskGetRemoteAddress`).
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// As the provider reports.
+    pub fn remote_address(&self) -> impl Future<Output = Result<SocketAddr>> + Send + '_ {
+        async move { address_flow(self, &mut Await, true).await }
+    }
+
+    /// Closes the connection (`WskCloseSocket`) and waits for the close:
+    /// abortive unless [`disconnect`](Self::disconnect) ran first.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// What `WskCloseSocket` returns.
+    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'r {
+        async move { self.raw.close(&mut Await).await }
+    }
+
+    /// [`close`](Self::close), blocking.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `close`, and [`Error::TimedOut`] (the close still completed).
+    pub fn close_blocking(self, irql: &PassiveLevel, timeout: Duration) -> Result<()> {
+        run_blocking(self.raw.close(&mut Blocking::new(irql, timeout)))
+    }
+}
+
+impl core::fmt::Debug for Socket<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Socket")
+            .field("family", &self.family)
+            .finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for BoundSocket<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BoundSocket").finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for Connection<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
