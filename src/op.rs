@@ -524,3 +524,7 @@ pub fn run_blocking<T>(flow: impl Future<Output = T>) -> T {
         Poll::Pending => unreachable!("a blocking flow never waits through its waker"),
     }
 }
+
+#[cfg(all(test, wsk_emulator))]
+#[path = "op_tests.rs"]
+mod tests;

@@ -1,0 +1,240 @@
+//! The operation lifecycle against a stand-in provider built from the
+//! emulator's I/O helpers: inline and pending completion, abandonment with
+//! drop sentinels, unconsumed results, non-conforming providers, timeouts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::{Await, Blocking, Operation, Payload, Waiter, run_blocking};
+use crate::abi::{IRP, STATUS_NOT_IMPLEMENTED, STATUS_PENDING, STATUS_SUCCESS};
+use crate::emulator::Kernel;
+use crate::emulator::io::{self, IrpHandle, PendingQueue};
+use crate::{Error, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Registration, block_on};
+
+/// A payload whose buffer is the drop sentinel (it shows in the pool
+/// accounting until freed) and which counts unconsumed results.
+struct Sentinel {
+    _buffer: PoolBuffer,
+    unconsumed: Arc<AtomicUsize>,
+}
+
+impl Payload for Sentinel {
+    fn unconsumed(&mut self, _status: NtStatus, _information: usize) {
+        self.unconsumed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+const SENTINEL: [u8; 4] = *b"Sent";
+
+fn sentinel(counter: &Arc<AtomicUsize>) -> Sentinel {
+    Sentinel {
+        _buffer: PoolBuffer::zeroed(16, PoolTag::new(SENTINEL)).unwrap(),
+        unconsumed: counter.clone(),
+    }
+}
+
+fn setup() -> (Kernel, crate::emulator::EnterGuard, Registration) {
+    let kernel = Kernel::new();
+    let enter = kernel.enter();
+    let registration = Registration::register(&PassiveLevel::check().unwrap()).unwrap();
+    (kernel, enter, registration)
+}
+
+fn registration_ref(registration: &Registration) -> crate::registration::RegistrationRef {
+    let passive = PassiveLevel::check().unwrap();
+    let provider = registration
+        .capture(&passive, Duration::from_secs(1))
+        .unwrap();
+    provider.registration().clone()
+}
+
+#[test]
+fn an_inline_completion_is_the_result() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: the stand-in provider takes the IRP and completes it inline.
+        let handle = unsafe { io::start(irp, "inline") };
+        // SAFETY: owned by the stand-in provider.
+        unsafe { io::complete(handle, STATUS_SUCCESS, 42) };
+        STATUS_SUCCESS
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(&reg, call).unwrap() };
+    assert!(op.is_complete());
+    assert_eq!(op.result(), Ok(42));
+    op.consume();
+    drop(op);
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        0,
+        "consumed results are not released"
+    );
+    drop(reg);
+    registration.deregister(&PassiveLevel::check().unwrap());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_pending_completion_wakes_the_future() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    let dpc_kernel = kernel.clone();
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: the stand-in provider takes the IRP and completes it
+        // later from its DPC.
+        let handle = unsafe { io::start(irp, "pending") };
+        // SAFETY: owned by the stand-in provider.
+        unsafe { io::mark_pending(handle) };
+        // SAFETY: owned by the stand-in provider, given up to the DPC.
+        unsafe { io::complete_from_dpc(&dpc_kernel, handle, STATUS_SUCCESS, 7) };
+        STATUS_PENDING
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(&reg, call).unwrap() };
+    let passive = PassiveLevel::check().unwrap();
+    let result = block_on(&passive, async {
+        Await.complete(&op).await.and_then(|()| op.result())
+    })
+    .unwrap();
+    assert_eq!(result, Ok(7));
+    drop(op);
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        1,
+        "an unconsumed success is released"
+    );
+    drop(reg);
+    registration.deregister(&passive);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn dropping_the_owner_frees_nothing_until_the_completion_runs() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    let mut parked = None;
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: a provider that ignores cancellation: it keeps the IRP.
+        let handle = unsafe { io::start(irp, "slow") };
+        // SAFETY: owned by the stand-in provider.
+        unsafe { io::mark_pending(handle) };
+        parked = Some(handle);
+        STATUS_PENDING
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(&reg, call).unwrap() };
+    assert_eq!(registration.in_flight(), 1);
+    drop(op);
+    let usage = kernel.usage();
+    assert_eq!(
+        usage.pool_tag(SENTINEL).allocations,
+        1,
+        "the buffer must outlive the IRP"
+    );
+    assert_eq!(usage.irps, 1);
+    // The provider completes (successfully) after all.
+    let handle: IrpHandle = parked.expect("the call ran");
+    // SAFETY: still owned by the stand-in provider.
+    unsafe { io::complete(handle, STATUS_SUCCESS, 0) };
+    assert_eq!(kernel.usage().pool_tag(SENTINEL).allocations, 0);
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        1,
+        "the abandoned result is released"
+    );
+    assert_eq!(registration.in_flight(), 0);
+    drop(reg);
+    registration.deregister(&PassiveLevel::check().unwrap());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn dropping_the_owner_cancels_the_irp() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let queue = PendingQueue::<()>::new();
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: the stand-in provider pends the IRP cancelably.
+        let handle = unsafe { io::start(irp, "cancelable") };
+        // SAFETY: owned; the queue outlives it.
+        unsafe { queue.pend(handle, ()) };
+        STATUS_PENDING
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(&reg, call).unwrap() };
+    drop(op);
+    assert!(queue.is_empty(), "the cancel routine completed it");
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        0,
+        "a cancelled result has nothing to release"
+    );
+    drop(reg);
+    registration.deregister(&PassiveLevel::check().unwrap());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_call_that_returns_without_completing_is_reclaimed() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    // Wine 8's stubs: STATUS_NOT_IMPLEMENTED, IRP never touched.
+    // SAFETY: the stub does not take the IRP.
+    unsafe { op.submit(&reg, |_, _| STATUS_NOT_IMPLEMENTED).unwrap() };
+    assert!(op.is_complete());
+    assert_eq!(
+        op.result(),
+        Err(Error::NotSupported(NtStatus::NOT_IMPLEMENTED))
+    );
+    assert_eq!(
+        registration.in_flight(),
+        0,
+        "the routine's reference was reclaimed"
+    );
+    drop(op);
+    drop(reg);
+    registration.deregister(&PassiveLevel::check().unwrap());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_blocking_timeout_cancels_and_waits_for_the_completion() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let queue = PendingQueue::<()>::new();
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: the stand-in provider pends the IRP cancelably.
+        let handle = unsafe { io::start(irp, "never") };
+        // SAFETY: owned; the queue outlives it.
+        unsafe { queue.pend(handle, ()) };
+        STATUS_PENDING
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(&reg, call).unwrap() };
+    let passive = PassiveLevel::check().unwrap();
+    let start = std::time::Instant::now();
+    let mut waiter = Blocking::new(&passive, Duration::from_millis(50));
+    let result = run_blocking(waiter.complete(&op));
+    assert_eq!(result, Err(Error::TimedOut(NtStatus::IO_TIMEOUT)));
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    assert!(op.is_complete(), "nothing left in flight after a timeout");
+    assert_eq!(op.status(), NtStatus::CANCELLED);
+    drop(op);
+    drop(reg);
+    registration.deregister(&passive);
+    kernel.assert_no_leaks();
+}
