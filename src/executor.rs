@@ -59,7 +59,7 @@ impl Signal {
                 slot.write(SignalBlock {
                     refs: AtomicUsize::new(1),
                     event: RawEvent::zeroed(),
-                })
+                });
             };
             // SAFETY: initialised just now; only the address is taken.
             let event = unsafe { &raw mut (*slot).event };
