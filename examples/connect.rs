@@ -1,0 +1,269 @@
+//! The `connect` job: connects the three WSK ways through the library and
+//! the emulator, sends a payload, reads one reply chunk, and prints one
+//! result line per mode.
+//!
+//! With no arguments it starts an echo server on loopback and runs all three
+//! modes against it:
+//!
+//! ```sh
+//! cargo run --example connect
+//! cargo run --example connect -- --remote 127.0.0.1:8000 --mode connect --send 'GET / HTTP/1.0\r\n\r\n'
+//! ```
+//!
+//! Exit status: 0 when every requested mode succeeded, 1 otherwise, 2 for
+//! malformed arguments.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use wsk::emulator::Kernel;
+use wsk::{
+    Connection, Family, PassiveLevel, PoolBuffer, PoolTag, Provider, Registration, SocketKind,
+};
+use wsk_demo::{Mode, Outcome, ResultLine};
+
+const USAGE: &str = "usage: connect [--remote ADDR] [--mode socket-connect|connect|connect-ex|all] \
+[--local ADDR] [--send TEXT | --send-file PATH] [--tfo] [--timeout-ms N]";
+const DEFAULT_PAYLOAD: &str = "hello from wsk\\r\\n";
+/// One receive reads at most this much.
+const REPLY_CAPACITY: usize = 64 * 1024;
+
+struct Options {
+    remote: Option<SocketAddr>,
+    modes: &'static [Mode],
+    local: Option<SocketAddr>,
+    payload: Vec<u8>,
+    fast_open: bool,
+    timeout: Duration,
+}
+
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut options = Options {
+        remote: None,
+        modes: &Mode::ALL,
+        local: None,
+        payload: Vec::new(),
+        fast_open: false,
+        timeout: Duration::from_millis(5000),
+    };
+    let mut text = None;
+    let mut file = None;
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--remote" => options.remote = Some(address(&value()?)?),
+            "--local" => options.local = Some(address(&value()?)?),
+            "--mode" => {
+                let mode = value()?;
+                options.modes =
+                    wsk_demo::parse_modes(&mode).ok_or_else(|| format!("unknown mode {mode:?}"))?;
+            }
+            "--send" => text = Some(value()?),
+            "--send-file" => file = Some(value()?),
+            "--tfo" => options.fast_open = true,
+            "--timeout-ms" => {
+                let millis = value()?;
+                let millis: u64 = millis
+                    .parse()
+                    .map_err(|_| format!("bad --timeout-ms {millis:?}"))?;
+                if millis == 0 {
+                    return Err("--timeout-ms must be positive".into());
+                }
+                options.timeout = Duration::from_millis(millis);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    options.payload = match (text, file) {
+        (Some(_), Some(_)) => return Err("--send and --send-file exclude each other".into()),
+        (None, Some(path)) => {
+            std::fs::read(&path).map_err(|error| format!("--send-file {path}: {error}"))?
+        }
+        (text, None) => {
+            let text = text.unwrap_or_else(|| DEFAULT_PAYLOAD.into());
+            let mut out = vec![0; text.len()];
+            let len =
+                wsk_demo::unescape(&text, &mut out).map_err(|error| format!("--send: {error}"))?;
+            out.truncate(len);
+            out
+        }
+    };
+    if let (Some(local), Some(remote)) = (options.local, options.remote) {
+        if Family::of(&local) != Family::of(&remote) {
+            return Err("--local and --remote must be of the same family".into());
+        }
+    }
+    Ok(options)
+}
+
+fn address(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("bad address {text:?} (use ip:port or [v6]:port)"))
+}
+
+/// An echo server on loopback: each connection gets back what it sends.
+fn start_echo_server() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buffer = [0_u8; 16 * 1024];
+                while let Ok(n @ 1..) = stream.read(&mut buffer) {
+                    if stream.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(address)
+}
+
+fn main() -> ExitCode {
+    let options = match parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("connect: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let remote = match options.remote {
+        Some(remote) => remote,
+        None => match start_echo_server() {
+            Ok(address) => address,
+            Err(error) => {
+                eprintln!("connect: cannot start the echo server: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let local = options
+        .local
+        .unwrap_or_else(|| Family::of(&remote).unspecified());
+
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = PassiveLevel::check().expect("main runs at PASSIVE_LEVEL");
+    let registration = match Registration::register(&passive) {
+        Ok(registration) => registration,
+        Err(error) => {
+            eprintln!("connect: WskRegister failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut all_ok = true;
+    {
+        let provider = match registration.capture(&passive, options.timeout) {
+            Ok(provider) => provider,
+            Err(error) => {
+                eprintln!("connect: WskCaptureProviderNPI failed: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for &mode in options.modes {
+            let start = Instant::now();
+            let mut reply = Vec::new();
+            let outcome = match run(
+                &provider, &passive, &options, mode, local, remote, &mut reply,
+            ) {
+                Ok((path, sent)) => Outcome::Ok {
+                    path,
+                    sent,
+                    received: reply.len(),
+                    reply: &reply,
+                    elapsed_us: start.elapsed().as_micros(),
+                },
+                Err(error) => {
+                    all_ok = false;
+                    Outcome::Error(error)
+                }
+            };
+            println!("{}", ResultLine { mode, outcome });
+        }
+    }
+    registration.deregister(&passive);
+    let leaks = kernel.usage();
+    if !leaks.is_empty() {
+        eprintln!("connect: leaks: {leaks}");
+        return ExitCode::FAILURE;
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One mode: connect its way, send the payload, read one reply chunk, close.
+fn run(
+    provider: &Provider<'_>,
+    passive: &PassiveLevel,
+    options: &Options,
+    mode: Mode,
+    local: SocketAddr,
+    remote: SocketAddr,
+    reply: &mut Vec<u8>,
+) -> wsk::Result<(&'static str, usize)> {
+    let timeout = options.timeout;
+    let payload = PoolBuffer::from_slice(&options.payload, PoolTag::BUFFER)?;
+    let (connection, path, sent) = match mode {
+        Mode::SocketConnect => {
+            let connection = provider.socket_connect_blocking(passive, timeout, local, remote)?;
+            let sent = send_all(&connection, passive, timeout, payload)?;
+            (connection, "socket-connect", sent)
+        }
+        Mode::Connect => {
+            let socket = provider.socket_blocking(
+                passive,
+                timeout,
+                Family::of(&remote),
+                SocketKind::Connection,
+            )?;
+            let connection = socket
+                .bind_blocking(passive, timeout, local)?
+                .connect_blocking(passive, timeout, remote)?;
+            let sent = send_all(&connection, passive, timeout, payload)?;
+            (connection, "connect", sent)
+        }
+        Mode::ConnectEx => {
+            let mut socket = provider.socket_blocking(
+                passive,
+                timeout,
+                Family::of(&remote),
+                SocketKind::Connection,
+            )?;
+            if options.fast_open {
+                socket.enable_fast_open_blocking(passive, timeout)?;
+            }
+            let data = (!payload.is_empty()).then_some(payload);
+            let bound = socket.bind_blocking(passive, timeout, local)?;
+            let (connection, outcome) =
+                bound.connect_ex_blocking(passive, timeout, remote, data)?;
+            (connection, outcome.path.name(), outcome.sent)
+        }
+    };
+    let buffer = PoolBuffer::zeroed(REPLY_CAPACITY, PoolTag::BUFFER)?;
+    let (received, buffer) = connection.receive_blocking(passive, timeout, buffer);
+    received?;
+    reply.extend_from_slice(&buffer);
+    connection.disconnect_blocking(passive, timeout)?;
+    connection.close_blocking(passive, timeout)?;
+    Ok((path, sent))
+}
+
+fn send_all(
+    connection: &Connection<'_>,
+    passive: &PassiveLevel,
+    timeout: Duration,
+    payload: PoolBuffer,
+) -> wsk::Result<usize> {
+    if payload.is_empty() {
+        return Ok(0);
+    }
+    connection.send_blocking(passive, timeout, payload).0
+}

@@ -1,0 +1,283 @@
+//! What the `connect` example and the sample driver share, so that both
+//! print exactly the same result line: the modes, the payload escapes
+//! (`\r`, `\n`, `\\`, `\xHH`), and the line itself.
+//!
+//! `#![no_std]` and allocation-free: the sample driver runs in the kernel.
+#![no_std]
+
+use core::fmt;
+
+use wsk::{ConnectPath, Error};
+
+/// One way to connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `WskSocketConnect`: create, bind and connect in one call.
+    SocketConnect,
+    /// `WskSocket`, `WskBind`, `WskConnect`, then send.
+    Connect,
+    /// `WskSocket`, `WskBind`, `WskConnectEx` with the payload.
+    ConnectEx,
+}
+
+impl Mode {
+    /// Every mode, in the order `all` runs them.
+    pub const ALL: [Self; 3] = [Self::SocketConnect, Self::Connect, Self::ConnectEx];
+
+    /// The mode's name on the command line and in the result line.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SocketConnect => "socket-connect",
+            Self::Connect => "connect",
+            Self::ConnectEx => "connect-ex",
+        }
+    }
+}
+
+/// Parses `socket-connect|connect|connect-ex|all` into the modes to run.
+#[must_use]
+pub fn parse_modes(text: &str) -> Option<&'static [Mode]> {
+    match text {
+        "all" => Some(&Mode::ALL),
+        "socket-connect" => Some(&Mode::ALL[0..1]),
+        "connect" => Some(&Mode::ALL[1..2]),
+        "connect-ex" => Some(&Mode::ALL[2..3]),
+        _ => None,
+    }
+}
+
+/// A malformed escape in a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapeError {
+    /// A backslash followed by something other than `r`, `n`, `\` or `x`.
+    Unknown(char),
+    /// `\x` not followed by two hex digits.
+    BadHex,
+    /// A trailing lone backslash.
+    Trailing,
+    /// The output buffer is too small.
+    TooLong,
+}
+
+impl fmt::Display for EscapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown(c) => write!(f, "unknown escape \\{c} (use \\r, \\n, \\\\ or \\xHH)"),
+            Self::BadHex => f.write_str("\\x needs two hex digits"),
+            Self::Trailing => f.write_str("trailing backslash"),
+            Self::TooLong => f.write_str("payload too long"),
+        }
+    }
+}
+
+/// Decodes `text` with its escapes into `out`, returning the length.
+///
+/// # Errors
+/// [`EscapeError`] for a malformed escape or a too-small `out`.
+pub fn unescape(text: &str, out: &mut [u8]) -> Result<usize, EscapeError> {
+    let mut bytes = text.bytes();
+    let mut len = 0;
+    while let Some(byte) = bytes.next() {
+        let decoded = if byte == b'\\' {
+            match bytes.next() {
+                Some(b'r') => b'\r',
+                Some(b'n') => b'\n',
+                Some(b'\\') => b'\\',
+                Some(b'x') => {
+                    let digit = |b: Option<u8>| b.and_then(|b| char::from(b).to_digit(16));
+                    let (Some(high), Some(low)) = (digit(bytes.next()), digit(bytes.next())) else {
+                        return Err(EscapeError::BadHex);
+                    };
+                    u8::try_from(high * 16 + low).map_err(|_| EscapeError::BadHex)?
+                }
+                Some(other) => return Err(EscapeError::Unknown(char::from(other))),
+                None => return Err(EscapeError::Trailing),
+            }
+        } else {
+            byte
+        };
+        *out.get_mut(len).ok_or(EscapeError::TooLong)? = decoded;
+        len += 1;
+    }
+    Ok(len)
+}
+
+/// Bytes shown with the same escapes: printable ASCII as is, `\r`, `\n`,
+/// `\\`, and `\xHH` for everything else.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &byte in self.0 {
+            match byte {
+                b'\r' => f.write_str("\\r")?,
+                b'\n' => f.write_str("\\n")?,
+                b'\\' => f.write_str("\\\\")?,
+                0x20..=0x7E => fmt::Write::write_char(f, char::from(byte))?,
+                _ => write!(f, "\\x{byte:02X}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How much of the reply the result line shows.
+pub const REPLY_SHOWN: usize = 80;
+
+/// What one mode did.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// It connected, sent and received.
+    Ok {
+        /// The path taken (`socket-connect`, `connect`, `connect-ex`, or
+        /// `connect+send` when connect-ex fell back).
+        path: &'a str,
+        /// Bytes sent.
+        sent: usize,
+        /// Bytes of the one reply chunk received.
+        received: usize,
+        /// The reply chunk.
+        reply: &'a [u8],
+        /// Microseconds the whole mode took.
+        elapsed_us: u128,
+    },
+    /// It failed.
+    Error(Error),
+}
+
+/// The path name for a connect-ex outcome.
+#[must_use]
+pub const fn connect_ex_path(path: ConnectPath) -> &'static str {
+    path.name()
+}
+
+/// The result line of one mode, exactly as the `connect` example prints it
+/// and the sample driver logs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultLine<'a> {
+    /// The mode.
+    pub mode: Mode,
+    /// What it did.
+    pub outcome: Outcome<'a>,
+}
+
+impl fmt::Display for ResultLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = self.mode.name();
+        match self.outcome {
+            Outcome::Ok {
+                path,
+                sent,
+                received,
+                reply,
+                elapsed_us,
+            } => {
+                let shown = &reply[..reply.len().min(REPLY_SHOWN)];
+                write!(
+                    f,
+                    "{mode}: ok path={path} sent={sent} received={received} reply={} elapsed_us={elapsed_us}",
+                    Escaped(shown)
+                )
+            }
+            Outcome::Error(error) => {
+                let status = error.status();
+                let name = status.name().unwrap_or("NTSTATUS");
+                write!(
+                    f,
+                    "{mode}: error {name} (0x{:08X}) {}",
+                    status.code(),
+                    message(&error)
+                )
+            }
+        }
+    }
+}
+
+/// What an error means, in a few words.
+#[must_use]
+pub const fn message(error: &Error) -> &'static str {
+    match error {
+        Error::Refused(_) => "connection refused",
+        Error::Unreachable(_) => "unreachable",
+        Error::Reset(_) => "connection reset",
+        Error::TimedOut(_) => "timed out",
+        Error::Cancelled(_) => "cancelled",
+        Error::ForcedClosed(_) => "socket forcibly closed",
+        Error::NotSupported(_) => "not supported by this provider",
+        Error::InsufficientResources(_) => "insufficient resources",
+        Error::InvalidArgument(_) => "invalid argument",
+        Error::AddressInUse(_) => "address in use",
+        Error::ProviderUnavailable(_) => "WSK provider unavailable",
+        _ => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::ToString;
+
+    use super::*;
+    use wsk::NtStatus;
+
+    #[test]
+    fn escapes_round_trip() {
+        let mut out = [0_u8; 32];
+        let len = unescape("GET /\\r\\n\\\\\\x00\\xfF", &mut out).unwrap();
+        assert_eq!(&out[..len], b"GET /\r\n\\\x00\xff");
+        assert_eq!(
+            Escaped(&out[..len]).to_string(),
+            "GET /\\r\\n\\\\\\x00\\xFF"
+        );
+        assert_eq!(unescape("\\q", &mut out), Err(EscapeError::Unknown('q')));
+        assert_eq!(unescape("\\x4", &mut out), Err(EscapeError::BadHex));
+        assert_eq!(unescape("\\", &mut out), Err(EscapeError::Trailing));
+        assert_eq!(unescape("abc", &mut out[..2]), Err(EscapeError::TooLong));
+    }
+
+    #[test]
+    fn result_lines_follow_the_contract() {
+        let ok = ResultLine {
+            mode: Mode::ConnectEx,
+            outcome: Outcome::Ok {
+                path: "connect+send",
+                sent: 5,
+                received: 5,
+                reply: b"hi\r\n!",
+                elapsed_us: 12,
+            },
+        };
+        assert_eq!(
+            ok.to_string(),
+            "connect-ex: ok path=connect+send sent=5 received=5 reply=hi\\r\\n! elapsed_us=12"
+        );
+        let error = ResultLine {
+            mode: Mode::SocketConnect,
+            outcome: Outcome::Error(Error::NotSupported(NtStatus::NOT_IMPLEMENTED)),
+        };
+        assert_eq!(
+            error.to_string(),
+            "socket-connect: error STATUS_NOT_IMPLEMENTED (0xC0000002) not supported by this provider"
+        );
+        let long = [b'a'; 200];
+        let line = ResultLine {
+            mode: Mode::Connect,
+            outcome: Outcome::Ok {
+                path: "connect",
+                sent: 1,
+                received: 200,
+                reply: &long,
+                elapsed_us: 1,
+            },
+        };
+        assert!(
+            line.to_string()
+                .contains(&["reply=", &"a".repeat(80), " elapsed"].concat())
+        );
+        assert_eq!(parse_modes("all"), Some(&Mode::ALL[..]));
+        assert_eq!(parse_modes("connect-ex"), Some(&[Mode::ConnectEx][..]));
+        assert_eq!(parse_modes("bogus"), None);
+    }
+}
