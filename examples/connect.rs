@@ -46,7 +46,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         local: None,
         payload: Vec::new(),
         fast_open: false,
-        timeout: Duration::from_millis(5000),
+        timeout: Duration::from_secs(5),
     };
     let mut text = None;
     let mut file = None;
@@ -91,10 +91,10 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
             out
         }
     };
-    if let (Some(local), Some(remote)) = (options.local, options.remote) {
-        if Family::of(&local) != Family::of(&remote) {
-            return Err("--local and --remote must be of the same family".into());
-        }
+    if let (Some(local), Some(remote)) = (options.local, options.remote)
+        && Family::of(&local) != Family::of(&remote)
+    {
+        return Err("--local and --remote must be of the same family".into());
     }
     Ok(options)
 }
