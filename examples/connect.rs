@@ -22,13 +22,11 @@ use wsk::emulator::Kernel;
 use wsk::{
     Connection, Family, PassiveLevel, PoolBuffer, PoolTag, Provider, Registration, SocketKind,
 };
-use wsk_demo::{Mode, Outcome, ResultLine};
+use wsk_demo::{Job, Mode, Outcome, ResultLine};
 
 const USAGE: &str = "usage: connect [--remote ADDR] [--mode socket-connect|connect|connect-ex|all] \
 [--local ADDR] [--send TEXT | --send-file PATH] [--tfo] [--timeout-ms N]";
 const DEFAULT_PAYLOAD: &str = "hello from wsk\\r\\n";
-/// One receive reads at most this much.
-const REPLY_CAPACITY: usize = 64 * 1024;
 
 struct Options {
     remote: Option<SocketAddr>,
@@ -197,73 +195,4 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// One mode: connect its way, send the payload, read one reply chunk, close.
-fn run(
-    provider: &Provider<'_>,
-    passive: &PassiveLevel,
-    options: &Options,
-    mode: Mode,
-    local: SocketAddr,
-    remote: SocketAddr,
-    reply: &mut Vec<u8>,
-) -> wsk::Result<(&'static str, usize)> {
-    let timeout = options.timeout;
-    let payload = PoolBuffer::from_slice(&options.payload, PoolTag::BUFFER)?;
-    let (connection, path, sent) = match mode {
-        Mode::SocketConnect => {
-            let connection = provider.socket_connect_blocking(passive, timeout, local, remote)?;
-            let sent = send_all(&connection, passive, timeout, payload)?;
-            (connection, "socket-connect", sent)
-        }
-        Mode::Connect => {
-            let socket = provider.socket_blocking(
-                passive,
-                timeout,
-                Family::of(&remote),
-                SocketKind::Connection,
-            )?;
-            let connection = socket
-                .bind_blocking(passive, timeout, local)?
-                .connect_blocking(passive, timeout, remote)?;
-            let sent = send_all(&connection, passive, timeout, payload)?;
-            (connection, "connect", sent)
-        }
-        Mode::ConnectEx => {
-            let mut socket = provider.socket_blocking(
-                passive,
-                timeout,
-                Family::of(&remote),
-                SocketKind::Connection,
-            )?;
-            if options.fast_open {
-                socket.enable_fast_open_blocking(passive, timeout)?;
-            }
-            let data = (!payload.is_empty()).then_some(payload);
-            let bound = socket.bind_blocking(passive, timeout, local)?;
-            let (connection, outcome) =
-                bound.connect_ex_blocking(passive, timeout, remote, data)?;
-            (connection, outcome.path.name(), outcome.sent)
-        }
-    };
-    let buffer = PoolBuffer::zeroed(REPLY_CAPACITY, PoolTag::BUFFER)?;
-    let (received, buffer) = connection.receive_blocking(passive, timeout, buffer);
-    received?;
-    reply.extend_from_slice(&buffer);
-    connection.disconnect_blocking(passive, timeout)?;
-    connection.close_blocking(passive, timeout)?;
-    Ok((path, sent))
-}
-
-fn send_all(
-    connection: &Connection<'_>,
-    passive: &PassiveLevel,
-    timeout: Duration,
-    payload: PoolBuffer,
-) -> wsk::Result<usize> {
-    if payload.is_empty() {
-        return Ok(0);
-    }
-    connection.send_blocking(passive, timeout, payload).0
 }

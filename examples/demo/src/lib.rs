@@ -6,8 +6,12 @@
 #![no_std]
 
 use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
 
-use wsk::{ConnectPath, Error};
+use wsk::{
+    ConnectPath, Connection, Error, Family, PassiveLevel, PoolBuffer, PoolTag, Provider, SocketKind,
+};
 
 /// One way to connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +216,116 @@ pub const fn message(error: &Error) -> &'static str {
         Error::ProviderUnavailable(_) => "WSK provider unavailable",
         _ => "failed",
     }
+}
+
+/// One receive reads at most this much.
+pub const REPLY_CAPACITY: usize = 64 * 1024;
+
+/// What a successful mode did.
+#[derive(Debug)]
+pub struct Run {
+    /// The path taken (see [`Outcome::Ok`]).
+    pub path: &'static str,
+    /// Bytes of payload sent.
+    pub sent: usize,
+    /// The one reply chunk received.
+    pub reply: PoolBuffer,
+}
+
+/// What every mode is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// The local address to bind (the wildcard of the remote's family, port 0,
+    /// unless given).
+    pub local: SocketAddr,
+    /// The server.
+    pub remote: SocketAddr,
+    /// The bytes to send.
+    pub payload: &'a [u8],
+    /// Whether connect-ex enables TCP Fast Open first.
+    pub fast_open: bool,
+    /// The limit for every blocking call.
+    pub timeout: Duration,
+}
+
+/// Runs one mode: connects its way, sends the payload, reads one reply
+/// chunk, disconnects (where the provider can) and closes.
+///
+/// # Errors
+/// The first failing step's error; the socket is closed either way.
+pub fn run_mode(
+    provider: &Provider<'_>,
+    passive: &PassiveLevel,
+    mode: Mode,
+    job: &Job<'_>,
+) -> Result<Run, Error> {
+    let Job {
+        local,
+        remote,
+        payload,
+        fast_open,
+        timeout,
+    } = *job;
+    let data = PoolBuffer::from_slice(payload, PoolTag::BUFFER)?;
+    let (connection, path, sent) = match mode {
+        Mode::SocketConnect => {
+            let connection = provider.socket_connect_blocking(passive, timeout, local, remote)?;
+            let sent = send(&connection, passive, timeout, data)?;
+            (connection, "socket-connect", sent)
+        }
+        Mode::Connect => {
+            let socket = provider.socket_blocking(
+                passive,
+                timeout,
+                Family::of(&remote),
+                SocketKind::Connection,
+            )?;
+            let connection = socket
+                .bind_blocking(passive, timeout, local)?
+                .connect_blocking(passive, timeout, remote)?;
+            let sent = send(&connection, passive, timeout, data)?;
+            (connection, "connect", sent)
+        }
+        Mode::ConnectEx => {
+            let mut socket = provider.socket_blocking(
+                passive,
+                timeout,
+                Family::of(&remote),
+                SocketKind::Connection,
+            )?;
+            if fast_open {
+                socket.enable_fast_open_blocking(passive, timeout)?;
+            }
+            let bound = socket.bind_blocking(passive, timeout, local)?;
+            let data = (!data.is_empty()).then_some(data);
+            let (connection, outcome) =
+                bound.connect_ex_blocking(passive, timeout, remote, data)?;
+            (connection, outcome.path.name(), outcome.sent)
+        }
+    };
+    let buffer = PoolBuffer::zeroed(REPLY_CAPACITY, PoolTag::BUFFER)?;
+    let (received, reply) = connection.receive_blocking(passive, timeout, buffer);
+    received?;
+    // A provider without WskDisconnect (Wine 8) still closes; the close is
+    // then abortive.
+    match connection.disconnect_blocking(passive, timeout) {
+        Ok(()) | Err(Error::NotSupported(_)) => {}
+        Err(error) => return Err(error),
+    }
+    connection.close_blocking(passive, timeout)?;
+    Ok(Run { path, sent, reply })
+}
+
+fn send(
+    connection: &Connection<'_>,
+    passive: &PassiveLevel,
+    timeout: Duration,
+    data: PoolBuffer,
+) -> Result<usize, Error> {
+    if data.is_empty() {
+        return Ok(0);
+    }
+    connection.send_blocking(passive, timeout, data).0
 }
 
 #[cfg(test)]
