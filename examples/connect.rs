@@ -19,9 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use wsk::emulator::Kernel;
-use wsk::{
-    Connection, Family, PassiveLevel, PoolBuffer, PoolTag, Provider, Registration, SocketKind,
-};
+use wsk::{Family, PassiveLevel, Registration};
 use wsk_demo::{Job, Mode, Outcome, ResultLine};
 
 const USAGE: &str = "usage: connect [--remote ADDR] [--mode socket-connect|connect|connect-ex|all] \
@@ -165,20 +163,26 @@ fn main() -> ExitCode {
         };
         for &mode in options.modes {
             let start = Instant::now();
-            let mut reply = Vec::new();
-            let outcome = match run(
-                &provider, &passive, &options, mode, local, remote, &mut reply,
-            ) {
-                Ok((path, sent)) => Outcome::Ok {
-                    path,
-                    sent,
-                    received: reply.len(),
-                    reply: &reply,
-                    elapsed_us: start.elapsed().as_micros(),
+            let job = Job {
+                local,
+                remote,
+                payload: &options.payload,
+                fast_open: options.fast_open,
+                timeout: options.timeout,
+            };
+            let result = wsk_demo::run_mode(&provider, &passive, mode, &job);
+            let elapsed_us = start.elapsed().as_micros();
+            let outcome = match &result {
+                Ok(run) => Outcome::Ok {
+                    path: run.path,
+                    sent: run.sent,
+                    received: run.reply.len(),
+                    reply: &run.reply,
+                    elapsed_us,
                 },
                 Err(error) => {
                     all_ok = false;
-                    Outcome::Error(error)
+                    Outcome::Error(*error)
                 }
             };
             println!("{}", ResultLine { mode, outcome });
