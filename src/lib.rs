@@ -41,6 +41,7 @@ pub mod emulator;
 mod error;
 mod executor;
 pub mod kernel;
+mod lifecycle;
 mod op;
 mod registration;
 mod socket;

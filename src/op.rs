@@ -13,7 +13,8 @@
 //! [`Payload::unconsumed`] when the block is freed.
 //!
 //! # Lifecycle
-//! Every transition goes through [`Block::transition`]:
+//! Every transition goes through [`crate::lifecycle::Protocol`], which is
+//! model-checked on its own:
 //!
 //! ```text
 //! Idle --submit--> InFlight --completion routine--> Completed
@@ -27,7 +28,7 @@ use core::future::Future;
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, Ordering};
 use core::task::{Context, Poll};
 use core::time::Duration;
 
@@ -38,6 +39,7 @@ use crate::kernel::event::{EventKind, RawEvent, WaitTimedOut};
 use crate::kernel::irql::{AtMostApc, PassiveLevel};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::time::Deadline;
+use crate::lifecycle::{Completion, Lifecycle, Protocol};
 use crate::registration::{InFlight, RegistrationRef};
 use crate::{Error, Irp, NtStatus, Result};
 
@@ -53,44 +55,17 @@ pub trait Payload: Send + 'static {
 
 impl Payload for () {}
 
-/// Where an operation is in its life.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u8)]
-enum Lifecycle {
-    /// Built, not submitted: only the owner touches it.
-    Idle = 0,
-    /// Submitted; the completion routine has not run.
-    InFlight = 1,
-    /// The completion routine ran (or the submitter reclaimed a call that
-    /// returned without completing); the result is ready.
-    Completed = 2,
-    /// The owner went away while the IRP was in flight.
-    Abandoned = 3,
-}
-
-impl Lifecycle {
-    const fn from_raw(raw: u8) -> Self {
-        match raw {
-            0 => Self::Idle,
-            1 => Self::InFlight,
-            2 => Self::Completed,
-            _ => Self::Abandoned,
-        }
-    }
-}
-
 /// The block shared by the owner and the completion routine.
 ///
 /// # Invariants
-/// `refs` counts the owner and, while in flight, the completion routine;
-/// the block is freed when it drops to zero. `guard` and `payload` are
-/// touched by one party at a time, as the lifecycle says.
+/// `protocol` counts the owner and, while in flight, the completion routine;
+/// the block is freed when the count drops to zero. `guard` and `payload`
+/// are touched by one party at a time, as the lifecycle says.
 struct Block<P> {
-    refs: AtomicUsize,
-    state: AtomicU8,
-    status: AtomicI32,
-    information: AtomicUsize,
-    consumed: AtomicBool,
+    protocol: Protocol,
+    /// The status a call returned when its completion routine never ran
+    /// (`STATUS_PENDING` otherwise: the result is then the IRP's).
+    reclaimed: AtomicI32,
     waker: AtomicWaker,
     done: RawEvent,
     irp: ManuallyDrop<Irp>,
@@ -100,16 +75,17 @@ struct Block<P> {
 
 impl<P> Block<P> {
     fn state(&self) -> Lifecycle {
-        Lifecycle::from_raw(self.state.load(Ordering::Acquire))
+        self.protocol.state()
     }
 
-    /// The one place the lifecycle changes: `from` -> `to`, or the state
-    /// found instead.
-    fn transition(&self, from: Lifecycle, to: Lifecycle) -> core::result::Result<(), Lifecycle> {
-        self.state
-            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
-            .map(drop)
-            .map_err(Lifecycle::from_raw)
+    /// The completed result: the reclaimed status, or the IRP's `IoStatus`.
+    fn result(&self) -> (NtStatus, usize) {
+        let reclaimed = self.reclaimed.load(Ordering::Relaxed);
+        if reclaimed == STATUS_PENDING {
+            (self.irp.status(), self.irp.information())
+        } else {
+            (NtStatus(reclaimed), 0)
+        }
     }
 }
 
@@ -138,11 +114,8 @@ impl<P: Payload> Operation<P> {
         let irp = Irp::allocate(1)?;
         let init = |slot: *mut Block<P>| {
             let block = Block {
-                refs: AtomicUsize::new(1),
-                state: AtomicU8::new(Lifecycle::Idle as u8),
-                status: AtomicI32::new(STATUS_PENDING),
-                information: AtomicUsize::new(0),
-                consumed: AtomicBool::new(false),
+                protocol: Protocol::new(),
+                reclaimed: AtomicI32::new(STATUS_PENDING),
                 waker: AtomicWaker::new(),
                 done: RawEvent::zeroed(),
                 irp: ManuallyDrop::new(irp),
@@ -243,11 +216,8 @@ impl<P: Payload> Operation<P> {
             );
             // SAFETY: idle: only the owner touches the guard slot.
             unsafe { *block.guard.get() = Some(guard) };
-            // The completion routine's reference.
-            block.refs.fetch_add(1, Ordering::Relaxed);
-            block
-                .transition(Lifecycle::Idle, Lifecycle::InFlight)
-                .expect("idle, checked above");
+            // The completion routine gets its reference.
+            block.protocol.submit();
         }
         // SAFETY: the IRP is ours and not yet in flight; the routine and its
         // context (this block) stay valid until the routine has run, since
@@ -262,18 +232,15 @@ impl<P: Payload> Operation<P> {
         let returned = call(irp_ptr, payload);
         if returned != STATUS_PENDING {
             let block = self.block();
-            if block
-                .transition(Lifecycle::InFlight, Lifecycle::Completed)
-                .is_ok()
-            {
+            // The owner (us, exclusively) reads the result only after this
+            // returns, so publishing it after the transition is fine.
+            if block.protocol.reclaim() {
                 // The routine did not run and never will: take its part.
-                block.status.store(returned, Ordering::Relaxed);
-                block.information.store(0, Ordering::Relaxed);
+                block.reclaimed.store(returned, Ordering::Relaxed);
                 // SAFETY: the completion routine will not run, so the guard
                 // slot is ours again.
                 drop(unsafe { (*block.guard.get()).take() });
                 block.done.set();
-                block.refs.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
@@ -284,7 +251,7 @@ impl<P: Payload> Operation<P> {
     pub fn detach(self) {
         let this = ManuallyDrop::new(self);
         let block = this.block();
-        let _ = block.transition(Lifecycle::InFlight, Lifecycle::Abandoned);
+        let _ = block.protocol.abandon();
         release(this.block);
     }
 
@@ -330,7 +297,7 @@ impl<P: Payload> Operation<P> {
     /// If the operation has not completed.
     pub fn status(&self) -> NtStatus {
         assert!(self.is_complete(), "status read before completion");
-        NtStatus(self.block().status.load(Ordering::Relaxed))
+        self.block().result().0
     }
 
     /// The completion's `IoStatus.Information`.
@@ -339,7 +306,7 @@ impl<P: Payload> Operation<P> {
     /// If the operation has not completed.
     pub fn information(&self) -> usize {
         assert!(self.is_complete(), "information read before completion");
-        self.block().information.load(Ordering::Relaxed)
+        self.block().result().1
     }
 
     /// The status as a `Result`.
@@ -352,7 +319,7 @@ impl<P: Payload> Operation<P> {
 
     /// Marks the result as taken: [`Payload::unconsumed`] will not run.
     pub fn consume(&self) {
-        self.block().consumed.store(true, Ordering::Relaxed);
+        self.block().protocol.consume();
     }
 }
 
@@ -362,10 +329,7 @@ impl<P: Payload> Drop for Operation<P> {
         if block.state() == Lifecycle::InFlight {
             // The block (and so the IRP) is alive: we still hold a reference.
             let _ = block.irp.cancel();
-            if block
-                .transition(Lifecycle::InFlight, Lifecycle::Abandoned)
-                .is_ok()
-            {
+            if block.protocol.abandon() {
                 // The completion routine finishes the job.
                 release(self.block);
                 return;
@@ -380,13 +344,11 @@ impl<P: Payload> Drop for Operation<P> {
 fn release<P: Payload>(block: NonNull<Block<P>>) {
     // SAFETY: the caller owned a reference, so the block is live.
     let shared = unsafe { block.as_ref() };
-    if shared.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+    let Some(result_untaken) = shared.protocol.release() else {
         return;
-    }
-    let completed = matches!(shared.state(), Lifecycle::Completed | Lifecycle::Abandoned);
-    let status = NtStatus(shared.status.load(Ordering::Relaxed));
-    if completed && status.is_success() && !shared.consumed.load(Ordering::Relaxed) {
-        let information = shared.information.load(Ordering::Relaxed);
+    };
+    let (status, information) = shared.result();
+    if result_untaken && status.is_success() {
         // SAFETY: the last reference: nobody else touches the payload.
         unsafe { (*shared.payload.get()).unconsumed(status, information) };
     }
@@ -412,27 +374,27 @@ unsafe extern "system" fn on_complete<P: Payload>(
     let raw = context.cast::<Block<P>>();
     // SAFETY: the routine's reference keeps the block alive.
     let block = unsafe { &*raw };
-    // SAFETY: the IRP being completed, ours.
-    let io_status = unsafe { (*irp).IoStatus };
-    block.status.store(io_status.Status, Ordering::Relaxed);
-    block
-        .information
-        .store(io_status.Information, Ordering::Relaxed);
-    // SAFETY: in flight, only the completion touches the guard slot.
-    let guard = unsafe { (*block.guard.get()).take() };
-    match block.transition(Lifecycle::InFlight, Lifecycle::Completed) {
-        Ok(()) => {
+    // The result stays in the IRP's IoStatus, where the provider put it; the
+    // owner reads it there once it sees the transition. Nothing is written
+    // before the transition, so a stale completion cannot clobber a
+    // reclaimed result.
+    let _ = irp;
+    match block.protocol.complete() {
+        Completion::Owned => {
             block.done.set();
             block.waker.wake();
         }
-        Err(Lifecycle::Abandoned) => {}
-        Err(other) => {
+        Completion::Orphaned => {}
+        Completion::Stale => {
             // A provider that returned a non-pending status and completed
             // later anyway: the submitter already took this reference.
-            debug_assert!(false, "completion routine ran while {other:?}");
+            debug_assert!(false, "completion routine ran after the call was reclaimed");
             return STATUS_MORE_PROCESSING_REQUIRED;
         }
     }
+    // SAFETY: completed by this routine: the owner does not touch the guard
+    // slot once it was submitted.
+    let guard = unsafe { (*block.guard.get()).take() };
     // `release` may start clean-up work (closing an untaken socket), which
     // counts itself in flight before this guard stops counting.
     // SAFETY: a non-null block pointer from the context.
@@ -462,15 +424,15 @@ impl Waiter for Await {
         &'a mut self,
         op: &'a Operation<P>,
     ) -> impl Future<Output = Result<()>> + 'a {
-        Completion { op }
+        CompletionFuture { op }
     }
 }
 
-struct Completion<'a, P: Payload> {
+struct CompletionFuture<'a, P: Payload> {
     op: &'a Operation<P>,
 }
 
-impl<P: Payload> Future for Completion<'_, P> {
+impl<P: Payload> Future for CompletionFuture<'_, P> {
     type Output = Result<()>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         self.op.poll_complete(cx).map(Ok)
