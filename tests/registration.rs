@@ -137,6 +137,7 @@ fn the_provider_dispatch_table_is_read_at_run_time() {
         version: MAKE_WSK_VERSION(1, 0),
         socket_connect: false,
         connect_ex: false,
+        ..ProviderConfig::default()
     };
     let kernel = Kernel::with_provider(config);
     let _enter = kernel.enter();

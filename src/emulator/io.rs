@@ -90,8 +90,12 @@ pub struct PendingQueue<T> {
     _payload: PhantomData<fn(T) -> T>,
 }
 
+/// Called after a cancel routine has completed an IRP of the queue.
+type CancelHook = Arc<dyn Fn() + Send + Sync>;
+
 struct QueueCore {
     entries: Mutex<HashMap<usize, Box<dyn Any + Send>>>,
+    on_cancel: Option<CancelHook>,
 }
 
 impl QueueCore {
@@ -110,9 +114,23 @@ impl<T: Send + 'static> PendingQueue<T> {
     /// An empty queue.
     #[must_use]
     pub fn new() -> Self {
+        Self::with_core(None)
+    }
+
+    /// An empty queue that calls `hook` after a cancel routine has completed
+    /// one of its IRPs, so the provider can react (e.g. give up a half-done
+    /// connect) without waiting for its next event. The hook runs in the
+    /// cancelling thread, at its IRQL, with no lock held.
+    #[must_use]
+    pub fn with_cancel_hook(hook: impl Fn() + Send + Sync + 'static) -> Self {
+        Self::with_core(Some(Arc::new(hook)))
+    }
+
+    fn with_core(on_cancel: Option<CancelHook>) -> Self {
         Self {
             core: Arc::new(QueueCore {
                 entries: Mutex::new(HashMap::new()),
+                on_cancel,
             }),
             _payload: PhantomData,
         }
@@ -191,6 +209,13 @@ impl<T: Send + 'static> PendingQueue<T> {
             .collect()
     }
 
+    /// Whether `irp` is pending in this queue (an IRP whose cancel is under
+    /// way still counts until its cancel routine has removed it).
+    #[must_use]
+    pub fn contains(&self, irp: IrpHandle) -> bool {
+        self.core.lock().contains_key(&irp.0)
+    }
+
     /// How many IRPs are pending.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -214,11 +239,19 @@ unsafe extern "system" fn cancel_routine(_device: *mut c_void, irp: *mut IRP) {
     let core = unsafe { (*irp).Tail.DriverContext[0] }.cast::<QueueCore>();
     // SAFETY: as above: the queue outlives the IRPs pending in it.
     let core = unsafe { &*core };
-    let removed = core.lock().remove(&(irp as usize));
+    // The hook is cloned under the lock: once the entry is gone the queue's
+    // owner may drop the queue, so nothing of it is touched afterwards.
+    let (removed, hook) = {
+        let mut entries = core.lock();
+        (entries.remove(&(irp as usize)), core.on_cancel.clone())
+    };
     if removed.is_some() {
         // SAFETY: the queue no longer has it and `take` cannot return it: the
         // cancel routine owns the completion.
         unsafe { complete(IrpHandle(irp as usize), STATUS_CANCELLED, 0) };
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 }
 

@@ -102,12 +102,47 @@ pub fn free(mdl: *mut MDL) {
     unsafe { dealloc(mdl.cast(), layout) };
 }
 
+/// The data a `WSK_BUF` describes: `length` bytes at `offset` into the
+/// MDL's system mapping. Bugchecks unless the MDL is live, was built with
+/// `MmBuildMdlForNonPagedPool`, and holds the whole range (WSK buffers
+/// spanning an MDL chain are not emulated).
+///
+/// # Safety
+/// `mdl` is a pointer the client passed in a `WSK_BUF`.
+pub unsafe fn wsk_buf_range(
+    mdl: *const MDL,
+    offset: usize,
+    length: usize,
+    function: &str,
+) -> *mut u8 {
+    // Checked before the MDL is read: a freed MDL must not be dereferenced.
+    if !registry().mdls.contains_key(&(mdl as usize)) {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!("{function}: WSK_BUF.Mdl {mdl:p} is not a live MDL"),
+        );
+    }
+    // SAFETY: live MDL per the registry.
+    let (start, byte_count) = unsafe { system_range(mdl) };
+    if offset
+        .checked_add(length)
+        .is_none_or(|end| end > byte_count)
+    {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!(
+                "{function}: WSK_BUF (Offset {offset}, Length {length}) runs past its MDL's {byte_count} byte(s)"
+            ),
+        );
+    }
+    start.wrapping_add(offset)
+}
+
 /// The system address and length an MDL describes, for the provider.
 ///
 /// # Safety
 /// `mdl` is a live MDL built with `MmBuildMdlForNonPagedPool`.
-#[allow(dead_code, reason = "read by the socket provider")]
-pub unsafe fn system_range(mdl: *const MDL) -> (*mut u8, usize) {
+unsafe fn system_range(mdl: *const MDL) -> (*mut u8, usize) {
     // SAFETY: live MDL per the contract.
     let header = unsafe { &*mdl };
     if header.MdlFlags & MDL_MAPPED_TO_SYSTEM_VA == 0 {

@@ -13,7 +13,13 @@
 //!   delivered at `DISPATCH_LEVEL` from another thread;
 //! - tagged pool with per-tag accounting of what is still outstanding;
 //! - `WskRegister`, `WskCaptureProviderNPI`, `WskReleaseProviderNPI` and
-//!   `WskDeregister` with their blocking semantics.
+//!   `WskDeregister` with their blocking semantics;
+//! - a WSK socket provider over real host sockets (IPv4 and IPv6):
+//!   `WskSocket`, `WskSocketConnect`, bind, connect, `WskConnectEx` (with the
+//!   host's TCP Fast Open), send, receive, disconnect, close, addresses and
+//!   `TCP_FASTOPEN` through `WskControlSocket`. Calls complete inline when
+//!   they can, otherwise from one poller thread per kernel at
+//!   `DISPATCH_LEVEL` ([`ProviderConfig::always_pend`] forces the latter).
 //!
 //! Breaking a kernel rule (waiting above `APC_LEVEL`, freeing an IRP the
 //! provider still owns, completing an IRP twice, a wrong pool tag, ...) fails
@@ -43,8 +49,10 @@ pub mod io;
 mod irp;
 pub mod irql;
 mod mdl;
+mod poller;
 mod pool;
 mod provider;
+mod sockets;
 mod verifier;
 
 use std::boxed::Box;
@@ -61,6 +69,7 @@ use std::vec::Vec;
 
 pub use faults::FaultPlan;
 pub use provider::ProviderConfig;
+pub use sockets::FastOpenStats;
 
 /// One emulated machine: kernel accounting, the WSK provider, fault injection.
 ///
@@ -78,6 +87,9 @@ pub(crate) struct KernelInner {
     pub(crate) provider: provider::Provider,
     pub(crate) faults: faults::Faults,
     dpc: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Started by the first socket that waits for the host.
+    poller: OnceLock<poller::Poller>,
+    pub(crate) fast_open: sockets::FastOpenCounters,
     this: Weak<Self>,
 }
 
@@ -100,6 +112,8 @@ impl Kernel {
             provider: provider::Provider::new(config),
             faults: faults::Faults::default(),
             dpc: Mutex::new(None),
+            poller: OnceLock::new(),
+            fast_open: sockets::FastOpenCounters::default(),
             this: this.clone(),
         });
         Self { inner }
@@ -159,6 +173,13 @@ impl Kernel {
         assert!(usage.is_empty(), "leaks at unload: {usage}");
     }
 
+    /// What the host's TCP Fast Open did for this machine's `WskConnectEx`
+    /// calls made after setting `TCP_FASTOPEN`.
+    #[must_use]
+    pub fn fast_open_stats(&self) -> FastOpenStats {
+        self.inner.fast_open.snapshot()
+    }
+
     /// Runs `job` on this kernel's DPC thread at `DISPATCH_LEVEL`, as a
     /// provider completes I/O from a DPC.
     pub fn queue_dpc(&self, job: impl FnOnce() + Send + 'static) {
@@ -206,6 +227,24 @@ impl KernelInner {
         sender
             .send(job)
             .expect("the DPC thread lives as long as its kernel");
+    }
+}
+
+impl KernelInner {
+    /// The socket provider's poller (its thread starts on first use).
+    pub(crate) fn poller(&self) -> &poller::Poller {
+        self.poller.get_or_init(|| {
+            poller::Poller::start(self.this.clone(), self.id)
+                .expect("start the emulator's poller thread")
+        })
+    }
+}
+
+impl Drop for KernelInner {
+    fn drop(&mut self) {
+        if let Some(poller) = self.poller.get() {
+            poller.stop();
+        }
     }
 }
 

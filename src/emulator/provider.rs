@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::verifier::bugcheck;
-use super::{Kernel, KernelInner, irql};
+use super::{Kernel, KernelInner, irql, sockets};
 use crate::abi::{
     DISPATCH_LEVEL, MAKE_WSK_VERSION, NTSTATUS, PASSIVE_LEVEL, STATUS_DEVICE_NOT_READY,
     STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_SUCCESS, ULONG, USHORT, WSK_CLIENT,
@@ -27,6 +27,11 @@ pub struct ProviderConfig {
     /// Whether `WskConnectEx` is in the socket dispatch tables (it is NULL
     /// before Windows 10 1703).
     pub connect_ex: bool,
+    /// Whether every call returns `STATUS_PENDING` and completes later from
+    /// the kernel's poller thread at `DISPATCH_LEVEL`, even one that could
+    /// finish at once (default: complete inline when possible). Exercises
+    /// a client's pending paths for every call.
+    pub always_pend: bool,
 }
 
 impl Default for ProviderConfig {
@@ -35,6 +40,7 @@ impl Default for ProviderConfig {
             version: MAKE_WSK_VERSION(1, 0),
             socket_connect: true,
             connect_ex: true,
+            always_pend: false,
         }
     }
 }
@@ -84,8 +90,12 @@ impl Provider {
         let dispatch = Box::new(WSK_PROVIDER_DISPATCH {
             Version: config.version,
             Reserved: 0,
-            WskSocket: None,
-            WskSocketConnect: None,
+            WskSocket: Some(sockets::wsk_socket),
+            WskSocketConnect: if config.socket_connect {
+                Some(sockets::wsk_socket_connect)
+            } else {
+                None
+            },
             WskControlClient: ptr::null(),
             WskGetAddressInfo: ptr::null(),
             WskFreeAddressInfo: ptr::null(),
@@ -127,7 +137,6 @@ impl Provider {
 
     /// Counts a socket created for a client (it must be closed before the
     /// client may deregister).
-    #[allow(dead_code, reason = "called by the socket provider")]
     pub(crate) fn socket_opened(&self, client: *const EmulatedClient) {
         // SAFETY: client handles come from our own NPI and live until
         // deregistration, which waits for every socket.
@@ -137,7 +146,6 @@ impl Provider {
         }
     }
 
-    #[allow(dead_code, reason = "called by the socket provider")]
     pub(crate) fn socket_closed(&self, client: *const EmulatedClient) {
         // SAFETY: as in `socket_opened`.
         let key = unsafe { (*client).registration };
@@ -146,6 +154,26 @@ impl Provider {
         }
         self.changed.notify_all();
     }
+}
+
+/// The kernel of the registration a client handle (from a captured provider
+/// NPI) belongs to.
+///
+/// # Safety
+/// `client` is the `Client` of a provider NPI captured from this emulator,
+/// whose registration is not yet deregistered.
+pub unsafe fn kernel_of_client(client: *mut WSK_CLIENT, function: &str) -> Kernel {
+    if client.is_null() {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!("{function}: NULL WSK_CLIENT"),
+        );
+    }
+    // SAFETY: client handles are `EmulatedClient`s (the contract).
+    let registration = unsafe { (*client.cast::<EmulatedClient>()).registration };
+    // SAFETY: the client's registration block, still registered (the
+    // contract; `kernel_of` checks its state).
+    unsafe { kernel_of(registration as *mut WSK_REGISTRATION, function) }
 }
 
 /// The kernel a registration was made in (held in the registration block by

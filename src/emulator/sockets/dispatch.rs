@@ -1,0 +1,613 @@
+//! The WSK entry points: `WskSocket` and `WskSocketConnect` from the
+//! provider's client-level table, and the socket dispatch tables.
+//!
+//! Each entry point checks the IRQL, then that the socket is live (before
+//! touching it), takes the IRP, and validates its arguments the way the real
+//! provider does; a rejected call completes its IRP with the status and
+//! returns it.
+
+use core::ffi::c_void;
+use core::mem::size_of;
+use core::ptr;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::errno::status_of;
+use super::sockaddr::{self, Family};
+use super::transfer::{Buffer, Connect, Op, Stage};
+use super::{Kind, Lane, Phase, Socket, State, finish, live, retire};
+use crate::abi::{
+    ADDRESS_FAMILY, DISPATCH_LEVEL, IPPROTO_TCP, IRP, NTSTATUS, SIZE_T, SOCK_STREAM, SOCKADDR,
+    STATUS_ADDRESS_ALREADY_ASSOCIATED, STATUS_BUFFER_OVERFLOW, STATUS_CONNECTION_ACTIVE,
+    STATUS_FILE_FORCED_CLOSED, STATUS_INVALID_CONNECTION, STATUS_INVALID_DEVICE_STATE,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, TCP_FASTOPEN, ULONG, USHORT,
+    WSK_BUF, WSK_CLIENT, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CONTROL_SOCKET_TYPE,
+    WSK_FLAG_ABORTIVE, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
+    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL,
+    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH,
+    WSK_SOCKET, WskGetOption as GET_OPTION, WskSetOption as SET_OPTION,
+};
+use crate::emulator::io::{self, IrpHandle};
+use crate::emulator::verifier::bugcheck;
+use crate::emulator::{irql, provider};
+
+/// `WskConnectEx` sends at most this much with the connect.
+const CONNECT_EX_MAX: usize = 65_535;
+
+/// The dispatch table a socket of `kind` gets.
+pub(super) fn table(kind: Kind, connect_ex: bool) -> *const c_void {
+    match (kind, connect_ex) {
+        (Kind::Connection, true) => ptr::from_ref(&CONNECTION).cast(),
+        (Kind::Connection, false) => ptr::from_ref(&CONNECTION_WITHOUT_EX).cast(),
+        (Kind::Stream, true) => ptr::from_ref(&STREAM).cast(),
+        (Kind::Stream, false) => ptr::from_ref(&STREAM_WITHOUT_EX).cast(),
+    }
+}
+
+static CONNECTION: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(true);
+static CONNECTION_WITHOUT_EX: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(false);
+static STREAM: WSK_PROVIDER_STREAM_DISPATCH = stream_table(true);
+static STREAM_WITHOUT_EX: WSK_PROVIDER_STREAM_DISPATCH = stream_table(false);
+
+const fn basic_table() -> WSK_PROVIDER_BASIC_DISPATCH {
+    WSK_PROVIDER_BASIC_DISPATCH {
+        WskControlSocket: Some(wsk_control_socket),
+        WskCloseSocket: Some(wsk_close_socket),
+    }
+}
+
+/// `WskConnectEx` is NULL before Windows 10 1703; listening, accepting and
+/// data-indication release are not emulated.
+const fn connection_table(connect_ex: bool) -> WSK_PROVIDER_CONNECTION_DISPATCH {
+    WSK_PROVIDER_CONNECTION_DISPATCH {
+        Basic: basic_table(),
+        WskBind: Some(wsk_bind),
+        WskConnect: Some(wsk_connect),
+        WskGetLocalAddress: Some(wsk_get_local_address),
+        WskGetRemoteAddress: Some(wsk_get_remote_address),
+        WskSend: Some(wsk_send),
+        WskReceive: Some(wsk_receive),
+        WskDisconnect: Some(wsk_disconnect),
+        WskRelease: None,
+        WskConnectEx: if connect_ex {
+            Some(wsk_connect_ex)
+        } else {
+            None
+        },
+        WskSendEx: ptr::null(),
+        WskReceiveEx: ptr::null(),
+    }
+}
+
+const fn stream_table(connect_ex: bool) -> WSK_PROVIDER_STREAM_DISPATCH {
+    WSK_PROVIDER_STREAM_DISPATCH {
+        Basic: basic_table(),
+        WskBind: Some(wsk_bind),
+        WskAccept: ptr::null(),
+        WskConnect: Some(wsk_connect),
+        WskListen: ptr::null(),
+        WskSend: Some(wsk_send),
+        WskReceive: Some(wsk_receive),
+        WskDisconnect: Some(wsk_disconnect),
+        WskRelease: None,
+        WskGetLocalAddress: Some(wsk_get_local_address),
+        WskGetRemoteAddress: Some(wsk_get_remote_address),
+        WskConnectEx: if connect_ex {
+            Some(wsk_connect_ex)
+        } else {
+            None
+        },
+        WskSendEx: ptr::null(),
+        WskReceiveEx: ptr::null(),
+    }
+}
+
+fn require_irql(function: &str) {
+    irql::require_at_most(
+        DISPATCH_LEVEL,
+        function,
+        "WSK functions are called at IRQL <= DISPATCH_LEVEL",
+    );
+}
+
+/// Takes the IRP of a call that must have one.
+///
+/// # Safety
+/// `irp` is NULL or an IRP the caller hands over (`start` checks it is live).
+unsafe fn take_irp(irp: *mut IRP, function: &str) -> IrpHandle {
+    if irp.is_null() {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!("{function}: called without an IRP"),
+        );
+    }
+    // SAFETY: a non-NULL IRP handed over (the contract).
+    unsafe { io::start(irp, function) }
+}
+
+/// A `Flags` parameter that is reserved must be 0.
+const fn reserved(flags: ULONG) -> Result<(), NTSTATUS> {
+    allowed(flags, 0)
+}
+
+/// `flags` may hold only bits of `mask`.
+const fn allowed(flags: ULONG, mask: ULONG) -> Result<(), NTSTATUS> {
+    if flags & !mask == 0 {
+        Ok(())
+    } else {
+        Err(STATUS_INVALID_PARAMETER)
+    }
+}
+
+/// Send and receive need a connection.
+const fn require_connected(state: &State) -> Result<(), NTSTATUS> {
+    match state.phase {
+        Phase::Connected => Ok(()),
+        Phase::Broken => Err(STATUS_FILE_FORCED_CLOSED),
+        Phase::Idle | Phase::Connecting | Phase::Aborted | Phase::Closed => {
+            Err(STATUS_INVALID_CONNECTION)
+        }
+    }
+}
+
+/// A socket-level call in progress: the live socket and its IRP.
+struct Call {
+    socket: Arc<Socket>,
+    irp: IrpHandle,
+}
+
+impl Call {
+    /// The checks every socket-level entry point starts with, in the order
+    /// that keeps them sound: IRQL, then liveness (the pointer is never
+    /// dereferenced), then the IRP.
+    ///
+    /// # Safety
+    /// `irp` is as for [`take_irp`].
+    unsafe fn begin(socket: *mut WSK_SOCKET, irp: *mut IRP, function: &str) -> Self {
+        require_irql(function);
+        let socket = live(socket, function);
+        // SAFETY: forwarded contract.
+        let irp = unsafe { take_irp(irp, function) };
+        Self { socket, irp }
+    }
+
+    /// Runs the call's body: `Ok` is the status it returned (its IRP is
+    /// completed or pending), `Err` a rejection that completes the IRP.
+    fn run(
+        self,
+        body: impl FnOnce(&Arc<Socket>, IrpHandle) -> Result<NTSTATUS, NTSTATUS>,
+    ) -> NTSTATUS {
+        body(&self.socket, self.irp)
+            .unwrap_or_else(|status| finish(&self.socket.kernel(), self.irp, status, 0))
+    }
+}
+
+/// `WskSocket`: connection and stream sockets over TCP.
+pub unsafe extern "system" fn wsk_socket(
+    client: *mut WSK_CLIENT,
+    address_family: ADDRESS_FAMILY,
+    socket_type: USHORT,
+    protocol: ULONG,
+    flags: ULONG,
+    _socket_context: *mut c_void,
+    _dispatch: *const c_void,
+    _owning_process: *mut c_void,
+    _owning_thread: *mut c_void,
+    _security_descriptor: *mut c_void,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    require_irql("WskSocket");
+    // SAFETY: the client handle of a captured provider NPI (WSK contract).
+    let kernel = unsafe { provider::kernel_of_client(client, "WskSocket") };
+    // SAFETY: the caller's IRP (WSK contract).
+    let irp = unsafe { take_irp(irp, "WskSocket") };
+    let created = (|| {
+        let kind = match flags {
+            WSK_FLAG_CONNECTION_SOCKET => Kind::Connection,
+            WSK_FLAG_STREAM_SOCKET => Kind::Stream,
+            WSK_FLAG_BASIC_SOCKET | WSK_FLAG_LISTEN_SOCKET | WSK_FLAG_DATAGRAM_SOCKET => {
+                return Err(STATUS_NOT_SUPPORTED);
+            }
+            _ => return Err(STATUS_INVALID_PARAMETER),
+        };
+        let family = Family::from_windows(address_family).ok_or(STATUS_INVALID_PARAMETER)?;
+        if socket_type != SOCK_STREAM || protocol != IPPROTO_TCP {
+            return Err(STATUS_NOT_SUPPORTED);
+        }
+        let socket = Socket::create(&kernel, client as usize, family, kind)?;
+        socket.publish(&mut socket.lock(), &kernel);
+        Ok(socket.handle)
+    })();
+    match created {
+        Ok(handle) => finish(&kernel, irp, STATUS_SUCCESS, handle),
+        Err(status) => finish(&kernel, irp, status, 0),
+    }
+}
+
+/// `WskSocketConnect`: a connection socket, bound to `local_address` and
+/// connected to `remote_address`; the socket exists for the client (and is
+/// counted) only once connected.
+pub unsafe extern "system" fn wsk_socket_connect(
+    client: *mut WSK_CLIENT,
+    socket_type: USHORT,
+    protocol: ULONG,
+    local_address: *mut SOCKADDR,
+    remote_address: *mut SOCKADDR,
+    flags: ULONG,
+    _socket_context: *mut c_void,
+    _dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH,
+    _owning_process: *mut c_void,
+    _owning_thread: *mut c_void,
+    _security_descriptor: *mut c_void,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    require_irql("WskSocketConnect");
+    // SAFETY: the client handle of a captured provider NPI (WSK contract).
+    let kernel = unsafe { provider::kernel_of_client(client, "WskSocketConnect") };
+    // SAFETY: the caller's IRP (WSK contract).
+    let irp = unsafe { take_irp(irp, "WskSocketConnect") };
+    let started = (|| {
+        reserved(flags)?;
+        if socket_type != SOCK_STREAM || protocol != IPPROTO_TCP {
+            return Err(STATUS_NOT_SUPPORTED);
+        }
+        // SAFETY: the client's addresses (WSK contract).
+        let local = unsafe { sockaddr::read(local_address) }?;
+        // SAFETY: as above.
+        let remote = unsafe { sockaddr::read(remote_address) }?;
+        // The family comes from the local address; the remote must match.
+        let family = Family::of(&local);
+        if Family::of(&remote) != family {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        // Until connected the socket is only the poller's: a failure drops
+        // it, uncounted, and closes the host socket.
+        let socket = Socket::create(&kernel, client as usize, family, Kind::Connection)?;
+        let mut state = socket.lock();
+        bind(&mut state, local)?;
+        state.phase = Phase::Connecting;
+        Ok(socket.submit(
+            state,
+            irp,
+            Lane::Connect,
+            connect_op(remote, Buffer::EMPTY, false),
+        ))
+    })();
+    started.unwrap_or_else(|status| finish(&kernel, irp, status, 0))
+}
+
+const fn connect_op(remote: SocketAddr, buffer: Buffer, fast_open: bool) -> Op {
+    Op::Connect(Connect {
+        remote,
+        buffer,
+        done: 0,
+        fast_open,
+        stage: Stage::Start,
+    })
+}
+
+fn bind(state: &mut State, local: SocketAddr) -> Result<(), NTSTATUS> {
+    if state.bound {
+        return Err(STATUS_ADDRESS_ALREADY_ASSOCIATED);
+    }
+    let host = state.host.as_ref().ok_or(STATUS_INVALID_DEVICE_STATE)?;
+    host.bind(&local.into())
+        .map_err(|error| status_of(&error))?;
+    state.bound = true;
+    Ok(())
+}
+
+unsafe extern "system" fn wsk_bind(
+    socket: *mut WSK_SOCKET,
+    local_address: *mut SOCKADDR,
+    flags: ULONG,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskBind") };
+    call.run(|socket, irp| {
+        reserved(flags)?;
+        // SAFETY: the client's address (WSK contract).
+        let local = unsafe { sockaddr::read(local_address) }?;
+        if Family::of(&local) != socket.family {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        bind(&mut socket.lock(), local)?;
+        Ok(finish(&socket.kernel(), irp, STATUS_SUCCESS, 0))
+    })
+}
+
+/// `WskConnect` and `WskConnectEx`: the socket must be bound and never
+/// connected.
+fn start_connect(
+    socket: &Socket,
+    irp: IrpHandle,
+    remote: SocketAddr,
+    buffer: Buffer,
+) -> Result<NTSTATUS, NTSTATUS> {
+    if Family::of(&remote) != socket.family {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    let mut state = socket.lock();
+    match state.phase {
+        Phase::Idle => {}
+        Phase::Connected => return Err(STATUS_CONNECTION_ACTIVE),
+        Phase::Connecting => return Err(STATUS_INVALID_DEVICE_STATE),
+        Phase::Aborted | Phase::Broken | Phase::Closed => return Err(STATUS_FILE_FORCED_CLOSED),
+    }
+    if !state.bound {
+        return Err(STATUS_INVALID_DEVICE_STATE);
+    }
+    state.phase = Phase::Connecting;
+    let op = connect_op(remote, buffer, state.fast_open);
+    Ok(socket.submit(state, irp, Lane::Connect, op))
+}
+
+unsafe extern "system" fn wsk_connect(
+    socket: *mut WSK_SOCKET,
+    remote_address: *mut SOCKADDR,
+    flags: ULONG,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskConnect") };
+    call.run(|socket, irp| {
+        reserved(flags)?;
+        // SAFETY: the client's address (WSK contract).
+        let remote = unsafe { sockaddr::read(remote_address) }?;
+        start_connect(socket, irp, remote, Buffer::EMPTY)
+    })
+}
+
+unsafe extern "system" fn wsk_connect_ex(
+    socket: *mut WSK_SOCKET,
+    remote_address: *mut SOCKADDR,
+    buffer: *mut WSK_BUF,
+    flags: ULONG,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskConnectEx") };
+    call.run(|socket, irp| {
+        reserved(flags)?;
+        if !buffer.is_null() {
+            // SAFETY: a non-NULL WSK_BUF from the client (WSK contract).
+            let length = unsafe { (*buffer).Length };
+            if length > CONNECT_EX_MAX {
+                return Err(STATUS_BUFFER_OVERFLOW);
+            }
+        }
+        // SAFETY: NULL or the client's WSK_BUF (WSK contract).
+        let data = unsafe { Buffer::from_wsk(buffer, "WskConnectEx") };
+        // SAFETY: the client's address (WSK contract).
+        let remote = unsafe { sockaddr::read(remote_address) }?;
+        start_connect(socket, irp, remote, data)
+    })
+}
+
+/// The buffer of a send or receive, which must be given.
+///
+/// # Safety
+/// `buffer` is NULL or points to the client's `WSK_BUF`.
+unsafe fn required_buffer(buffer: *const WSK_BUF, function: &str) -> Result<Buffer, NTSTATUS> {
+    if buffer.is_null() {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    // SAFETY: the client's WSK_BUF (the contract).
+    Ok(unsafe { Buffer::from_wsk(buffer, function) })
+}
+
+unsafe extern "system" fn wsk_send(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: ULONG,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskSend") };
+    call.run(|socket, irp| {
+        allowed(flags, WSK_FLAG_NODELAY)?;
+        // SAFETY: NULL or the client's WSK_BUF (WSK contract).
+        let buffer = unsafe { required_buffer(buffer, "WskSend") }?;
+        let state = socket.lock();
+        require_connected(&state)?;
+        if flags & WSK_FLAG_NODELAY != 0
+            && let Some(host) = &state.host
+        {
+            // Nagle off for good: at least this send goes out at once.
+            host.set_tcp_nodelay(true)
+                .map_err(|error| status_of(&error))?;
+        }
+        Ok(socket.submit(state, irp, Lane::Send, Op::Send { buffer, done: 0 }))
+    })
+}
+
+unsafe extern "system" fn wsk_receive(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: ULONG,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskReceive") };
+    call.run(|socket, irp| {
+        allowed(flags, WSK_FLAG_WAITALL)?;
+        // SAFETY: NULL or the client's WSK_BUF (WSK contract).
+        let buffer = unsafe { required_buffer(buffer, "WskReceive") }?;
+        // An empty receive could not tell data from a disconnect.
+        if buffer.len() == 0 {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        let state = socket.lock();
+        require_connected(&state)?;
+        let op = Op::Receive {
+            buffer,
+            done: 0,
+            wait_all: flags & WSK_FLAG_WAITALL != 0,
+        };
+        Ok(socket.submit(state, irp, Lane::Receive, op))
+    })
+}
+
+unsafe extern "system" fn wsk_disconnect(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: ULONG,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskDisconnect") };
+    call.run(|socket, irp| {
+        allowed(flags, WSK_FLAG_ABORTIVE)?;
+        // SAFETY: NULL or the client's WSK_BUF (WSK contract).
+        let buffer = unsafe { Buffer::from_wsk(buffer, "WskDisconnect") };
+        let state = socket.lock();
+        require_connected(&state)?;
+        if flags & WSK_FLAG_ABORTIVE != 0 {
+            return Ok(socket.abort(state, irp));
+        }
+        Ok(socket.submit(state, irp, Lane::Send, Op::Disconnect { buffer, done: 0 }))
+    })
+}
+
+unsafe extern "system" fn wsk_get_local_address(
+    socket: *mut WSK_SOCKET,
+    local_address: *mut SOCKADDR,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskGetLocalAddress") };
+    call.run(|socket, irp| {
+        if local_address.is_null() {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        let address = {
+            let state = socket.lock();
+            let host = state
+                .host
+                .as_ref()
+                .filter(|_| state.bound)
+                .ok_or(STATUS_INVALID_DEVICE_STATE)?;
+            host.local_addr().map_err(|error| status_of(&error))?
+        };
+        let address = address.as_socket().ok_or(STATUS_INVALID_DEVICE_STATE)?;
+        // SAFETY: the client's output address, large enough (WSK contract).
+        unsafe { sockaddr::write(&address, local_address) };
+        Ok(finish(&socket.kernel(), irp, STATUS_SUCCESS, 0))
+    })
+}
+
+unsafe extern "system" fn wsk_get_remote_address(
+    socket: *mut WSK_SOCKET,
+    remote_address: *mut SOCKADDR,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskGetRemoteAddress") };
+    call.run(|socket, irp| {
+        if remote_address.is_null() {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        let address = {
+            let state = socket.lock();
+            require_connected(&state)?;
+            let host = state.host.as_ref().ok_or(STATUS_INVALID_CONNECTION)?;
+            host.peer_addr().map_err(|error| status_of(&error))?
+        };
+        let address = address.as_socket().ok_or(STATUS_INVALID_CONNECTION)?;
+        // SAFETY: the client's output address, large enough (WSK contract).
+        unsafe { sockaddr::write(&address, remote_address) };
+        Ok(finish(&socket.kernel(), irp, STATUS_SUCCESS, 0))
+    })
+}
+
+/// `WskControlSocket`: only `TCP_FASTOPEN` (`IPPROTO_TCP`), set before the
+/// connect or read back. The IRP is optional: without one the status is
+/// returned directly.
+unsafe extern "system" fn wsk_control_socket(
+    socket: *mut WSK_SOCKET,
+    request_type: WSK_CONTROL_SOCKET_TYPE,
+    control_code: ULONG,
+    level: ULONG,
+    input_size: SIZE_T,
+    input_buffer: *mut c_void,
+    output_size: SIZE_T,
+    output_buffer: *mut c_void,
+    output_size_returned: *mut SIZE_T,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    require_irql("WskControlSocket");
+    let socket = live(socket, "WskControlSocket");
+    let irp = (!irp.is_null()).then(|| {
+        // SAFETY: a non-NULL IRP handed over (WSK contract).
+        unsafe { io::start(irp, "WskControlSocket") }
+    });
+    let result = match (request_type, level, control_code) {
+        (SET_OPTION, IPPROTO_TCP, TCP_FASTOPEN) => {
+            // SAFETY: the client's input buffer of `input_size` bytes.
+            unsafe { set_fast_open(&socket, input_size, input_buffer) }
+        }
+        (GET_OPTION, IPPROTO_TCP, TCP_FASTOPEN) => {
+            // SAFETY: the client's output buffer of `output_size` bytes.
+            unsafe { get_fast_open(&socket, output_size, output_buffer) }
+        }
+        _ => Err(STATUS_NOT_SUPPORTED),
+    };
+    let (status, returned) = match result {
+        Ok(returned) => (STATUS_SUCCESS, returned),
+        Err(status) => (status, 0),
+    };
+    if let Some(irp) = irp {
+        return finish(&socket.kernel(), irp, status, returned);
+    }
+    if request_type == GET_OPTION && !output_size_returned.is_null() {
+        // SAFETY: the client's output location (WSK contract).
+        unsafe { output_size_returned.write(returned) };
+    }
+    status
+}
+
+/// # Safety
+/// `input` is NULL or readable for `size` bytes.
+unsafe fn set_fast_open(
+    socket: &Socket,
+    size: SIZE_T,
+    input: *mut c_void,
+) -> Result<usize, NTSTATUS> {
+    if input.is_null() || size < size_of::<ULONG>() {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    // SAFETY: readable for at least a ULONG (checked; the contract).
+    let value = unsafe { input.cast::<ULONG>().read_unaligned() };
+    let mut state = socket.lock();
+    // The SYN is built at connect time: afterwards the option means nothing.
+    if state.phase != Phase::Idle {
+        return Err(STATUS_INVALID_DEVICE_STATE);
+    }
+    state.fast_open = value != 0;
+    Ok(0)
+}
+
+/// # Safety
+/// `output` is NULL or writable for `size` bytes.
+unsafe fn get_fast_open(
+    socket: &Socket,
+    size: SIZE_T,
+    output: *mut c_void,
+) -> Result<usize, NTSTATUS> {
+    if output.is_null() || size < size_of::<ULONG>() {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    let value = ULONG::from(socket.lock().fast_open);
+    // SAFETY: writable for at least a ULONG (checked; the contract).
+    unsafe { output.cast::<ULONG>().write_unaligned(value) };
+    Ok(size_of::<ULONG>())
+}
+
+unsafe extern "system" fn wsk_close_socket(socket: *mut WSK_SOCKET, irp: *mut IRP) -> NTSTATUS {
+    require_irql("WskCloseSocket");
+    let socket = retire(socket, "WskCloseSocket");
+    // SAFETY: the caller's IRP (WSK contract).
+    let irp = unsafe { take_irp(irp, "WskCloseSocket") };
+    socket.close(irp)
+}

@@ -1,0 +1,634 @@
+//! The WSK socket provider over real host sockets.
+//!
+//! A `PWSK_SOCKET` handed to a client is the address of a small header whose
+//! `Dispatch` points at one of four static tables (connection or stream
+//! socket, with or without `WskConnectEx`). Every call looks that address up
+//! in the registry of live sockets before anything else, so a call on a
+//! closed socket stops like a bugcheck instead of touching freed memory.
+//! Closed headers stay allocated for a while (a quarantine, as Driver
+//! Verifier's special pool delays reuse) so that such a call still reaches
+//! the check rather than a recycled socket.
+//!
+//! Each socket owns a non-blocking host socket. A call that can finish at
+//! once completes its IRP in the caller's thread and returns its status; one
+//! that has to wait is parked cancelably in the socket's [`PendingQueue`],
+//! behind the earlier calls of its lane (connect, send, receive: each keeps
+//! its order), and the kernel's poller thread moves it on when the host
+//! socket becomes ready, completing it at `DISPATCH_LEVEL`.
+//!
+//! Locks, in the order they may be taken: the live-socket registry (never
+//! held while taking another), a socket's state, then the provider's
+//! accounting and the poller's maps. Completion routines run with no lock
+//! held, so they may call the provider again.
+
+mod dispatch;
+mod errno;
+mod sockaddr;
+mod transfer;
+
+use std::boxed::Box;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+use std::vec::Vec;
+
+use mio::Token;
+use socket2::{Protocol, Socket as HostSocket, Type};
+
+pub use dispatch::{wsk_socket, wsk_socket_connect};
+use errno::status_of;
+use sockaddr::Family;
+use transfer::{Op, Progress};
+
+use super::io::{self, IrpHandle, PendingQueue};
+use super::poller::Ready;
+use super::provider::EmulatedClient;
+use super::verifier::bugcheck;
+use super::{Kernel, KernelInner};
+use crate::abi::{
+    NTSTATUS, STATUS_CANCELLED, STATUS_CONNECTION_ABORTED, STATUS_INVALID_CONNECTION,
+    STATUS_PENDING, STATUS_SUCCESS, WSK_SOCKET,
+};
+
+/// What the host's TCP Fast Open did for `WskConnectEx` on one kernel
+/// ([`Kernel::fast_open_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FastOpenStats {
+    /// Connects that offered their data in the SYN (`TCP_FASTOPEN` was set
+    /// and there was data to send).
+    pub attempts: u64,
+    /// Connections whose peer acknowledged data carried in the SYN
+    /// (`TCP_INFO`'s `TCPI_OPT_SYN_DATA`).
+    pub syn_data_acked: u64,
+}
+
+/// The kernel's running [`FastOpenStats`].
+#[derive(Default)]
+pub struct FastOpenCounters {
+    attempts: AtomicU64,
+    syn_data_acked: AtomicU64,
+}
+
+impl FastOpenCounters {
+    fn record_attempt(&self) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_syn_data_acked(&self) {
+        self.syn_data_acked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> FastOpenStats {
+        FastOpenStats {
+            attempts: self.attempts.load(Ordering::Relaxed),
+            syn_data_acked: self.syn_data_acked.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The socket kinds the provider creates (`WSK_FLAG_*_SOCKET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Connection,
+    /// Becomes a connection socket for good once connected (listening is
+    /// not emulated, so nothing else is ever allowed).
+    Stream,
+}
+
+/// Where a socket's connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Never connected (bound or not).
+    Idle,
+    Connecting,
+    /// Connected: committed to the connection role.
+    Connected,
+    /// Reset by an abortive `WskDisconnect`.
+    Aborted,
+    /// A connect failed or was cancelled: only closing is left.
+    Broken,
+    /// Closed, or discarded after a failed `WskSocketConnect`.
+    Closed,
+}
+
+/// A lane of parked operations, each kept in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Connect,
+    /// Sends and graceful disconnects (the FIN follows the data before it).
+    Send,
+    Receive,
+}
+
+const LANES: [Lane; 3] = [Lane::Connect, Lane::Send, Lane::Receive];
+
+/// The `WSK_SOCKET` a client holds.
+struct Header(Box<WSK_SOCKET>);
+
+#[allow(
+    clippy::non_send_fields_in_send_ty,
+    reason = "WSK_SOCKET holds only that pointer"
+)]
+// SAFETY: its only field points at a static, immutable dispatch table.
+unsafe impl Send for Header {}
+
+/// Closed sockets' headers kept allocated, so a late call still finds a
+/// dispatch table and reaches the liveness check.
+const QUARANTINE_LEN: usize = 4096;
+
+static LIVE: LazyLock<Mutex<HashMap<usize, Arc<Socket>>>> = LazyLock::new(Mutex::default);
+static QUARANTINE: LazyLock<Mutex<VecDeque<Header>>> = LazyLock::new(Mutex::default);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The live socket at `handle`. Bugchecks if there is none; the handle is
+/// never dereferenced.
+fn live(handle: *mut WSK_SOCKET, function: &str) -> Arc<Socket> {
+    let found = lock(&LIVE).get(&(handle as usize)).cloned();
+    found.unwrap_or_else(|| not_a_live_socket(handle, function))
+}
+
+/// Like [`live`], and the socket stops being callable.
+fn retire(handle: *mut WSK_SOCKET, function: &str) -> Arc<Socket> {
+    let found = lock(&LIVE).remove(&(handle as usize));
+    found.unwrap_or_else(|| not_a_live_socket(handle, function))
+}
+
+fn not_a_live_socket(handle: *mut WSK_SOCKET, function: &str) -> ! {
+    bugcheck(
+        "DRIVER_VERIFIER_DETECTED_VIOLATION",
+        format_args!(
+            "{function}({handle:p}): not a live socket: use after WskCloseSocket (or a socket no WskSocket/WskSocketConnect returned)"
+        ),
+    )
+}
+
+fn quarantine(header: Header) {
+    let mut kept = lock(&QUARANTINE);
+    if kept.len() == QUARANTINE_LEN {
+        kept.pop_front();
+    }
+    kept.push_back(header);
+}
+
+/// Completes a call's IRP with its result: in the caller's thread (the
+/// status is returned), or under `always_pend` from the poller thread at
+/// `DISPATCH_LEVEL` (`STATUS_PENDING` is returned).
+fn finish(kernel: &Kernel, irp: IrpHandle, status: NTSTATUS, information: usize) -> NTSTATUS {
+    let completion = Completion {
+        irp,
+        status,
+        information,
+    };
+    if kernel.inner().provider.config.always_pend {
+        // SAFETY: the provider owns the IRP and returns STATUS_PENDING.
+        unsafe { io::mark_pending(irp) };
+        kernel
+            .inner()
+            .poller()
+            .schedule(Box::new(move || completion.run()));
+        STATUS_PENDING
+    } else {
+        completion.run();
+        status
+    }
+}
+
+/// An IRP to complete once no lock is held.
+struct Completion {
+    irp: IrpHandle,
+    status: NTSTATUS,
+    information: usize,
+}
+
+impl Completion {
+    fn run(self) {
+        // SAFETY: the provider owns the IRP (never parked, or taken back
+        // from its queue) and gives it up here, once.
+        unsafe { io::complete(self.irp, self.status, self.information) };
+    }
+}
+
+/// One WSK socket.
+pub struct Socket {
+    /// The address handed out as `PWSK_SOCKET`.
+    handle: usize,
+    kernel: Weak<KernelInner>,
+    /// The `EmulatedClient` it is counted against.
+    client: usize,
+    family: Family,
+    pending: PendingQueue<Op>,
+    state: Mutex<State>,
+    this: Weak<Self>,
+}
+
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one socket"
+)]
+struct State {
+    /// Until closed; then in quarantine.
+    header: Option<Header>,
+    /// Until closed or reset.
+    host: Option<HostSocket>,
+    /// Set while the poller watches the host socket.
+    token: Option<Token>,
+    bound: bool,
+    phase: Phase,
+    /// Handed to the client (a `WskSocketConnect` socket is only on success).
+    published: bool,
+    /// `TCP_FASTOPEN` set with `WskControlSocket`.
+    fast_open: bool,
+    /// Parked IRPs per lane, oldest first; a cancel may have completed some
+    /// since (they are skipped).
+    lanes: [VecDeque<IrpHandle>; 3],
+    /// A graceful disconnect sent the FIN: closing is then graceful too.
+    graceful: bool,
+}
+
+impl State {
+    const fn lane(&mut self, lane: Lane) -> &mut VecDeque<IrpHandle> {
+        &mut self.lanes[lane as usize]
+    }
+}
+
+impl Socket {
+    fn create(
+        kernel: &Kernel,
+        client: usize,
+        family: Family,
+        kind: Kind,
+    ) -> Result<Arc<Self>, NTSTATUS> {
+        let host = HostSocket::new(
+            family.domain(),
+            Type::STREAM.nonblocking(),
+            Some(Protocol::TCP),
+        )
+        .map_err(|error| status_of(&error))?;
+        if family == Family::V6 {
+            // Windows' default (Linux' is dual-stack).
+            host.set_only_v6(true).map_err(|error| status_of(&error))?;
+        }
+        let table = dispatch::table(kind, kernel.inner().provider.config.connect_ex);
+        let header = Header(Box::new(WSK_SOCKET { Dispatch: table }));
+        let handle = core::ptr::from_ref::<WSK_SOCKET>(&header.0) as usize;
+        Ok(Arc::new_cyclic(|this: &Weak<Self>| {
+            let cancelled = this.clone();
+            Self {
+                handle,
+                kernel: Arc::downgrade(&kernel.inner),
+                client,
+                family,
+                // A cancel may free a lane or end a connect: look again.
+                pending: PendingQueue::with_cancel_hook(move || {
+                    if let Some(socket) = cancelled.upgrade() {
+                        socket.schedule_drive();
+                    }
+                }),
+                state: Mutex::new(State {
+                    header: Some(header),
+                    host: Some(host),
+                    token: None,
+                    bound: false,
+                    phase: Phase::Idle,
+                    published: false,
+                    fast_open: false,
+                    lanes: Default::default(),
+                    graceful: false,
+                }),
+                this: this.clone(),
+            }
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn kernel(&self) -> Kernel {
+        let inner = self.kernel.upgrade().unwrap_or_else(|| {
+            bugcheck(
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format_args!(
+                    "socket {:#x} used after its kernel was dropped",
+                    self.handle
+                ),
+            )
+        });
+        Kernel { inner }
+    }
+
+    /// Hands the socket to its client: callable, and counted until closed.
+    fn publish(&self, state: &mut State, kernel: &Kernel) {
+        let this = self.this.upgrade().expect("called on a live socket");
+        state.published = true;
+        lock(&LIVE).insert(self.handle, this);
+        kernel
+            .inner()
+            .provider
+            .socket_opened(self.client as *const EmulatedClient);
+    }
+
+    /// Runs a call's operation at once if its lane is free and it can
+    /// finish; otherwise parks it behind its lane until the poller moves it
+    /// on (under `always_pend`, always).
+    fn submit(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        irp: IrpHandle,
+        lane: Lane,
+        mut op: Op,
+    ) -> NTSTATUS {
+        let kernel = self.kernel();
+        let always_pend = kernel.inner().provider.config.always_pend;
+        self.drop_cancelled(&mut state, &kernel, lane);
+        if !always_pend
+            && state.lane(lane).is_empty()
+            && let Progress::Done(status, information) = self.attempt(&mut state, &kernel, &mut op)
+        {
+            let (status, information) = self.settle(&mut state, &kernel, &op, status, information);
+            drop(state);
+            Completion {
+                irp,
+                status,
+                information,
+            }
+            .run();
+            return status;
+        }
+        // SAFETY: the provider owns the IRP; the queue lives as long as the
+        // socket, and closing it takes every IRP out first.
+        if unsafe { self.pending.pend(irp, op) }.is_some() {
+            // Cancelled already: `pend` completed it.
+            if lane == Lane::Connect {
+                Self::abandon_connect(&mut state, &kernel);
+            }
+        } else {
+            state.lane(lane).push_back(irp);
+        }
+        drop(state);
+        if always_pend {
+            self.schedule_drive();
+        }
+        STATUS_PENDING
+    }
+
+    /// One attempt at `op` on the host socket, which the poller watches
+    /// from the first attempt on.
+    fn attempt(&self, state: &mut State, kernel: &Kernel, op: &mut Op) -> Progress {
+        if let Err(status) = self.watch(state, kernel) {
+            return Progress::Done(status, 0);
+        }
+        match state.host.as_ref() {
+            Some(host) => op.attempt(host, &kernel.inner().fast_open),
+            None => Progress::Done(STATUS_INVALID_CONNECTION, op.done()),
+        }
+    }
+
+    /// What a finished operation means for the socket; gives the IRP's
+    /// final status and information.
+    fn settle(
+        &self,
+        state: &mut State,
+        kernel: &Kernel,
+        op: &Op,
+        status: NTSTATUS,
+        information: usize,
+    ) -> (NTSTATUS, usize) {
+        match op {
+            Op::Connect(_) if status == STATUS_SUCCESS => {
+                state.phase = Phase::Connected;
+                if !state.published {
+                    // WskSocketConnect: the new socket is the result.
+                    self.publish(state, kernel);
+                    return (status, self.handle);
+                }
+            }
+            Op::Connect(_) => Self::abandon_connect(state, kernel),
+            Op::Disconnect { .. } if status == STATUS_SUCCESS => state.graceful = true,
+            _ => {}
+        }
+        (status, information)
+    }
+
+    /// After a connect failed or was cancelled: a `WskSocketConnect`
+    /// socket, never handed out, is discarded; any other is unusable until
+    /// closed.
+    fn abandon_connect(state: &mut State, kernel: &Kernel) {
+        if state.published {
+            state.phase = Phase::Broken;
+        } else {
+            state.phase = Phase::Closed;
+            Self::unwatch(state, kernel);
+            state.host = None;
+            state.header = None;
+        }
+    }
+
+    /// Forgets IRPs at the head of `lane` that a cancel has completed.
+    fn drop_cancelled(&self, state: &mut State, kernel: &Kernel, lane: Lane) {
+        while let Some(&irp) = state.lane(lane).front() {
+            if self.pending.contains(irp) {
+                break;
+            }
+            state.lane(lane).pop_front();
+            if lane == Lane::Connect {
+                Self::abandon_connect(state, kernel);
+            }
+        }
+    }
+
+    /// Moves every parked operation on as far as the host allows; gives
+    /// the IRPs that finished.
+    fn advance(&self, state: &mut State, kernel: &Kernel) -> Vec<Completion> {
+        let mut finished = Vec::new();
+        for lane in LANES {
+            // Sends and receives wait for the connect (lanes are flushed
+            // when a connection ends).
+            if lane == Lane::Connect || state.phase == Phase::Connected {
+                self.advance_lane(state, kernel, lane, &mut finished);
+            }
+        }
+        finished
+    }
+
+    fn advance_lane(
+        &self,
+        state: &mut State,
+        kernel: &Kernel,
+        lane: Lane,
+        finished: &mut Vec<Completion>,
+    ) {
+        loop {
+            self.drop_cancelled(state, kernel, lane);
+            let Some(&irp) = state.lane(lane).front() else {
+                return;
+            };
+            // Taken out while the host is called: a cancel cannot complete
+            // the IRP while its buffer is in use.
+            // SAFETY: parked in this socket's queue.
+            let Some(mut op) = (unsafe { self.pending.take(irp) }) else {
+                // A cancel is completing it right now.
+                state.lane(lane).pop_front();
+                if lane == Lane::Connect {
+                    Self::abandon_connect(state, kernel);
+                }
+                continue;
+            };
+            match self.attempt(state, kernel, &mut op) {
+                Progress::Done(status, information) => {
+                    state.lane(lane).pop_front();
+                    let (status, information) =
+                        self.settle(state, kernel, &op, status, information);
+                    finished.push(Completion {
+                        irp,
+                        status,
+                        information,
+                    });
+                }
+                Progress::Blocked => {
+                    // SAFETY: taken back above, so owned by the provider;
+                    // the queue lives as long as the socket.
+                    if unsafe { self.pending.pend(irp, op) }.is_none() {
+                        return;
+                    }
+                    // Cancelled meanwhile: `pend` completed it; the loop
+                    // drops it from the lane.
+                }
+            }
+        }
+    }
+
+    /// Moves parked operations on, then completes those that finished.
+    fn drive(&self) {
+        let kernel = self.kernel();
+        let finished = self.advance(&mut self.lock(), &kernel);
+        for completion in finished {
+            completion.run();
+        }
+    }
+
+    /// Has the poller thread [`drive`](Self::drive) this socket.
+    fn schedule_drive(&self) {
+        let (Some(this), Some(kernel)) = (self.this.upgrade(), self.kernel.upgrade()) else {
+            return;
+        };
+        kernel.poller().schedule(Box::new(move || this.drive()));
+    }
+
+    /// Has the poller watch the host socket (once).
+    fn watch(&self, state: &mut State, kernel: &Kernel) -> Result<(), NTSTATUS> {
+        let (None, Some(host)) = (state.token, state.host.as_ref()) else {
+            return Ok(());
+        };
+        let this: Arc<dyn Ready> = self.this.upgrade().expect("called on a live socket");
+        let token = kernel
+            .inner()
+            .poller()
+            .register(host.as_raw_fd(), this)
+            .map_err(|error| status_of(&error))?;
+        state.token = Some(token);
+        Ok(())
+    }
+
+    fn unwatch(state: &mut State, kernel: &Kernel) {
+        if let (Some(token), Some(host)) = (state.token.take(), state.host.as_ref()) {
+            kernel.inner().poller().deregister(host.as_raw_fd(), token);
+        }
+    }
+
+    /// Takes every parked IRP back (cancels in progress keep theirs, and
+    /// are waited for: their routines touch the queue until done).
+    fn take_all_parked(&self, state: &mut State) -> Vec<(IrpHandle, Op)> {
+        for lane in LANES {
+            state.lane(lane).clear();
+        }
+        self.pending.take_all()
+    }
+
+    fn wait_for_cancels(&self) {
+        while !self.pending.is_empty() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// `WskDisconnect` with `WSK_FLAG_ABORTIVE`: resets the connection
+    /// (`SO_LINGER` 0) and fails everything parked on it.
+    fn abort(&self, mut state: MutexGuard<'_, State>, irp: IrpHandle) -> NTSTATUS {
+        let kernel = self.kernel();
+        let parked = self.take_all_parked(&mut state);
+        Self::unwatch(&mut state, &kernel);
+        state.phase = Phase::Aborted;
+        let host = state.host.take();
+        drop(state);
+        self.wait_for_cancels();
+        for (parked_irp, op) in parked {
+            Completion {
+                irp: parked_irp,
+                status: STATUS_CONNECTION_ABORTED,
+                information: op.done(),
+            }
+            .run();
+        }
+        if let Some(host) = host {
+            reset(host);
+        }
+        finish(&kernel, irp, STATUS_SUCCESS, 0)
+    }
+
+    /// `WskCloseSocket`: cancels what is parked, closes the host socket
+    /// (abortively unless a graceful disconnect came first), uncounts the
+    /// socket, then completes the close.
+    fn close(&self, irp: IrpHandle) -> NTSTATUS {
+        let kernel = self.kernel();
+        let (parked, host, graceful) = {
+            let mut state = self.lock();
+            let parked = self.take_all_parked(&mut state);
+            Self::unwatch(&mut state, &kernel);
+            state.phase = Phase::Closed;
+            if let Some(header) = state.header.take() {
+                quarantine(header);
+            }
+            (parked, state.host.take(), state.graceful)
+        };
+        self.wait_for_cancels();
+        for (parked_irp, _) in parked {
+            Completion {
+                irp: parked_irp,
+                status: STATUS_CANCELLED,
+                information: 0,
+            }
+            .run();
+        }
+        if let Some(host) = host {
+            if graceful {
+                drop(host);
+            } else {
+                reset(host);
+            }
+        }
+        kernel
+            .inner()
+            .provider
+            .socket_closed(self.client as *const EmulatedClient);
+        finish(&kernel, irp, STATUS_SUCCESS, 0)
+    }
+}
+
+/// Closes a host socket with a reset rather than a FIN.
+fn reset(host: HostSocket) {
+    // If it fails the close is merely graceful; nothing else depends on it.
+    let _ = host.set_linger(Some(Duration::ZERO));
+    drop(host);
+}
+
+impl Ready for Socket {
+    fn ready(self: Arc<Self>) {
+        self.drive();
+    }
+}
