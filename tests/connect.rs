@@ -1,0 +1,430 @@
+//! The three ways to connect, and a usable connection, through the library
+//! and the emulated provider over real loopback sockets: IPv4 and IPv6,
+//! both socket kinds, futures and blocking calls, errors, fallbacks,
+//! cancel-safety and timeouts. Every test ends with nothing outstanding.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wsk::emulator::{Kernel, ProviderConfig};
+use wsk::{
+    ConnectPath, Connection, Error, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag,
+    Registration, SocketKind, block_on,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn passive() -> PassiveLevel {
+    PassiveLevel::check().expect("test threads start at PASSIVE_LEVEL")
+}
+
+fn buffer(data: &[u8]) -> PoolBuffer {
+    PoolBuffer::from_slice(data, PoolTag::BUFFER).unwrap()
+}
+
+fn empty(capacity: usize) -> PoolBuffer {
+    PoolBuffer::zeroed(capacity, PoolTag::BUFFER).unwrap()
+}
+
+/// An echo server on `address` (port 0) serving every connection; each
+/// connection's received bytes are reported on the channel when it ends.
+fn echo_server(address: &str) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind(address).unwrap();
+    let local = listener.local_addr().unwrap();
+    let (report, received) = mpsc::channel();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let report = report.clone();
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut chunk = [0_u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    seen.extend_from_slice(&chunk[..n]);
+                    if stream.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = report.send(seen);
+            });
+        }
+    });
+    (local, received)
+}
+
+/// Sends `data`, reads the echo, disconnects and closes, blocking.
+fn echo_blocking(connection: Connection<'_>, passive: &PassiveLevel, data: &[u8]) {
+    let (sent, _) = connection.send_blocking(passive, TIMEOUT, buffer(data));
+    assert_eq!(sent, Ok(data.len()));
+    let mut echoed = Vec::new();
+    while echoed.len() < data.len() {
+        let (received, reply) = connection.receive_blocking(passive, TIMEOUT, empty(4096));
+        assert!(received.unwrap() > 0, "the echo server closed early");
+        echoed.extend_from_slice(&reply);
+    }
+    assert_eq!(echoed, data);
+    connection.disconnect_blocking(passive, TIMEOUT).unwrap();
+    connection.close_blocking(passive, TIMEOUT).unwrap();
+}
+
+fn with_provider(
+    config: ProviderConfig,
+    test: impl FnOnce(&Kernel, &wsk::Provider<'_>, &PassiveLevel),
+) {
+    let kernel = Kernel::with_provider(config);
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    {
+        let provider = registration.capture(&passive, TIMEOUT).unwrap();
+        test(&kernel, &provider, &passive);
+    }
+    registration.deregister(&passive);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn socket_connect_echoes_over_ipv4_and_ipv6() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        for (listen, local) in [("127.0.0.1:0", "0.0.0.0:0"), ("[::1]:0", "[::]:0")] {
+            let (remote, received) = echo_server(listen);
+            let connection = provider
+                .socket_connect_blocking(passive, TIMEOUT, local.parse().unwrap(), remote)
+                .unwrap();
+            echo_blocking(connection, passive, b"socket-connect");
+            assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"socket-connect");
+        }
+    });
+}
+
+#[test]
+fn socket_bind_connect_echoes_for_both_kinds_and_families() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        for kind in [SocketKind::Connection, SocketKind::Stream] {
+            for (listen, family) in [("127.0.0.1:0", Family::V4), ("[::1]:0", Family::V6)] {
+                let (remote, received) = echo_server(listen);
+                let socket = provider
+                    .socket_blocking(passive, TIMEOUT, family, kind)
+                    .unwrap();
+                assert_eq!(socket.kind(), kind);
+                let bound = socket
+                    .bind_blocking(passive, TIMEOUT, family.unspecified())
+                    .unwrap();
+                let connection = bound.connect_blocking(passive, TIMEOUT, remote).unwrap();
+                let addresses = block_on(passive, async {
+                    (
+                        connection.local_address().await,
+                        connection.remote_address().await,
+                    )
+                })
+                .unwrap();
+                assert_eq!(addresses.1, Ok(remote));
+                assert_eq!(Family::of(&addresses.0.unwrap()), family);
+                echo_blocking(connection, passive, b"bind+connect");
+                assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"bind+connect");
+            }
+        }
+    });
+}
+
+#[test]
+fn connect_ex_sends_its_data_with_the_connect() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        let (remote, received) = echo_server("127.0.0.1:0");
+        let socket = provider
+            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
+            .unwrap();
+        let bound = socket
+            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
+            .unwrap();
+        let (connection, outcome) = bound
+            .connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"early data")))
+            .unwrap();
+        assert_eq!(outcome.path, ConnectPath::ConnectEx);
+        assert_eq!(outcome.sent, 10);
+        assert_eq!(
+            &*outcome.buffer.unwrap(),
+            b"early data",
+            "the buffer comes back"
+        );
+        let (got, reply) = connection.receive_blocking(passive, TIMEOUT, empty(64));
+        assert_eq!(got, Ok(10));
+        assert_eq!(&*reply, b"early data");
+        connection.close_blocking(passive, TIMEOUT).unwrap();
+        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"early data");
+    });
+}
+
+#[test]
+fn connect_ex_without_the_entry_falls_back_to_connect_then_send() {
+    let config = ProviderConfig {
+        connect_ex: false,
+        ..ProviderConfig::default()
+    };
+    with_provider(config, |_, provider, passive| {
+        let (remote, received) = echo_server("[::1]:0");
+        let socket = provider
+            .socket_blocking(passive, TIMEOUT, Family::V6, SocketKind::Stream)
+            .unwrap();
+        let bound = socket
+            .bind_blocking(passive, TIMEOUT, Family::V6.unspecified())
+            .unwrap();
+        let (connection, outcome) = bound
+            .connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"fallback")))
+            .unwrap();
+        assert_eq!(outcome.path, ConnectPath::ConnectThenSend);
+        assert_eq!(outcome.sent, 8);
+        connection.close_blocking(passive, TIMEOUT).unwrap();
+        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"fallback");
+    });
+}
+
+#[test]
+fn oversized_connect_ex_data_is_rejected_before_anything_is_sent() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let socket = provider
+            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
+            .unwrap();
+        let bound = socket
+            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
+            .unwrap();
+        let data = empty(wsk::CONNECT_EX_MAX_DATA + 1);
+        let error = bound
+            .connect_ex_blocking(passive, TIMEOUT, listener.local_addr().unwrap(), Some(data))
+            .unwrap_err();
+        assert_eq!(error, Error::InvalidArgument(NtStatus::BUFFER_OVERFLOW));
+        thread::sleep(Duration::from_millis(50));
+        assert!(
+            listener.accept().is_err(),
+            "no connection was even attempted"
+        );
+    });
+}
+
+#[test]
+fn a_refused_connect_is_a_typed_error() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        // A port with nothing listening: bind a listener, note it, close it.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let error = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), closed)
+            .unwrap_err();
+        assert_eq!(error, Error::Refused(NtStatus::CONNECTION_REFUSED));
+        let socket = provider
+            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
+            .unwrap();
+        let bound = socket
+            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
+            .unwrap();
+        assert_eq!(
+            bound
+                .connect_blocking(passive, TIMEOUT, closed)
+                .unwrap_err(),
+            error
+        );
+    });
+}
+
+#[test]
+fn mismatched_families_are_rejected_before_any_call() {
+    with_provider(ProviderConfig::default(), |kernel, provider, passive| {
+        let remote: SocketAddr = "[::1]:9".parse().unwrap();
+        let error = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+            .unwrap_err();
+        assert_eq!(error, Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
+        assert_eq!(kernel.usage().irps, 0);
+        let socket = provider
+            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
+            .unwrap();
+        let error = socket
+            .bind_blocking(passive, TIMEOUT, Family::V6.unspecified())
+            .unwrap_err();
+        assert_eq!(error, Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
+    });
+}
+
+#[test]
+fn a_provider_without_socket_connect_says_so() {
+    let config = ProviderConfig {
+        socket_connect: false,
+        ..ProviderConfig::default()
+    };
+    with_provider(config, |_, provider, passive| {
+        assert!(!provider.supports_socket_connect());
+        let remote: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let error = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+            .unwrap_err();
+        assert!(matches!(error, Error::NotSupported(_)), "{error:?}");
+    });
+}
+
+#[test]
+fn futures_run_the_same_flows() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        let (remote, received) = echo_server("127.0.0.1:0");
+        let reply = block_on(passive, async {
+            let socket = provider.socket(Family::V4, SocketKind::Connection).await?;
+            let bound = socket.bind(Family::V4.unspecified()).await?;
+            let (connection, outcome) = bound.connect_ex(remote, Some(buffer(b"async"))).await?;
+            assert_eq!(outcome.sent, 5);
+            let (got, reply) = connection.receive(empty(16)).await;
+            got?;
+            connection.disconnect().await?;
+            connection.close().await?;
+            Ok::<_, Error>(reply)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(&*reply, b"async");
+        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"async");
+    });
+}
+
+#[test]
+fn futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    with_provider(ProviderConfig::default(), |_, provider, _| {
+        let remote: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let future = provider.socket_connect(Family::V4.unspecified(), remote);
+        assert_send(&future);
+        let future = provider.socket(Family::V4, SocketKind::Connection);
+        assert_send(&future);
+    });
+}
+
+#[test]
+fn a_blocking_connect_times_out_cancels_and_leaks_nothing() {
+    with_provider(ProviderConfig::default(), |kernel, provider, passive| {
+        // A listener that never accepts, with its backlog filled: further
+        // SYNs are dropped, so a connect stays pending.
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        listener.listen(0).unwrap();
+        let remote = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            if let Ok(stream) = TcpStream::connect_timeout(&remote, Duration::from_millis(100)) {
+                fillers.push(stream);
+            }
+        }
+        let start = Instant::now();
+        let error = provider
+            .socket_connect_blocking(
+                passive,
+                Duration::from_millis(300),
+                Family::V4.unspecified(),
+                remote,
+            )
+            .unwrap_err();
+        assert_eq!(error, Error::TimedOut(NtStatus::IO_TIMEOUT));
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert_eq!(kernel.usage().irps, 0, "no IRP left in flight");
+        drop(fillers);
+    });
+}
+
+#[test]
+fn dropping_a_pending_receive_cancels_it_and_returns_everything() {
+    with_provider(ProviderConfig::default(), |kernel, provider, passive| {
+        let (remote, _received) = echo_server("127.0.0.1:0");
+        let connection = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+            .unwrap();
+        let tag = *b"Rcv!";
+        {
+            let mut receive =
+                Box::pin(connection.receive(PoolBuffer::zeroed(64, PoolTag::new(tag)).unwrap()));
+            let waker = std::task::Waker::noop();
+            let poll = receive
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker));
+            assert!(poll.is_pending(), "nothing to receive yet");
+            assert_eq!(kernel.usage().pool_tag(tag).allocations, 1);
+        }
+        // Dropped: the IRP was cancelled and its completion freed the buffer.
+        let deadline = Instant::now() + TIMEOUT;
+        while kernel.usage().pool_tag(tag).allocations != 0 {
+            assert!(Instant::now() < deadline, "the buffer was never released");
+            thread::sleep(Duration::from_millis(1));
+        }
+        // The connection is still usable.
+        echo_blocking(connection, passive, b"still works");
+    });
+}
+
+#[test]
+fn a_socket_connect_that_completes_after_its_caller_left_is_closed() {
+    // Every completion goes through the provider's poller, so the first
+    // poll is pending and the connect completes with nobody polling.
+    let config = ProviderConfig {
+        always_pend: true,
+        ..ProviderConfig::default()
+    };
+    with_provider(config, |kernel, provider, passive| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = listener.local_addr().unwrap();
+        {
+            let mut connecting =
+                Box::pin(provider.socket_connect(Family::V4.unspecified(), remote));
+            let waker = std::task::Waker::noop();
+            let first = connecting
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker));
+            assert!(first.is_pending());
+            // The connection is established on the server side; the future
+            // is never polled again.
+            let (mut server_side, _) = listener.accept().unwrap();
+            let deadline = Instant::now() + TIMEOUT;
+            while kernel.usage().sockets == 0 {
+                assert!(Instant::now() < deadline);
+                thread::sleep(Duration::from_millis(1));
+            }
+            drop(connecting);
+            // The abandoned socket is closed: the server sees the end.
+            server_side.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut byte = [0_u8; 1];
+            assert!(matches!(server_side.read(&mut byte), Ok(0) | Err(_)));
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        while kernel.usage().sockets != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned socket was never closed"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        let _ = passive;
+    });
+}
+
+#[test]
+fn a_dropped_connection_is_closed_without_blocking() {
+    with_provider(ProviderConfig::default(), |kernel, provider, passive| {
+        let (remote, received) = echo_server("127.0.0.1:0");
+        let connection = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+            .unwrap();
+        let (sent, _) = connection.send_blocking(passive, TIMEOUT, buffer(b"bye"));
+        assert_eq!(sent, Ok(3));
+        drop(connection);
+        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"bye");
+        let deadline = Instant::now() + TIMEOUT;
+        while kernel.usage().sockets != 0 {
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
