@@ -62,3 +62,8 @@ pub use kernel::pool::{PoolBox, PoolBuffer, PoolTag};
 pub use registration::{Provider, Registration, WskVersion};
 pub use socket::{BoundSocket, CONNECT_EX_MAX_DATA, ConnectEx, ConnectPath, Connection, Socket};
 pub use status::NtStatus;
+
+/// The README's code compiles: its examples are doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
