@@ -347,23 +347,38 @@ unsafe impl Send for Data {}
 impl Payload for Data {}
 
 impl Data {
-    /// `length` bytes of `buffer` (all of it when `None`).
-    fn new(buffer: Option<PoolBuffer>, length: usize, remote: RawAddress) -> Result<Self> {
-        let mdl = match &buffer {
-            Some(buffer) if buffer.capacity() > 0 => Some(Mdl::describe(buffer)?),
-            _ => None,
-        };
-        let wsk = WSK_BUF {
-            Mdl: mdl.as_ref().map_or(ptr::null_mut(), Mdl::as_ptr),
-            Offset: 0,
-            Length: length,
-        };
-        Ok(Self {
-            buffer,
-            mdl,
-            wsk,
+    /// No data yet.
+    const fn empty(remote: RawAddress) -> Self {
+        Self {
+            buffer: None,
+            mdl: None,
+            wsk: WSK_BUF {
+                Mdl: ptr::null_mut(),
+                Offset: 0,
+                Length: 0,
+            },
             remote,
-        })
+        }
+    }
+
+    /// Hands `length` bytes of `buffer` to the payload, through an MDL; the
+    /// buffer comes back if the MDL cannot be built.
+    fn attach(&mut self, buffer: PoolBuffer, length: usize) -> Result<(), Refused> {
+        if buffer.capacity() > 0 {
+            match Mdl::describe(&buffer) {
+                Ok(mdl) => {
+                    self.wsk = WSK_BUF {
+                        Mdl: mdl.as_ptr(),
+                        Offset: 0,
+                        Length: length,
+                    };
+                    self.mdl = Some(mdl);
+                }
+                Err(error) => return Err((error, buffer)),
+            }
+        }
+        self.buffer = Some(buffer);
+        Ok(())
     }
 
     /// The buffer back.
@@ -380,47 +395,65 @@ impl Data {
     }
 }
 
-/// `WskSend`: all of `buffer`.
+/// A failed submission, with the caller's buffer back.
+pub type Refused = (Error, PoolBuffer);
+
+/// `WskSend`: all of `buffer` (not empty).
 pub fn send(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     buffer: PoolBuffer,
-) -> Result<Operation<Data>> {
-    let entry = socket.entries().send.ok_or_else(missing)?;
+) -> Result<Operation<Data>, Refused> {
+    let Some(entry) = socket.entries().send else {
+        return Err((missing(), buffer));
+    };
     let length = buffer.len();
-    transfer(socket, registration, entry, buffer, length, 0)
+    transfer(socket, registration, entry, buffer, length)
 }
 
-/// `WskReceive`: up to the buffer's capacity.
+/// `WskReceive`: up to the buffer's capacity (not zero).
 pub fn receive(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     buffer: PoolBuffer,
-) -> Result<Operation<Data>> {
-    let entry = socket.entries().receive.ok_or_else(missing)?;
+) -> Result<Operation<Data>, Refused> {
+    let Some(entry) = socket.entries().receive else {
+        return Err((missing(), buffer));
+    };
     let capacity = buffer.capacity();
-    transfer(socket, registration, entry, buffer, capacity, 0)
+    transfer(socket, registration, entry, buffer, capacity)
 }
 
+/// Submits a send or receive of `length` bytes of `buffer`; on any failure
+/// before the provider has the buffer, the buffer comes back.
 fn transfer(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     entry: unsafe extern "system" fn(*mut WSK_SOCKET, *mut WSK_BUF, u32, *mut IRP) -> i32,
     buffer: PoolBuffer,
     length: usize,
-    flags: u32,
-) -> Result<Operation<Data>> {
+) -> Result<Operation<Data>, Refused> {
+    if length == 0 {
+        return Err((Error::InvalidArgument(NtStatus::INVALID_PARAMETER), buffer));
+    }
     let raw = socket.raw();
-    let mut op = Operation::new(Data::new(Some(buffer), length, RawAddress::empty())?)?;
+    let mut op = match Operation::new(Data::empty(RawAddress::empty())) {
+        Ok(op) => op,
+        Err(error) => return Err((error, buffer)),
+    };
+    op.payload_mut().attach(buffer, length)?;
     let call = |irp: *mut IRP, payload: *mut Data| {
         // SAFETY: the payload lives in the block until completion.
         let wsk = unsafe { (*payload).wsk_buf() };
         // SAFETY: a live socket's entry; the buffer, its MDL and the
-        // WSK_BUF outlive the call.
-        unsafe { entry(raw, wsk, flags, irp) }
+        // WSK_BUF outlive the call; no flags.
+        unsafe { entry(raw, wsk, 0, irp) }
     };
     // SAFETY: one WSK call with the operation's IRP.
-    unsafe { op.submit(registration, call)? };
+    if let Err(error) = unsafe { op.submit(registration, call) } {
+        let buffer = op.payload_mut().take_buffer().expect("attached above");
+        return Err((error, buffer));
+    }
     Ok(op)
 }
 
@@ -434,8 +467,13 @@ pub fn connect_ex(
 ) -> Result<Operation<Data>> {
     let entry = socket.entries().connect_ex.ok_or_else(missing)?;
     let raw = socket.raw();
-    let length = data.as_ref().map_or(0, |data| data.len());
-    let mut op = Operation::new(Data::new(data, length, RawAddress::new(remote))?)?;
+    let mut op = Operation::new(Data::empty(RawAddress::new(remote)))?;
+    if let Some(data) = data {
+        let length = data.len();
+        op.payload_mut()
+            .attach(data, length)
+            .map_err(|(error, _)| error)?;
+    }
     let call = |irp: *mut IRP, payload: *mut Data| {
         // SAFETY: the payload lives in the block until completion.
         let payload = unsafe { &mut *payload };

@@ -277,6 +277,10 @@ async fn send_flow<W: Waiter>(
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
+    // Nothing to send: no call at all.
+    if buffer.is_empty() {
+        return (Ok(0), buffer);
+    }
     transfer_flow(connection, waiter, buffer, calls::send).await
 }
 
@@ -286,11 +290,16 @@ async fn receive_flow<W: Waiter>(
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
     let (result, mut buffer) = transfer_flow(connection, waiter, buffer, calls::receive).await;
-    buffer.set_len(*result.as_ref().unwrap_or(&0));
+    let received = result.as_ref().map_or(0, |&n| n.min(buffer.capacity()));
+    buffer.set_len(received);
     (result, buffer)
 }
 
-type Transfer = fn(&SocketHandle, &RegistrationRef, PoolBuffer) -> Result<Operation<calls::Data>>;
+type Transfer = fn(
+    &SocketHandle,
+    &RegistrationRef,
+    PoolBuffer,
+) -> core::result::Result<Operation<calls::Data>, calls::Refused>;
 
 async fn transfer_flow<W: Waiter>(
     connection: &Connection<'_>,
@@ -298,15 +307,13 @@ async fn transfer_flow<W: Waiter>(
     buffer: PoolBuffer,
     submit: Transfer,
 ) -> (Result<usize>, PoolBuffer) {
-    // Keep a way back for the buffer if the submission itself fails.
-    let capacity = buffer.capacity();
     let mut op = match submit(
         connection.raw.handle(),
         &connection.raw.registration,
         buffer,
     ) {
         Ok(op) => op,
-        Err(error) => return (Err(error), empty_buffer(capacity)),
+        Err((error, buffer)) => return (Err(error), buffer),
     };
     let result = finish(waiter, &op).await;
     let buffer = op
@@ -314,15 +321,6 @@ async fn transfer_flow<W: Waiter>(
         .take_buffer()
         .expect("the buffer comes back");
     (result, buffer)
-}
-
-/// After a failed submission the buffer went down with the operation; give
-/// the caller an empty one of the same capacity if pool allows, so the
-/// `(Result, PoolBuffer)` shape holds.
-fn empty_buffer(capacity: usize) -> PoolBuffer {
-    PoolBuffer::zeroed(capacity, crate::PoolTag::BUFFER)
-        .or_else(|_| PoolBuffer::zeroed(0, crate::PoolTag::BUFFER))
-        .expect("a one-byte pool block")
 }
 
 async fn disconnect_flow<W: Waiter>(connection: &Connection<'_>, waiter: &mut W) -> Result<()> {
@@ -639,7 +637,8 @@ impl<'r> Connection<'r> {
 
     /// Receives into `buffer` (up to its capacity; `WskReceive`); the
     /// buffer comes back with its length set to what arrived. `Ok(0)` means
-    /// the peer closed its side.
+    /// the peer closed its side. A buffer of zero capacity is rejected with
+    /// [`Error::InvalidArgument`] before any call.
     ///
     /// # IRQL
     /// Poll at `DISPATCH_LEVEL` or below.

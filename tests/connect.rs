@@ -428,3 +428,41 @@ fn a_dropped_connection_is_closed_without_blocking() {
         }
     });
 }
+
+#[test]
+fn buffers_come_back_even_when_nothing_is_submitted() {
+    with_provider(ProviderConfig::default(), |kernel, provider, passive| {
+        let (remote, _received) = echo_server("127.0.0.1:0");
+        let connection = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+            .unwrap();
+        let irps = kernel.usage().irps;
+        let (sent, back) = connection.send_blocking(passive, TIMEOUT, empty(0));
+        assert_eq!(
+            (sent, back.capacity()),
+            (Ok(0), 0),
+            "an empty send makes no call"
+        );
+        let (received, back) = connection.receive_blocking(passive, TIMEOUT, empty(0));
+        assert_eq!(
+            received,
+            Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER))
+        );
+        assert_eq!(back.capacity(), 0);
+        assert_eq!(kernel.usage().irps, irps);
+        // An IRP allocation failure: the buffer, with its data, comes back.
+        kernel.inject_faults(wsk::emulator::FaultPlan {
+            fail_first_irps: 1,
+            ..Default::default()
+        });
+        let (sent, back) = connection.send_blocking(passive, TIMEOUT, buffer(b"kept"));
+        assert_eq!(
+            sent,
+            Err(Error::InsufficientResources(
+                NtStatus::INSUFFICIENT_RESOURCES
+            ))
+        );
+        assert_eq!(&*back, b"kept");
+        echo_blocking(connection, passive, b"after the failure");
+    });
+}
