@@ -663,6 +663,55 @@ fn cancelling_a_pending_receive_or_send_completes_it_cancelled() {
     kernel.assert_no_leaks();
 }
 
+/// A listener whose accept queue is full: Linux drops further SYNs, so a
+/// connect to it stays pending (retransmitting) while the queue stays full.
+fn saturated_listener(ip: IpAddr) -> (SocketAddr, socket2::Socket, TcpStream) {
+    let domain = socket2::Domain::for_address(any_port(ip));
+    let listener = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&any_port(ip).into()).unwrap();
+    listener.listen(0).unwrap();
+    let address = listener.local_addr().unwrap().as_socket().unwrap();
+    // A backlog of 0 queues one connection; this one fills the queue.
+    let filler = TcpStream::connect(address).unwrap();
+    (address, listener, filler)
+}
+
+#[test]
+fn cancelling_a_pending_connect_completes_it_cancelled() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let client = Client::register();
+    let (address, _listener, _filler) = saturated_listener(V4);
+
+    let socket = client.open(V4, WSK_FLAG_STREAM_SOCKET);
+    assert_eq!(socket.bind(any_port(V4), 0).status, SUCCESS);
+    let connect = socket.submit_connect(address, 0);
+    assert_eq!(connect.returned, PENDING, "the SYN goes unanswered");
+    thread::sleep(Duration::from_millis(50));
+    assert!(!connect.is_done());
+    assert!(connect.cancel());
+    assert_eq!(connect.wait().status, NtStatus::CANCELLED);
+    assert_eq!(
+        socket.connect(address, 0).status,
+        NtStatus::FILE_FORCED_CLOSED,
+        "a cancelled connect leaves the socket only closable"
+    );
+    assert_eq!(socket.close().status, SUCCESS);
+
+    // A cancelled WskSocketConnect hands out nothing and counts nothing.
+    let connect = client.submit_socket_connect(any_port(V4), address, 0);
+    assert_eq!(connect.returned, PENDING);
+    assert!(connect.cancel());
+    let outcome = connect.wait();
+    assert_eq!(
+        (outcome.status, outcome.information),
+        (NtStatus::CANCELLED, 0)
+    );
+    assert_eq!(kernel.usage().sockets, 0);
+    client.finish();
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn closing_a_socket_cancels_its_pending_receive_first() {
     let kernel = Kernel::new();
