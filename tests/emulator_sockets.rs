@@ -905,6 +905,60 @@ fn always_pend_completes_every_call_from_the_poller_at_dispatch_level() {
     kernel.assert_no_leaks();
 }
 
+/// The names of this process's threads (as the kernel keeps them: at most
+/// 15 bytes).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_poller_thread_ends_with_its_kernel() {
+    let kernel = Kernel::new();
+    let debug = format!("{kernel:?}");
+    let id = debug
+        .split("id: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("Kernel's Debug shows its id");
+    let poller = format!("wsk-poll-{id}");
+    {
+        let _enter = kernel.enter();
+        let client = Client::register();
+        let (server_address, server) = serve_one(V4, |stream| drain(&stream));
+        let socket = connected(&client, server_address, WSK_FLAG_CONNECTION_SOCKET);
+        // A thread names itself once it runs: give it the time to.
+        assert!(
+            eventually(|| thread_names().contains(&poller)),
+            "a connect starts {poller}"
+        );
+        assert_eq!(socket.close().status, SUCCESS);
+        server.join().unwrap();
+        client.finish();
+        kernel.assert_no_leaks();
+    }
+    drop(kernel);
+    assert!(
+        eventually(|| !thread_names().contains(&poller)),
+        "{poller} outlived its kernel"
+    );
+}
+
+/// Whether `condition` holds within [`support::PATIENCE`].
+fn eventually(condition: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + support::PATIENCE;
+    while !condition() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
 /// Set in a child process of this test binary that is to run a fatal case.
 const FATAL_CASE: &str = "WSK_EMULATOR_FATAL_CASE";
 
