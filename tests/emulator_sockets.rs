@@ -663,6 +663,55 @@ fn cancelling_a_pending_receive_or_send_completes_it_cancelled() {
     kernel.assert_no_leaks();
 }
 
+/// A listener whose accept queue is full: Linux drops further SYNs, so a
+/// connect to it stays pending (retransmitting) while the queue stays full.
+fn saturated_listener(ip: IpAddr) -> (SocketAddr, socket2::Socket, TcpStream) {
+    let domain = socket2::Domain::for_address(any_port(ip));
+    let listener = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&any_port(ip).into()).unwrap();
+    listener.listen(0).unwrap();
+    let address = listener.local_addr().unwrap().as_socket().unwrap();
+    // A backlog of 0 queues one connection; this one fills the queue.
+    let filler = TcpStream::connect(address).unwrap();
+    (address, listener, filler)
+}
+
+#[test]
+fn cancelling_a_pending_connect_completes_it_cancelled() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let client = Client::register();
+    let (address, _listener, _filler) = saturated_listener(V4);
+
+    let socket = client.open(V4, WSK_FLAG_STREAM_SOCKET);
+    assert_eq!(socket.bind(any_port(V4), 0).status, SUCCESS);
+    let connect = socket.submit_connect(address, 0);
+    assert_eq!(connect.returned, PENDING, "the SYN goes unanswered");
+    thread::sleep(Duration::from_millis(50));
+    assert!(!connect.is_done());
+    assert!(connect.cancel());
+    assert_eq!(connect.wait().status, NtStatus::CANCELLED);
+    assert_eq!(
+        socket.connect(address, 0).status,
+        NtStatus::FILE_FORCED_CLOSED,
+        "a cancelled connect leaves the socket only closable"
+    );
+    assert_eq!(socket.close().status, SUCCESS);
+
+    // A cancelled WskSocketConnect hands out nothing and counts nothing.
+    let connect = client.submit_socket_connect(any_port(V4), address, 0);
+    assert_eq!(connect.returned, PENDING);
+    assert!(connect.cancel());
+    let outcome = connect.wait();
+    assert_eq!(
+        (outcome.status, outcome.information),
+        (NtStatus::CANCELLED, 0)
+    );
+    assert_eq!(kernel.usage().sockets, 0);
+    client.finish();
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn closing_a_socket_cancels_its_pending_receive_first() {
     let kernel = Kernel::new();
@@ -854,6 +903,60 @@ fn always_pend_completes_every_call_from_the_poller_at_dispatch_level() {
     client.finish();
     drop((ping, answer, payload));
     kernel.assert_no_leaks();
+}
+
+/// The names of this process's threads (as the kernel keeps them: at most
+/// 15 bytes).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_poller_thread_ends_with_its_kernel() {
+    let kernel = Kernel::new();
+    let debug = format!("{kernel:?}");
+    let id = debug
+        .split("id: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("Kernel's Debug shows its id");
+    let poller = format!("wsk-poll-{id}");
+    {
+        let _enter = kernel.enter();
+        let client = Client::register();
+        let (server_address, server) = serve_one(V4, |stream| drain(&stream));
+        let socket = connected(&client, server_address, WSK_FLAG_CONNECTION_SOCKET);
+        // A thread names itself once it runs: give it the time to.
+        assert!(
+            eventually(|| thread_names().contains(&poller)),
+            "a connect starts {poller}"
+        );
+        assert_eq!(socket.close().status, SUCCESS);
+        server.join().unwrap();
+        client.finish();
+        kernel.assert_no_leaks();
+    }
+    drop(kernel);
+    assert!(
+        eventually(|| !thread_names().contains(&poller)),
+        "{poller} outlived its kernel"
+    );
+}
+
+/// Whether `condition` holds within [`support::PATIENCE`].
+fn eventually(condition: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + support::PATIENCE;
+    while !condition() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 /// Set in a child process of this test binary that is to run a fatal case.

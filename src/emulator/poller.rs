@@ -63,7 +63,7 @@ impl Poller {
         let thread = {
             let shared = shared.clone();
             thread::Builder::new()
-                .name(std::format!("wsk-emu-poll-{id}"))
+                .name(std::format!("wsk-poll-{id}"))
                 .spawn(move || run(poll, &shared, &kernel))?
         };
         Ok(Self {

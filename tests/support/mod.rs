@@ -70,12 +70,27 @@ unsafe extern "system" fn on_complete(
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
-/// A call's IRP, in flight or completed.
+/// A call's IRP, in flight or completed. Dropped while still in flight (a
+/// test failing), it leaks the IRP and its context rather than free what a
+/// late completion would touch.
 pub struct InFlight {
-    irp: Irp,
-    context: Box<Context>,
+    irp: Option<Irp>,
+    context: Option<Box<Context>>,
     /// What the dispatch function returned.
     pub returned: NtStatus,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.is_done() {
+            if let Some(irp) = self.irp.take() {
+                let _ = irp.into_raw();
+            }
+            if let Some(context) = self.context.take() {
+                Box::leak(context);
+            }
+        }
+    }
 }
 
 /// A call and what its completion routine saw.
@@ -109,30 +124,40 @@ pub fn submit(call: impl FnOnce(*mut IRP) -> NTSTATUS) -> InFlight {
         assert_eq!(seen.status, returned, "returned status vs IoStatus.Status");
     }
     InFlight {
-        irp,
-        context,
+        irp: Some(irp),
+        context: Some(context),
         returned,
     }
 }
 
 impl InFlight {
+    fn context(&self) -> &Context {
+        self.context.as_ref().expect("present until dropped")
+    }
+
     pub fn is_done(&self) -> bool {
-        self.context.seen.lock().unwrap().is_some()
+        self.context
+            .as_ref()
+            .is_some_and(|context| context.seen.lock().unwrap().is_some())
     }
 
     /// `IoCancelIrp`.
     pub fn cancel(&self) -> bool {
-        self.irp.cancel()
+        self.irp.as_ref().expect("present until dropped").cancel()
     }
 
     /// Waits for the completion (at most [`PATIENCE`]).
     pub fn wait(self) -> Outcome {
         let passive = PassiveLevel::check().unwrap();
-        self.context
+        let waited = self
+            .context()
             .done
-            .wait(&passive.at_most_apc(), Some(PATIENCE))
-            .expect("the IRP completes");
-        let seen = self.context.seen.lock().unwrap().unwrap();
+            .wait(&passive.at_most_apc(), Some(PATIENCE));
+        assert!(
+            waited.is_ok(),
+            "the IRP did not complete within {PATIENCE:?}"
+        );
+        let seen = self.context().seen.lock().unwrap().unwrap();
         Outcome {
             returned: self.returned,
             status: seen.status,
@@ -361,20 +386,30 @@ impl Client {
         Sock::from_raw(outcome.information as *mut WSK_SOCKET, kind)
     }
 
-    /// `WskSocketConnect`.
+    /// `WskSocketConnect`, waited for.
     pub fn socket_connect_call(
         &self,
         local: SocketAddr,
         remote: SocketAddr,
         flags: ULONG,
     ) -> Outcome {
+        self.submit_socket_connect(local, remote, flags).wait()
+    }
+
+    /// `WskSocketConnect`.
+    pub fn submit_socket_connect(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        flags: ULONG,
+    ) -> InFlight {
         let connect = self
             .provider()
             .WskSocketConnect
             .expect("the provider offers WskSocketConnect");
         let mut local = WinAddr::new(local);
         let mut remote = WinAddr::new(remote);
-        call(|irp| {
+        submit(|irp| {
             // SAFETY: the provider's own function with valid arguments.
             unsafe {
                 connect(
@@ -477,11 +512,15 @@ impl Sock {
         call(|irp| unsafe { bind(self.raw, local.as_ptr(), flags, irp) })
     }
 
-    pub fn connect(&self, remote: SocketAddr, flags: ULONG) -> Outcome {
+    pub fn submit_connect(&self, remote: SocketAddr, flags: ULONG) -> InFlight {
         let connect = self.functions.connect.unwrap();
         let mut remote = WinAddr::new(remote);
-        // SAFETY: as above.
-        call(|irp| unsafe { connect(self.raw, remote.as_ptr(), flags, irp) })
+        // SAFETY: as above; the provider reads the address during the call.
+        submit(|irp| unsafe { connect(self.raw, remote.as_ptr(), flags, irp) })
+    }
+
+    pub fn connect(&self, remote: SocketAddr, flags: ULONG) -> Outcome {
+        self.submit_connect(remote, flags).wait()
     }
 
     pub fn connect_ex(&self, remote: SocketAddr, data: Option<&mut Data>, flags: ULONG) -> Outcome {

@@ -312,7 +312,7 @@ unsafe extern "system" fn wsk_bind(
         if Family::of(&local) != socket.family {
             return Err(STATUS_INVALID_PARAMETER);
         }
-        bind(&mut socket.lock(), local)?;
+        bind(&mut socket.current_state(), local)?;
         Ok(finish(&socket.kernel(), irp, STATUS_SUCCESS, 0))
     })
 }
@@ -328,7 +328,7 @@ fn start_connect(
     if Family::of(&remote) != socket.family {
         return Err(STATUS_INVALID_PARAMETER);
     }
-    let mut state = socket.lock();
+    let mut state = socket.current_state();
     match state.phase {
         Phase::Idle => {}
         Phase::Connected => return Err(STATUS_CONNECTION_ACTIVE),
@@ -409,7 +409,7 @@ unsafe extern "system" fn wsk_send(
         allowed(flags, WSK_FLAG_NODELAY)?;
         // SAFETY: NULL or the client's WSK_BUF (WSK contract).
         let buffer = unsafe { required_buffer(buffer, "WskSend") }?;
-        let state = socket.lock();
+        let state = socket.current_state();
         require_connected(&state)?;
         if flags & WSK_FLAG_NODELAY != 0
             && let Some(host) = &state.host
@@ -438,7 +438,7 @@ unsafe extern "system" fn wsk_receive(
         if buffer.len() == 0 {
             return Err(STATUS_INVALID_PARAMETER);
         }
-        let state = socket.lock();
+        let state = socket.current_state();
         require_connected(&state)?;
         let op = Op::Receive {
             buffer,
@@ -461,7 +461,7 @@ unsafe extern "system" fn wsk_disconnect(
         allowed(flags, WSK_FLAG_ABORTIVE)?;
         // SAFETY: NULL or the client's WSK_BUF (WSK contract).
         let buffer = unsafe { Buffer::from_wsk(buffer, "WskDisconnect") };
-        let state = socket.lock();
+        let state = socket.current_state();
         require_connected(&state)?;
         if flags & WSK_FLAG_ABORTIVE != 0 {
             return Ok(socket.abort(state, irp));
@@ -482,7 +482,7 @@ unsafe extern "system" fn wsk_get_local_address(
             return Err(STATUS_INVALID_PARAMETER);
         }
         let address = {
-            let state = socket.lock();
+            let state = socket.current_state();
             let host = state
                 .host
                 .as_ref()
@@ -509,7 +509,7 @@ unsafe extern "system" fn wsk_get_remote_address(
             return Err(STATUS_INVALID_PARAMETER);
         }
         let address = {
-            let state = socket.lock();
+            let state = socket.current_state();
             require_connected(&state)?;
             let host = state.host.as_ref().ok_or(STATUS_INVALID_CONNECTION)?;
             host.peer_addr().map_err(|error| status_of(&error))?
@@ -579,7 +579,7 @@ unsafe fn set_fast_open(
     }
     // SAFETY: readable for at least a ULONG (checked; the contract).
     let value = unsafe { input.cast::<ULONG>().read_unaligned() };
-    let mut state = socket.lock();
+    let mut state = socket.current_state();
     // The SYN is built at connect time: afterwards the option means nothing.
     if state.phase != Phase::Idle {
         return Err(STATUS_INVALID_DEVICE_STATE);
@@ -598,7 +598,7 @@ unsafe fn get_fast_open(
     if output.is_null() || size < size_of::<ULONG>() {
         return Err(STATUS_INVALID_PARAMETER);
     }
-    let value = ULONG::from(socket.lock().fast_open);
+    let value = ULONG::from(socket.current_state().fast_open);
     // SAFETY: writable for at least a ULONG (checked; the contract).
     unsafe { output.cast::<ULONG>().write_unaligned(value) };
     Ok(size_of::<ULONG>())

@@ -16,10 +16,11 @@
 //! its order), and the kernel's poller thread moves it on when the host
 //! socket becomes ready, completing it at `DISPATCH_LEVEL`.
 //!
-//! Locks, in the order they may be taken: the live-socket registry (never
-//! held while taking another), a socket's state, then the provider's
-//! accounting and the poller's maps. Completion routines run with no lock
-//! held, so they may call the provider again.
+//! Locks: a socket's state lock may be held while taking the live-socket
+//! registry, the provider's accounting or the poller's maps, never the other
+//! way round; no other lock is held while a socket's state lock is taken.
+//! Completion routines run with no lock held, so they may call the provider
+//! again.
 
 mod dispatch;
 mod errno;
@@ -308,6 +309,15 @@ impl Socket {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// The state as a call must see it: a connect that a cancel has
+    /// already completed counts as given up, even before the poller has
+    /// looked at the socket again.
+    fn current_state(&self) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        self.drop_cancelled(&mut state, &self.kernel(), Lane::Connect);
+        state
     }
 
     fn kernel(&self) -> Kernel {
