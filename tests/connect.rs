@@ -466,3 +466,35 @@ fn buffers_come_back_even_when_nothing_is_submitted() {
         echo_blocking(connection, passive, b"after the failure");
     });
 }
+
+#[test]
+fn a_connect_ex_stub_that_never_completes_falls_back_to_connect_then_send() {
+    // Wine 8's WskConnectEx answers STATUS_NOT_IMPLEMENTED and never
+    // completes its IRP: the library reclaims the IRP and falls back.
+    let config = ProviderConfig {
+        connect_ex_stub: true,
+        ..ProviderConfig::default()
+    };
+    with_provider(config, |kernel, provider, passive| {
+        let (remote, received) = echo_server("127.0.0.1:0");
+        let socket = provider
+            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
+            .unwrap();
+        let bound = socket
+            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
+            .unwrap();
+        let (connection, outcome) = bound
+            .connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"stubbed")))
+            .unwrap();
+        assert_eq!(outcome.path, ConnectPath::ConnectThenSend);
+        assert_eq!(outcome.sent, 7);
+        assert_eq!(&*outcome.buffer.unwrap(), b"stubbed");
+        connection.close_blocking(passive, TIMEOUT).unwrap();
+        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"stubbed");
+        assert_eq!(
+            kernel.usage().irps,
+            0,
+            "the stub's IRP was reclaimed and freed"
+        );
+    });
+}

@@ -19,6 +19,7 @@ use crate::abi::{
 
 /// What the emulated provider offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools, reason = "independent switches of an emulated provider")]
 pub struct ProviderConfig {
     /// The dispatch table's `Version` (`MAKE_WSK_VERSION(1, 0)` by default).
     pub version: USHORT,
@@ -32,6 +33,10 @@ pub struct ProviderConfig {
     /// finish at once (default: complete inline when possible). Exercises
     /// a client's pending paths for every call.
     pub always_pend: bool,
+    /// Whether `WskConnectEx` is a stub that answers
+    /// `STATUS_NOT_IMPLEMENTED` without completing its IRP, as Wine 8's
+    /// does (only meaningful with `connect_ex`).
+    pub connect_ex_stub: bool,
 }
 
 impl Default for ProviderConfig {
@@ -41,6 +46,7 @@ impl Default for ProviderConfig {
             socket_connect: true,
             connect_ex: true,
             always_pend: false,
+            connect_ex_stub: false,
         }
     }
 }

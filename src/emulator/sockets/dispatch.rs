@@ -27,6 +27,7 @@ use crate::abi::{
     WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH,
     WSK_SOCKET, WskGetOption as GET_OPTION, WskSetOption as SET_OPTION,
 };
+use crate::abi::{PFN_WSK_CONNECT_EX, STATUS_NOT_IMPLEMENTED};
 use crate::emulator::io::{self, IrpHandle};
 use crate::emulator::verifier::bugcheck;
 use crate::emulator::{irql, provider};
@@ -34,20 +35,60 @@ use crate::emulator::{irql, provider};
 /// `WskConnectEx` sends at most this much with the connect.
 const CONNECT_EX_MAX: usize = 65_535;
 
-/// The dispatch table a socket of `kind` gets.
-pub(super) fn table(kind: Kind, connect_ex: bool) -> *const c_void {
-    match (kind, connect_ex) {
-        (Kind::Connection, true) => ptr::from_ref(&CONNECTION).cast(),
-        (Kind::Connection, false) => ptr::from_ref(&CONNECTION_WITHOUT_EX).cast(),
-        (Kind::Stream, true) => ptr::from_ref(&STREAM).cast(),
-        (Kind::Stream, false) => ptr::from_ref(&STREAM_WITHOUT_EX).cast(),
+/// What a socket's `WskConnectEx` entry is.
+#[derive(Clone, Copy)]
+pub(super) enum ConnectEx {
+    /// The real thing.
+    Real,
+    /// NULL, as before Windows 10 1703.
+    Missing,
+    /// A stub answering `STATUS_NOT_IMPLEMENTED` without completing its
+    /// IRP, as Wine 8's.
+    Stub,
+}
+
+impl ConnectEx {
+    const fn entry(self) -> PFN_WSK_CONNECT_EX {
+        match self {
+            Self::Real => Some(wsk_connect_ex),
+            Self::Missing => None,
+            Self::Stub => Some(wsk_connect_ex_stub),
+        }
     }
 }
 
-static CONNECTION: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(true);
-static CONNECTION_WITHOUT_EX: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(false);
-static STREAM: WSK_PROVIDER_STREAM_DISPATCH = stream_table(true);
-static STREAM_WITHOUT_EX: WSK_PROVIDER_STREAM_DISPATCH = stream_table(false);
+/// The dispatch table a socket of `kind` gets.
+pub(super) fn table(kind: Kind, connect_ex: ConnectEx) -> *const c_void {
+    match (kind, connect_ex) {
+        (Kind::Connection, ConnectEx::Real) => ptr::from_ref(&CONNECTION).cast(),
+        (Kind::Connection, ConnectEx::Missing) => ptr::from_ref(&CONNECTION_WITHOUT_EX).cast(),
+        (Kind::Connection, ConnectEx::Stub) => ptr::from_ref(&CONNECTION_STUB_EX).cast(),
+        (Kind::Stream, ConnectEx::Real) => ptr::from_ref(&STREAM).cast(),
+        (Kind::Stream, ConnectEx::Missing) => ptr::from_ref(&STREAM_WITHOUT_EX).cast(),
+        (Kind::Stream, ConnectEx::Stub) => ptr::from_ref(&STREAM_STUB_EX).cast(),
+    }
+}
+
+static CONNECTION: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(ConnectEx::Real);
+static CONNECTION_WITHOUT_EX: WSK_PROVIDER_CONNECTION_DISPATCH =
+    connection_table(ConnectEx::Missing);
+static CONNECTION_STUB_EX: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(ConnectEx::Stub);
+static STREAM: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Real);
+static STREAM_WITHOUT_EX: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Missing);
+static STREAM_STUB_EX: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Stub);
+
+/// A `WskConnectEx` that is not implemented: it returns at once and never
+/// touches (or completes) the IRP, as Wine 8's stub does.
+unsafe extern "system" fn wsk_connect_ex_stub(
+    _socket: *mut WSK_SOCKET,
+    _remote: *mut SOCKADDR,
+    _buffer: *mut WSK_BUF,
+    _flags: u32,
+    _irp: *mut IRP,
+) -> NTSTATUS {
+    require_irql("WskConnectEx");
+    STATUS_NOT_IMPLEMENTED
+}
 
 const fn basic_table() -> WSK_PROVIDER_BASIC_DISPATCH {
     WSK_PROVIDER_BASIC_DISPATCH {
@@ -58,7 +99,7 @@ const fn basic_table() -> WSK_PROVIDER_BASIC_DISPATCH {
 
 /// `WskConnectEx` is NULL before Windows 10 1703; listening, accepting and
 /// data-indication release are not emulated.
-const fn connection_table(connect_ex: bool) -> WSK_PROVIDER_CONNECTION_DISPATCH {
+const fn connection_table(connect_ex: ConnectEx) -> WSK_PROVIDER_CONNECTION_DISPATCH {
     WSK_PROVIDER_CONNECTION_DISPATCH {
         Basic: basic_table(),
         WskBind: Some(wsk_bind),
@@ -69,17 +110,13 @@ const fn connection_table(connect_ex: bool) -> WSK_PROVIDER_CONNECTION_DISPATCH 
         WskReceive: Some(wsk_receive),
         WskDisconnect: Some(wsk_disconnect),
         WskRelease: None,
-        WskConnectEx: if connect_ex {
-            Some(wsk_connect_ex)
-        } else {
-            None
-        },
+        WskConnectEx: connect_ex.entry(),
         WskSendEx: ptr::null(),
         WskReceiveEx: ptr::null(),
     }
 }
 
-const fn stream_table(connect_ex: bool) -> WSK_PROVIDER_STREAM_DISPATCH {
+const fn stream_table(connect_ex: ConnectEx) -> WSK_PROVIDER_STREAM_DISPATCH {
     WSK_PROVIDER_STREAM_DISPATCH {
         Basic: basic_table(),
         WskBind: Some(wsk_bind),
@@ -92,11 +129,7 @@ const fn stream_table(connect_ex: bool) -> WSK_PROVIDER_STREAM_DISPATCH {
         WskRelease: None,
         WskGetLocalAddress: Some(wsk_get_local_address),
         WskGetRemoteAddress: Some(wsk_get_remote_address),
-        WskConnectEx: if connect_ex {
-            Some(wsk_connect_ex)
-        } else {
-            None
-        },
+        WskConnectEx: connect_ex.entry(),
         WskSendEx: ptr::null(),
         WskReceiveEx: ptr::null(),
     }

@@ -275,7 +275,13 @@ impl Socket {
             // Windows' default (Linux' is dual-stack).
             host.set_only_v6(true).map_err(|error| status_of(&error))?;
         }
-        let table = dispatch::table(kind, kernel.inner().provider.config.connect_ex);
+        let config = &kernel.inner().provider.config;
+        let connect_ex = match (config.connect_ex, config.connect_ex_stub) {
+            (false, _) => dispatch::ConnectEx::Missing,
+            (true, false) => dispatch::ConnectEx::Real,
+            (true, true) => dispatch::ConnectEx::Stub,
+        };
+        let table = dispatch::table(kind, connect_ex);
         let header = Header(Box::new(WSK_SOCKET { Dispatch: table }));
         let handle = core::ptr::from_ref::<WSK_SOCKET>(&header.0) as usize;
         Ok(Arc::new_cyclic(|this: &Weak<Self>| {
