@@ -273,18 +273,7 @@ pub fn bind(
     registration: &RegistrationRef,
     local: core::net::SocketAddr,
 ) -> Result<Operation<Address>> {
-    let entry = socket.entries().bind.ok_or_else(missing)?;
-    let raw = socket.raw();
-    let mut op = Operation::new(Address(RawAddress::new(local)))?;
-    let call = |irp: *mut IRP, payload: *mut Address| {
-        // SAFETY: the payload lives in the block until completion.
-        let address = unsafe { (*payload).0.as_mut_ptr() };
-        // SAFETY: a live socket's entry; the address outlives the call.
-        unsafe { entry(raw, address, 0, irp) }
-    };
-    // SAFETY: one WSK call with the operation's IRP.
-    unsafe { op.submit(registration, call)? };
-    Ok(op)
+    with_address(socket, registration, socket.entries().bind, local)
 }
 
 /// `WskConnect` (reserved flags 0).
@@ -293,13 +282,25 @@ pub fn connect(
     registration: &RegistrationRef,
     remote: core::net::SocketAddr,
 ) -> Result<Operation<Address>> {
-    let entry = socket.entries().connect.ok_or_else(missing)?;
+    with_address(socket, registration, socket.entries().connect, remote)
+}
+
+/// A call taking one address and reserved flags (`WskBind`, `WskConnect`:
+/// the same signature).
+fn with_address(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    entry: crate::abi::PFN_WSK_CONNECT,
+    address: core::net::SocketAddr,
+) -> Result<Operation<Address>> {
+    let entry = entry.ok_or_else(missing)?;
     let raw = socket.raw();
-    let mut op = Operation::new(Address(RawAddress::new(remote)))?;
+    let mut op = Operation::new(Address(RawAddress::new(address)))?;
     let call = |irp: *mut IRP, payload: *mut Address| {
         // SAFETY: the payload lives in the block until completion.
         let address = unsafe { (*payload).0.as_mut_ptr() };
-        // SAFETY: a live socket's entry; the address outlives the call.
+        // SAFETY: a live socket's entry; the address outlives the call;
+        // reserved flags are 0.
         unsafe { entry(raw, address, 0, irp) }
     };
     // SAFETY: one WSK call with the operation's IRP.

@@ -159,27 +159,45 @@ fn connect_ex_sends_its_data_with_the_connect() {
 }
 
 #[test]
-fn connect_ex_without_the_entry_falls_back_to_connect_then_send() {
-    let config = ProviderConfig {
+fn connect_ex_falls_back_to_connect_then_send_without_a_working_entry() {
+    // A NULL entry (before Windows 10 1703), and a stub that answers
+    // STATUS_NOT_IMPLEMENTED without ever completing its IRP (Wine 8): the
+    // library reclaims that IRP and falls back.
+    let missing = ProviderConfig {
         connect_ex: false,
         ..ProviderConfig::default()
     };
-    with_provider(config, |_, provider, passive| {
-        let (remote, received) = echo_server("[::1]:0");
-        let socket = provider
-            .socket_blocking(passive, TIMEOUT, Family::V6, SocketKind::Stream)
-            .unwrap();
-        let bound = socket
-            .bind_blocking(passive, TIMEOUT, Family::V6.unspecified())
-            .unwrap();
-        let (connection, outcome) = bound
-            .connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"fallback")))
-            .unwrap();
-        assert_eq!(outcome.path, ConnectPath::ConnectThenSend);
-        assert_eq!(outcome.sent, 8);
-        connection.close_blocking(passive, TIMEOUT).unwrap();
-        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"fallback");
-    });
+    let stub = ProviderConfig {
+        connect_ex_stub: true,
+        ..ProviderConfig::default()
+    };
+    for (config, listen, family) in [
+        (missing, "[::1]:0", Family::V6),
+        (stub, "127.0.0.1:0", Family::V4),
+    ] {
+        with_provider(config, |kernel, provider, passive| {
+            let (remote, received) = echo_server(listen);
+            let socket = provider
+                .socket_blocking(passive, TIMEOUT, family, SocketKind::Stream)
+                .unwrap();
+            let bound = socket
+                .bind_blocking(passive, TIMEOUT, family.unspecified())
+                .unwrap();
+            let (connection, outcome) = bound
+                .connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"fallback")))
+                .unwrap();
+            assert_eq!(outcome.path, ConnectPath::ConnectThenSend);
+            assert_eq!(outcome.sent, 8);
+            assert_eq!(
+                &*outcome.buffer.unwrap(),
+                b"fallback",
+                "the buffer comes back"
+            );
+            connection.close_blocking(passive, TIMEOUT).unwrap();
+            assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"fallback");
+            assert_eq!(kernel.usage().irps, 0, "no IRP left behind");
+        });
+    }
 }
 
 #[test]
@@ -464,37 +482,5 @@ fn buffers_come_back_even_when_nothing_is_submitted() {
         );
         assert_eq!(&*back, b"kept");
         echo_blocking(connection, passive, b"after the failure");
-    });
-}
-
-#[test]
-fn a_connect_ex_stub_that_never_completes_falls_back_to_connect_then_send() {
-    // Wine 8's WskConnectEx answers STATUS_NOT_IMPLEMENTED and never
-    // completes its IRP: the library reclaims the IRP and falls back.
-    let config = ProviderConfig {
-        connect_ex_stub: true,
-        ..ProviderConfig::default()
-    };
-    with_provider(config, |kernel, provider, passive| {
-        let (remote, received) = echo_server("127.0.0.1:0");
-        let socket = provider
-            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
-            .unwrap();
-        let bound = socket
-            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
-            .unwrap();
-        let (connection, outcome) = bound
-            .connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"stubbed")))
-            .unwrap();
-        assert_eq!(outcome.path, ConnectPath::ConnectThenSend);
-        assert_eq!(outcome.sent, 7);
-        assert_eq!(&*outcome.buffer.unwrap(), b"stubbed");
-        connection.close_blocking(passive, TIMEOUT).unwrap();
-        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"stubbed");
-        assert_eq!(
-            kernel.usage().irps,
-            0,
-            "the stub's IRP was reclaimed and freed"
-        );
     });
 }

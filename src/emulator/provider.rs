@@ -19,7 +19,10 @@ use crate::abi::{
 
 /// What the emulated provider offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::struct_excessive_bools, reason = "independent switches of an emulated provider")]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent switches of an emulated provider"
+)]
 pub struct ProviderConfig {
     /// The dispatch table's `Version` (`MAKE_WSK_VERSION(1, 0)` by default).
     pub version: USHORT,
