@@ -104,6 +104,11 @@ fn a_pending_completion_wakes_the_future() {
     .unwrap();
     assert_eq!(result, Ok(7));
     drop(op);
+    // The completion routine wakes the future before it gives back its
+    // references: let it finish (DPCs run in order on one thread).
+    let (done, finished) = std::sync::mpsc::channel();
+    kernel.queue_dpc(move || done.send(()).unwrap());
+    finished.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(
         counter.load(Ordering::SeqCst),
         1,
