@@ -15,7 +15,8 @@ pub use crate::emulator::exports::*;
 mod windows {
     use crate::abi::{
         BOOLEAN, CCHAR, EVENT_TYPE, IRP, KEVENT, KIRQL, KPROCESSOR_MODE, LONG, MDL, NTSTATUS,
-        POOL_TYPE, SIZE_T, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+        POOL_TYPE, SIZE_T, SharedInterruptTime, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
+        WSK_REGISTRATION,
     };
     use core::ffi::c_void;
 
@@ -44,7 +45,6 @@ mod windows {
         pub fn KeSetEvent(Event: *mut KEVENT, Increment: LONG, Wait: BOOLEAN) -> LONG;
         pub fn KeClearEvent(Event: *mut KEVENT);
         pub fn KeReadStateEvent(Event: *mut KEVENT) -> LONG;
-        pub fn KeQueryPerformanceCounter(PerformanceFrequency: *mut i64) -> i64;
         pub fn KeWaitForSingleObject(
             Object: *mut c_void,
             WaitReason: i32,
@@ -81,5 +81,31 @@ mod windows {
         #[allow(clippy::cast_possible_truncation)]
         let irql = cr8 as KIRQL;
         irql
+    }
+
+    /// `KeQueryInterruptTime`: an inline in wdm.h that reads
+    /// `KUSER_SHARED_DATA.InterruptTime` on x64, in 100 ns units since boot.
+    ///
+    /// Not `KeQueryPerformanceCounter`: that is documented as a `hal.dll`
+    /// export, so importing it from `ntoskrnl.exe` is not guaranteed to
+    /// resolve on the Windows versions the library supports, and Wine 8's
+    /// `ntoskrnl.exe` lacks it (the first call aborts the driver host).
+    #[must_use]
+    pub fn interrupt_time() -> u64 {
+        let time: u64;
+        // SAFETY: KUSER_SHARED_DATA is mapped read-only in every kernel
+        // address space and readable at every IRQL; the 64-bit read of
+        // LowPart and High1Time is atomic on x64, as wdm.h relies on. A
+        // plain `mov` from memory, which Wine's ntoskrnl emulates for this
+        // page when drivers run in user mode.
+        unsafe {
+            core::arch::asm!(
+                "mov {time}, qword ptr [{address}]",
+                time = out(reg) time,
+                address = in(reg) SharedInterruptTime,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        time
     }
 }

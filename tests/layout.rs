@@ -355,6 +355,13 @@ fn wdm_constants(checks: &mut Vec<Check>) {
         MDL_MAPPED_TO_SYSTEM_VA,
         MDL_SOURCE_IS_NONPAGED_POOL,
     );
+    // A 64-bit address: not through `constant`'s `unsigned int`.
+    checks.push(Check {
+        set: Set::Wdm,
+        what: "SharedInterruptTime".to_owned(),
+        c_expr: "(unsigned long long)(SharedInterruptTime)".to_owned(),
+        rust: abi::SharedInterruptTime,
+    });
 }
 
 /// WSK structures other than dispatch tables (Wine's wsk.h).

@@ -43,6 +43,14 @@ pub const PASSIVE_LEVEL: KIRQL = 0;
 pub const APC_LEVEL: KIRQL = 1;
 pub const DISPATCH_LEVEL: KIRQL = 2;
 
+// ---------------------------------------------------------------- time
+/// `KI_USER_SHARED_DATA` on x64: the kernel's read-only mapping of
+/// `KUSER_SHARED_DATA`.
+pub const KI_USER_SHARED_DATA: u64 = 0xFFFF_F780_0000_0000;
+/// `SharedInterruptTime`: `KUSER_SHARED_DATA.InterruptTime`, which wdm.h's
+/// x64 `KeQueryInterruptTime` inline reads (100 ns units since boot).
+pub const SharedInterruptTime: u64 = KI_USER_SHARED_DATA + 0x8;
+
 // ---------------------------------------------------------------- IRP
 pub const IO_TYPE_IRP: i16 = 6;
 pub const SL_PENDING_RETURNED: u8 = 0x01;

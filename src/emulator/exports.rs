@@ -140,16 +140,12 @@ pub unsafe fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION) {
     unsafe { provider::release(WskRegistration) };
 }
 
-/// `KeQueryPerformanceCounter`: a monotonic 10 MHz clock.
-pub unsafe fn KeQueryPerformanceCounter(PerformanceFrequency: *mut i64) -> i64 {
+/// `KeQueryInterruptTime`: 100 ns units on a monotonic clock.
+#[must_use]
+pub fn interrupt_time() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    const FREQUENCY: i64 = 10_000_000;
-    if !PerformanceFrequency.is_null() {
-        // SAFETY: the caller's output location.
-        unsafe { PerformanceFrequency.write(FREQUENCY) };
-    }
     let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
-    i64::try_from(elapsed.as_nanos() / 100).unwrap_or(i64::MAX)
+    u64::try_from(elapsed.as_nanos() / 100).unwrap_or(u64::MAX)
 }
 
 /// `KeGetCurrentIrql`.

@@ -1,5 +1,9 @@
-//! A monotonic clock (`KeQueryPerformanceCounter`, exported on every
-//! Windows and by Wine) for deadlines that span several waits.
+//! A monotonic clock for deadlines that span several waits.
+//!
+//! The clock is the interrupt time (`KeQueryInterruptTime`, the wdm.h
+//! inline that reads `KUSER_SHARED_DATA` on x64), in 100 ns units. It
+//! advances with the clock tick (about 15.6 ms), which is fine for I/O
+//! timeouts.
 
 use core::time::Duration;
 
@@ -11,38 +15,25 @@ use crate::sys;
 /// Any.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
-    end: u128,
-    frequency: u128,
-}
-
-fn now() -> (u128, u128) {
-    let mut frequency = 0_i64;
-    // SAFETY: writes the frequency to a valid local; callable at any IRQL.
-    let ticks = unsafe { sys::KeQueryPerformanceCounter(&raw mut frequency) };
-    (
-        u128::try_from(ticks).unwrap_or(0),
-        u128::try_from(frequency).unwrap_or(1).max(1),
-    )
+    /// Interrupt time, in 100 ns units.
+    end: u64,
 }
 
 impl Deadline {
     /// `timeout` from now.
     #[must_use]
     pub fn after(timeout: Duration) -> Self {
-        let (ticks, frequency) = now();
-        let span = timeout.as_nanos().saturating_mul(frequency) / 1_000_000_000;
+        let span = timeout.as_nanos() / 100;
+        let span = u64::try_from(span).unwrap_or(u64::MAX);
         Self {
-            end: ticks.saturating_add(span),
-            frequency,
+            end: sys::interrupt_time().saturating_add(span),
         }
     }
 
     /// The time left (zero once passed).
     #[must_use]
     pub fn remaining(&self) -> Duration {
-        let (ticks, _) = now();
-        let left = self.end.saturating_sub(ticks);
-        let nanos = left.saturating_mul(1_000_000_000) / self.frequency;
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        let left = self.end.saturating_sub(sys::interrupt_time());
+        Duration::from_nanos(left.saturating_mul(100))
     }
 }
