@@ -5,9 +5,9 @@
 
 use core::ffi::c_void;
 use core::ptr;
+use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::boxed::Box;
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::vec::Vec;
@@ -94,12 +94,12 @@ pub struct PendingQueue<T> {
 type CancelHook = Arc<dyn Fn() + Send + Sync>;
 
 struct QueueCore {
-    entries: Mutex<HashMap<usize, Box<dyn Any + Send>>>,
+    entries: Mutex<FxHashMap<usize, Box<dyn Any + Send>>>,
     on_cancel: Option<CancelHook>,
 }
 
 impl QueueCore {
-    fn lock(&self) -> MutexGuard<'_, HashMap<usize, Box<dyn Any + Send>>> {
+    fn lock(&self) -> MutexGuard<'_, FxHashMap<usize, Box<dyn Any + Send>>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -129,7 +129,7 @@ impl<T: Send + 'static> PendingQueue<T> {
     fn with_core(on_cancel: Option<CancelHook>) -> Self {
         Self {
             core: Arc::new(QueueCore {
-                entries: Mutex::new(HashMap::new()),
+                entries: Mutex::new(FxHashMap::default()),
                 on_cancel,
             }),
             _payload: PhantomData,

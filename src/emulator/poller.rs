@@ -3,8 +3,9 @@
 //! runs there at `DISPATCH_LEVEL`, as a real provider completes I/O from
 //! DPCs. Thousands of pending operations cost no thread each.
 
+use rustc_hash::FxHashMap;
 use std::boxed::Box;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,7 +40,7 @@ pub struct Poller {
 struct Shared {
     waker: Waker,
     jobs: Mutex<VecDeque<Job>>,
-    sources: Mutex<HashMap<Token, Arc<dyn Ready>>>,
+    sources: Mutex<FxHashMap<Token, Arc<dyn Ready>>>,
     next_token: AtomicUsize,
     stop: AtomicBool,
 }
@@ -56,7 +57,7 @@ impl Poller {
         let shared = Arc::new(Shared {
             waker: Waker::new(poll.registry(), WAKER)?,
             jobs: Mutex::new(VecDeque::new()),
-            sources: Mutex::new(HashMap::new()),
+            sources: Mutex::new(FxHashMap::default()),
             next_token: AtomicUsize::new(1),
             stop: AtomicBool::new(false),
         });

@@ -96,12 +96,17 @@ pub fn free(block: *mut c_void, tag: u32) {
 /// Whether `[start, start + len)` lies inside one live pool block.
 pub fn is_pool_range(start: usize, len: usize) -> bool {
     let registry = registry();
-    registry.pool.iter().any(|(&base, record)| {
-        start >= base
-            && start
+    // The block with the highest base at or below `start` is the only one
+    // that can hold it.
+    registry
+        .pool
+        .range(..=start)
+        .next_back()
+        .is_some_and(|(&base, record)| {
+            start
                 .checked_add(len)
                 .is_some_and(|end| end <= base + record.size)
-    })
+        })
 }
 
 fn layout(size: usize) -> Layout {

@@ -1,7 +1,9 @@
 //! Bugchecks and the registry of live kernel objects that the verifier
 //! checks every call against.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -49,9 +51,10 @@ pub struct MdlRecord {
 
 #[derive(Default)]
 pub struct Registry {
-    pub pool: HashMap<usize, PoolRecord>,
-    pub irps: HashMap<usize, IrpRecord>,
-    pub mdls: HashMap<usize, MdlRecord>,
+    /// Ordered by address, so the block holding an address is one lookup.
+    pub pool: BTreeMap<usize, PoolRecord>,
+    pub irps: FxHashMap<usize, IrpRecord>,
+    pub mdls: FxHashMap<usize, MdlRecord>,
 }
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);

@@ -27,8 +27,9 @@ mod errno;
 mod sockaddr;
 mod transfer;
 
+use rustc_hash::FxHashMap;
 use std::boxed::Box;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
@@ -140,7 +141,7 @@ unsafe impl Send for Header {}
 /// dispatch table and reaches the liveness check.
 const QUARANTINE_LEN: usize = 4096;
 
-static LIVE: LazyLock<Mutex<HashMap<usize, Arc<Socket>>>> = LazyLock::new(Mutex::default);
+static LIVE: LazyLock<Mutex<FxHashMap<usize, Arc<Socket>>>> = LazyLock::new(Mutex::default);
 static QUARANTINE: LazyLock<Mutex<VecDeque<Header>>> = LazyLock::new(Mutex::default);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
