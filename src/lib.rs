@@ -59,6 +59,7 @@ pub use kernel::irp::Irp;
 pub use kernel::irql::{AtMostApc, AtMostDispatch, Irql, IrqlTooHigh, PassiveLevel};
 pub use kernel::mdl::Mdl;
 pub use kernel::pool::{PoolBox, PoolBuffer, PoolTag};
+pub use kernel::timer::{Sleep, Timeout, sleep, timeout};
 pub use registration::{Provider, Registration, WskVersion};
 pub use socket::{BoundSocket, CONNECT_EX_MAX_DATA, ConnectEx, ConnectPath, Connection, Socket};
 pub use status::NtStatus;

@@ -14,9 +14,9 @@ pub use crate::emulator::exports::*;
 #[allow(non_snake_case, clippy::missing_safety_doc)]
 mod windows {
     use crate::abi::{
-        BOOLEAN, CCHAR, EVENT_TYPE, IRP, KEVENT, KIRQL, KPROCESSOR_MODE, LONG, MDL, NTSTATUS,
-        POOL_TYPE, SIZE_T, SharedInterruptTime, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
-        WSK_REGISTRATION,
+        BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KTIMER, LONG, MDL,
+        NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, SIZE_T, SharedInterruptTime, ULONG,
+        WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
     };
     use core::ffi::c_void;
 
@@ -45,6 +45,14 @@ mod windows {
         pub fn KeSetEvent(Event: *mut KEVENT, Increment: LONG, Wait: BOOLEAN) -> LONG;
         pub fn KeClearEvent(Event: *mut KEVENT);
         pub fn KeReadStateEvent(Event: *mut KEVENT) -> LONG;
+        pub fn KeInitializeTimer(Timer: *mut KTIMER);
+        pub fn KeSetTimer(Timer: *mut KTIMER, DueTime: i64, Dpc: *mut KDPC) -> BOOLEAN;
+        pub fn KeCancelTimer(Timer: *mut KTIMER) -> BOOLEAN;
+        pub fn KeInitializeDpc(
+            Dpc: *mut KDPC,
+            DeferredRoutine: PKDEFERRED_ROUTINE,
+            DeferredContext: *mut c_void,
+        );
         pub fn KeWaitForSingleObject(
             Object: *mut c_void,
             WaitReason: i32,

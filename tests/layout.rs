@@ -311,6 +311,29 @@ fn kernel_object_layouts(checks: &mut Vec<Check>) {
         DISPATCHER_HEADER,
         [Type, Signalling, Size, SignalState, WaitListHead,]
     );
+    // KDPC.Padding is Rust-only (alignment before the list entry).
+    layout!(
+        checks,
+        Wdm,
+        KDPC,
+        [
+            Type,
+            Importance,
+            Number,
+            DpcListEntry,
+            DeferredRoutine,
+            DeferredContext,
+            SystemArgument1,
+            SystemArgument2,
+            DpcData,
+        ]
+    );
+    layout!(
+        checks,
+        Wdm,
+        KTIMER,
+        [Header, DueTime, TimerListEntry, Dpc, Processor, Period]
+    );
     // MDL.AllocationProcessorNumber and MDL.Reserved are padding in mingw's
     // MDL (which lacks these newer WDK members).
     layout!(

@@ -174,6 +174,42 @@ pub struct KEVENT {
     pub Header: DISPATCHER_HEADER,
 }
 
+// ---------------------------------------------------------------- timers, DPCs
+/// A deferred procedure call's routine (runs at `DISPATCH_LEVEL`).
+pub type PKDEFERRED_ROUTINE = Option<
+    unsafe extern "system" fn(
+        Dpc: *mut KDPC,
+        DeferredContext: *mut c_void,
+        SystemArgument1: *mut c_void,
+        SystemArgument2: *mut c_void,
+    ),
+>;
+
+#[repr(C)]
+pub struct KDPC {
+    pub Type: u8,
+    pub Importance: u8,
+    pub Number: u16,
+    pub Padding: u32,
+    pub DpcListEntry: LIST_ENTRY,
+    pub DeferredRoutine: PKDEFERRED_ROUTINE,
+    pub DeferredContext: *mut c_void,
+    pub SystemArgument1: *mut c_void,
+    pub SystemArgument2: *mut c_void,
+    pub DpcData: *mut c_void,
+}
+
+#[repr(C)]
+pub struct KTIMER {
+    pub Header: DISPATCHER_HEADER,
+    /// `ULARGE_INTEGER`.
+    pub DueTime: u64,
+    pub TimerListEntry: LIST_ENTRY,
+    pub Dpc: *mut KDPC,
+    pub Processor: u32,
+    pub Period: u32,
+}
+
 // ---------------------------------------------------------------- pool, MDL
 /// `POOL_TYPE`.
 pub type POOL_TYPE = i32;
@@ -538,6 +574,9 @@ assert_layout! {
         { CompletionRoutine @ 56 }, { Context @ 64 };
     IO_STATUS_BLOCK => 16, { Information @ 8 };
     KEVENT => 24, { Header.SignalState @ 4 };
+    KDPC => 64, { DpcListEntry @ 8 }, { DeferredRoutine @ 24 }, { DeferredContext @ 32 },
+        { DpcData @ 56 };
+    KTIMER => 64, { DueTime @ 24 }, { TimerListEntry @ 32 }, { Dpc @ 48 }, { Period @ 60 };
     MDL => 48, { MdlFlags @ 10 }, { MappedSystemVa @ 24 }, { StartVa @ 32 },
         { ByteCount @ 40 }, { ByteOffset @ 44 };
     WSK_BUF => 24, { Offset @ 8 }, { Length @ 16 };

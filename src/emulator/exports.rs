@@ -13,10 +13,11 @@
 
 use core::ffi::c_void;
 
-use super::{event, irp, irql, mdl, pool, provider};
+use super::{event, irp, irql, mdl, pool, provider, timer};
 use crate::abi::{
-    BOOLEAN, CCHAR, EVENT_TYPE, IRP, KEVENT, KIRQL, KPROCESSOR_MODE, LONG, MDL, NTSTATUS,
-    POOL_TYPE, SIZE_T, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KTIMER, LONG, MDL,
+    NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, SIZE_T, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
+    WSK_REGISTRATION,
 };
 
 #[must_use]
@@ -146,6 +147,30 @@ pub fn interrupt_time() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
     u64::try_from(elapsed.as_nanos() / 100).unwrap_or(u64::MAX)
+}
+
+/// `KeInitializeTimer`.
+pub unsafe fn KeInitializeTimer(Timer: *mut KTIMER) {
+    // SAFETY: forwarded contract.
+    unsafe { timer::initialize_timer(Timer) };
+}
+/// `KeSetTimer`.
+pub unsafe fn KeSetTimer(Timer: *mut KTIMER, DueTime: i64, Dpc: *mut KDPC) -> BOOLEAN {
+    // SAFETY: forwarded contract.
+    unsafe { timer::set_timer(Timer, DueTime, Dpc) }
+}
+/// `KeCancelTimer`.
+pub unsafe fn KeCancelTimer(Timer: *mut KTIMER) -> BOOLEAN {
+    timer::cancel_timer(Timer)
+}
+/// `KeInitializeDpc`.
+pub unsafe fn KeInitializeDpc(
+    Dpc: *mut KDPC,
+    DeferredRoutine: PKDEFERRED_ROUTINE,
+    DeferredContext: *mut c_void,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { timer::initialize_dpc(Dpc, DeferredRoutine, DeferredContext) };
 }
 
 /// `KeGetCurrentIrql`.

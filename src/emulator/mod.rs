@@ -53,6 +53,7 @@ mod poller;
 mod pool;
 mod provider;
 mod sockets;
+mod timer;
 mod verifier;
 
 use std::boxed::Box;

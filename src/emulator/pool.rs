@@ -88,6 +88,7 @@ pub fn free(block: *mut c_void, tag: u32) {
             Some(_) => registry.pool.remove(&(block as usize)).expect("present"),
         }
     };
+    super::timer::check_freed(block as usize, record.size);
     // SAFETY: the registry held this block, allocated by `allocate` with
     // this very layout, and it has just been removed, so it is freed once.
     unsafe { dealloc(block.cast(), layout(record.size)) };

@@ -9,3 +9,4 @@ pub mod irql;
 pub mod mdl;
 pub mod pool;
 pub mod time;
+pub mod timer;

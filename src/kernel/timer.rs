@@ -1,0 +1,288 @@
+//! Timers for futures: a one-shot kernel timer (`KTIMER`) whose DPC wakes
+//! the task, [`sleep`], and [`timeout`] to bound any future, so async code
+//! gets timeouts without an executor timer.
+//!
+//! The timer and its DPC live in a reference-counted non-paged block: the
+//! owner holds one reference, the armed DPC the other. Dropping the owner
+//! cancels the timer; if `KeCancelTimer` finds it still queued the DPC will
+//! never run and the owner drops both references, otherwise the DPC drops
+//! its own when it runs. Nothing is freed while the DPC may touch it.
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::future::Future;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use atomic_waker::AtomicWaker;
+
+use super::pool::{PoolBox, PoolTag};
+use crate::abi::{DISPATCHER_HEADER, FALSE, KDPC, KTIMER, LIST_ENTRY};
+use crate::{Error, NtStatus, Result, sys};
+
+/// Timer blocks.
+const TAG: PoolTag = PoolTag::new(*b"WskT");
+
+struct TimerBlock {
+    refs: AtomicUsize,
+    fired: AtomicBool,
+    waker: AtomicWaker,
+    timer: UnsafeCell<KTIMER>,
+    dpc: UnsafeCell<KDPC>,
+}
+
+/// An armed one-shot kernel timer.
+///
+/// # Invariants
+/// `block` is live and this value owns one reference; while armed, the DPC
+/// owns the other.
+struct Timer {
+    block: NonNull<TimerBlock>,
+}
+
+// SAFETY: the block's shared state is atomic or the kernel's (KTIMER/KDPC
+// are synchronised by the kernel).
+unsafe impl Send for Timer {}
+// SAFETY: as above.
+unsafe impl Sync for Timer {}
+
+impl Timer {
+    /// Arms a timer that fires once after `duration`.
+    fn start(duration: Duration) -> Result<Self> {
+        let init = |slot: *mut TimerBlock| {
+            let block = TimerBlock {
+                refs: AtomicUsize::new(2),
+                fired: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+                timer: UnsafeCell::new(blank_timer()),
+                dpc: UnsafeCell::new(blank_dpc()),
+            };
+            // SAFETY: a fresh block of the right size and alignment.
+            unsafe { slot.write(block) };
+            // SAFETY: initialised just now; nothing else refers to it yet.
+            let block = unsafe { &*slot };
+            // SAFETY: the DPC is in non-paged pool that lives until its
+            // routine has run or the timer was cancelled; <= DISPATCH_LEVEL.
+            unsafe {
+                sys::KeInitializeDpc(block.dpc.get(), Some(on_expiry), slot.cast::<c_void>());
+            };
+            // SAFETY: as above, for the timer.
+            unsafe { sys::KeInitializeTimer(block.timer.get()) };
+        };
+        // SAFETY: `init` initialises every field.
+        let block = unsafe { PoolBox::new_with(TAG, init)? };
+        let raw = block.into_raw();
+        // INVARIANT: two references: ours and the DPC's, armed next.
+        let timer = Self { block: raw };
+        let units = (duration.as_nanos() / 100).clamp(1, i64::MAX as u128);
+        let due = -i64::try_from(units).unwrap_or(i64::MAX);
+        let shared = timer.shared();
+        // SAFETY: an initialised timer and DPC in the block; relative due
+        // time; <= DISPATCH_LEVEL.
+        unsafe { sys::KeSetTimer(shared.timer.get(), due, shared.dpc.get()) };
+        Ok(timer)
+    }
+
+    const fn shared(&self) -> &TimerBlock {
+        // SAFETY: live while we hold a reference (invariant).
+        unsafe { self.block.as_ref() }
+    }
+
+    fn poll_expired(&self, cx: &Context<'_>) -> Poll<()> {
+        let shared = self.shared();
+        if shared.fired.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        shared.waker.register(cx.waker());
+        if shared.fired.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let shared = self.shared();
+        // SAFETY: an initialised timer; <= DISPATCH_LEVEL.
+        if unsafe { sys::KeCancelTimer(shared.timer.get()) } != FALSE {
+            // Dequeued before it expired: its DPC will never run.
+            release(self.block);
+        }
+        release(self.block);
+    }
+}
+
+/// Storage for a timer, before `KeInitializeTimer`.
+const fn blank_timer() -> KTIMER {
+    KTIMER {
+        Header: DISPATCHER_HEADER {
+            Type: 0,
+            Signalling: 0,
+            Size: 0,
+            Reserved1: 0,
+            SignalState: 0,
+            WaitListHead: blank_list(),
+        },
+        DueTime: 0,
+        TimerListEntry: blank_list(),
+        Dpc: core::ptr::null_mut(),
+        Processor: 0,
+        Period: 0,
+    }
+}
+
+/// Storage for a DPC, before `KeInitializeDpc`.
+const fn blank_dpc() -> KDPC {
+    KDPC {
+        Type: 0,
+        Importance: 0,
+        Number: 0,
+        Padding: 0,
+        DpcListEntry: blank_list(),
+        DeferredRoutine: None,
+        DeferredContext: core::ptr::null_mut(),
+        SystemArgument1: core::ptr::null_mut(),
+        SystemArgument2: core::ptr::null_mut(),
+        DpcData: core::ptr::null_mut(),
+    }
+}
+
+const fn blank_list() -> LIST_ENTRY {
+    LIST_ENTRY {
+        Flink: core::ptr::null_mut(),
+        Blink: core::ptr::null_mut(),
+    }
+}
+
+/// Drops one reference; the last frees the block.
+fn release(block: NonNull<TimerBlock>) {
+    // SAFETY: the caller holds a reference, so the block is live.
+    if unsafe { block.as_ref() }
+        .refs
+        .fetch_sub(1, Ordering::AcqRel)
+        == 1
+    {
+        // SAFETY: the last reference to a block from `PoolBox::into_raw`;
+        // the timer is neither armed nor running its DPC any more.
+        drop(unsafe { PoolBox::from_raw(block, TAG) });
+    }
+}
+
+/// The timer's DPC: marks it fired, wakes the task, gives back the DPC's
+/// reference. Runs at `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// Called by the kernel with the context given to `KeInitializeDpc`.
+unsafe extern "system" fn on_expiry(
+    _dpc: *mut KDPC,
+    context: *mut c_void,
+    _: *mut c_void,
+    _: *mut c_void,
+) {
+    let block = context.cast::<TimerBlock>();
+    // SAFETY: the armed DPC holds a reference, so the block is live.
+    let shared = unsafe { &*block };
+    shared.fired.store(true, Ordering::Release);
+    shared.waker.wake();
+    // SAFETY: non-null: the block's own address.
+    release(unsafe { NonNull::new_unchecked(block) });
+}
+
+/// Completes after `duration`: a kernel timer whose DPC wakes the task.
+///
+/// # IRQL
+/// Create, poll and drop at `DISPATCH_LEVEL` or below.
+///
+/// # Errors
+/// The output is [`Error::InsufficientResources`] when the timer block
+/// cannot be allocated.
+pub const fn sleep(duration: Duration) -> Sleep {
+    Sleep {
+        duration,
+        timer: None,
+    }
+}
+
+/// The future of [`sleep`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Sleep {
+    duration: Duration,
+    timer: Option<Timer>,
+}
+
+impl Future for Sleep {
+    type Output = Result<()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.timer.is_none() {
+            match Timer::start(self.duration) {
+                Ok(timer) => self.timer = Some(timer),
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        self.timer
+            .as_ref()
+            .map_or(Poll::Ready(Ok(())), |timer| timer.poll_expired(cx).map(Ok))
+    }
+}
+
+impl core::fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sleep")
+            .field("duration", &self.duration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bounds `future` by `duration`: its output, or [`Error::TimedOut`]
+/// (`STATUS_IO_TIMEOUT`) when the time passes first, in which case the
+/// future is dropped, which cancels any IRP it has in flight.
+///
+/// ```no_run
+/// # async fn demo(connection: &wsk::Connection<'_>, buffer: wsk::PoolBuffer) -> Result<(), wsk::Error> {
+/// use core::time::Duration;
+/// let (received, buffer) = wsk::timeout(Duration::from_secs(2), connection.receive(buffer)).await?;
+/// # let _ = (received?, buffer); Ok(()) }
+/// ```
+///
+/// # IRQL
+/// Create, poll and drop at `DISPATCH_LEVEL` or below.
+///
+/// # Errors
+/// The output is [`Error::TimedOut`] on expiry, or
+/// [`Error::InsufficientResources`] when the timer cannot be allocated.
+pub const fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: sleep(duration),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`timeout`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        sleep: Sleep,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match Pin::new(this.sleep).poll(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Err(Error::TimedOut(NtStatus::IO_TIMEOUT))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
