@@ -42,8 +42,9 @@ readonly REPLY_SHOWN='hello from wine! \\ \x00\x7F end\r\n'
 # Windows the library supports. Every import of the driver must be here.
 readonly ALLOW_NTOSKRNL="
 DbgPrint ExAllocatePoolWithTag ExFreePoolWithTag IoAllocateIrp IoAllocateMdl
-IoCancelIrp IoFreeIrp IoFreeMdl IoReuseIrp KeBugCheckEx KeClearEvent
-KeInitializeEvent KeReadStateEvent KeSetEvent KeWaitForSingleObject
+IoCancelIrp IoFreeIrp IoFreeMdl IoReuseIrp KeBugCheckEx KeCancelTimer KeClearEvent
+KeInitializeDpc KeInitializeEvent KeInitializeTimer KeReadStateEvent KeSetEvent
+KeSetTimer KeWaitForSingleObject
 MmBuildMdlForNonPagedPool MmGetSystemRoutineAddress ObReferenceObjectByHandle
 ObfDereferenceObject PsCreateSystemThread PsTerminateSystemThread PsThreadType
 ZwClose ZwOpenKey ZwQueryValueKey __chkstk memcmp memcpy memmove memset

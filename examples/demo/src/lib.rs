@@ -303,8 +303,12 @@ pub fn run_mode(
             (connection, outcome.path.name(), outcome.sent)
         }
     };
+    // The reply is awaited as a future under a kernel timer (the async
+    // path: completion routine -> waker -> event, and a timer DPC), where
+    // the other steps block.
     let buffer = PoolBuffer::zeroed(REPLY_CAPACITY, PoolTag::BUFFER)?;
-    let (received, reply) = connection.receive_blocking(passive, timeout, buffer);
+    let (received, reply) =
+        wsk::block_on(passive, wsk::timeout(timeout, connection.receive(buffer)))??;
     received?;
     // A provider without WskDisconnect (Wine 8) still closes; the close is
     // then abortive.
