@@ -459,21 +459,27 @@ fn transfer(
 }
 
 /// `WskConnectEx` with optional data (reserved flags 0). `Err` with
-/// `NotSupported` when the provider has no such entry.
+/// `NotSupported` when the provider has no such entry; every failure before
+/// the provider has the data hands it back.
 pub fn connect_ex(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     remote: core::net::SocketAddr,
     data: Option<PoolBuffer>,
-) -> Result<Operation<Data>> {
-    let entry = socket.entries().connect_ex.ok_or_else(missing)?;
+) -> Result<Operation<Data>, (Error, Option<PoolBuffer>)> {
+    let Some(entry) = socket.entries().connect_ex else {
+        return Err((missing(), data));
+    };
     let raw = socket.raw();
-    let mut op = Operation::new(Data::empty(RawAddress::new(remote)))?;
+    let mut op = match Operation::new(Data::empty(RawAddress::new(remote))) {
+        Ok(op) => op,
+        Err(error) => return Err((error, data)),
+    };
     if let Some(data) = data {
         let length = data.len();
         op.payload_mut()
             .attach(data, length)
-            .map_err(|(error, _)| error)?;
+            .map_err(|(error, data)| (error, Some(data)))?;
     }
     let call = |irp: *mut IRP, payload: *mut Data| {
         // SAFETY: the payload lives in the block until completion.
@@ -483,7 +489,9 @@ pub fn connect_ex(
         unsafe { entry(raw, payload.remote.as_mut_ptr(), wsk, 0, irp) }
     };
     // SAFETY: one WSK call with the operation's IRP.
-    unsafe { op.submit(registration, call)? };
+    if let Err(error) = unsafe { op.submit(registration, call) } {
+        return Err((error, op.payload_mut().take_buffer()));
+    }
     Ok(op)
 }
 

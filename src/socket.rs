@@ -155,14 +155,12 @@ impl ConnectPath {
 ///
 /// # IRQL
 /// Any.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectEx {
     /// The path taken.
     pub path: ConnectPath,
     /// Bytes of initial data sent.
     pub sent: usize,
-    /// The data buffer, back.
-    pub buffer: Option<PoolBuffer>,
 }
 
 // --------------------------------------------------------------- flows
@@ -228,48 +226,68 @@ async fn connect_ex_flow<'r, W: Waiter>(
     waiter: &mut W,
     remote: SocketAddr,
     data: Option<PoolBuffer>,
-) -> Result<(Connection<'r>, ConnectEx)> {
+) -> (Result<(Connection<'r>, ConnectEx)>, Option<PoolBuffer>) {
     // Rejected before any call, with the status the provider would give.
     if data
         .as_ref()
         .is_some_and(|data| data.len() > CONNECT_EX_MAX_DATA)
     {
-        return Err(Error::InvalidArgument(NtStatus::BUFFER_OVERFLOW));
+        return (Err(Error::InvalidArgument(NtStatus::BUFFER_OVERFLOW)), data);
     }
     let mut data = data;
     if bound.raw.handle().has_connect_ex() {
-        let mut op = calls::connect_ex(bound.raw.handle(), &bound.raw.registration, remote, data)?;
-        waiter.complete(&op).await?;
-        let status = op.status();
-        let buffer = op.payload_mut().take_buffer();
-        if status != NtStatus::NOT_IMPLEMENTED && status != NtStatus::NOT_SUPPORTED {
-            status.ok()?;
-            let sent = op.information();
-            let outcome = ConnectEx {
-                path: ConnectPath::ConnectEx,
-                sent,
-                buffer,
+        let mut op =
+            match calls::connect_ex(bound.raw.handle(), &bound.raw.registration, remote, data) {
+                Ok(op) => op,
+                Err((error, data)) => return (Err(error), data),
             };
-            return Ok((Connection { raw: bound.raw }, outcome));
+        let waited = waiter.complete(&op).await;
+        let buffer = op.payload_mut().take_buffer();
+        if let Err(error) = waited {
+            return (Err(error), buffer);
+        }
+        let status = op.status();
+        if status != NtStatus::NOT_IMPLEMENTED && status != NtStatus::NOT_SUPPORTED {
+            let outcome = status.ok().map(|()| {
+                let outcome = ConnectEx {
+                    path: ConnectPath::ConnectEx,
+                    sent: op.information(),
+                };
+                (Connection { raw: bound.raw }, outcome)
+            });
+            return (outcome, buffer);
         }
         data = buffer;
     }
-    let connection = connect_flow(bound, waiter, remote).await?;
-    let (sent, buffer) = match data {
+    let connection = match connect_flow(bound, waiter, remote).await {
+        Ok(connection) => connection,
+        Err(error) => return (Err(error), data),
+    };
+    match data {
         Some(buffer) if !buffer.is_empty() => {
             let (sent, buffer) = send_flow(&connection, waiter, buffer).await;
-            (sent?, Some(buffer))
+            let outcome = sent.map(|sent| {
+                (
+                    connection,
+                    ConnectEx {
+                        path: ConnectPath::ConnectThenSend,
+                        sent,
+                    },
+                )
+            });
+            (outcome, Some(buffer))
         }
-        other => (0, other),
-    };
-    Ok((
-        connection,
-        ConnectEx {
-            path: ConnectPath::ConnectThenSend,
-            sent,
-            buffer,
-        },
-    ))
+        other => (
+            Ok((
+                connection,
+                ConnectEx {
+                    path: ConnectPath::ConnectThenSend,
+                    sent: 0,
+                },
+            )),
+            other,
+        ),
+    }
 }
 
 async fn send_flow<W: Waiter>(
@@ -552,7 +570,8 @@ impl<'r> BoundSocket<'r> {
     /// with `WskConnectEx`: in the SYN if TCP Fast Open was enabled and the
     /// provider can. Without `WskConnectEx` (a NULL entry, or the provider
     /// answers `STATUS_NOT_IMPLEMENTED` / `STATUS_NOT_SUPPORTED`) it falls
-    /// back to connect then send, and says so in [`ConnectEx::path`].
+    /// back to connect then send, and says so in [`ConnectEx::path`]. The
+    /// data buffer comes back with the result, whatever it is.
     ///
     /// # IRQL
     /// Poll at `DISPATCH_LEVEL` or below.
@@ -565,7 +584,8 @@ impl<'r> BoundSocket<'r> {
         self,
         remote: SocketAddr,
         data: Option<PoolBuffer>,
-    ) -> impl Future<Output = Result<(Connection<'r>, ConnectEx)>> + Send + 'r {
+    ) -> impl Future<Output = (Result<(Connection<'r>, ConnectEx)>, Option<PoolBuffer>)> + Send + 'r
+    {
         async move { connect_ex_flow(self, &mut Await, remote, data).await }
     }
 
@@ -582,7 +602,7 @@ impl<'r> BoundSocket<'r> {
         timeout: Duration,
         remote: SocketAddr,
         data: Option<PoolBuffer>,
-    ) -> Result<(Connection<'r>, ConnectEx)> {
+    ) -> (Result<(Connection<'r>, ConnectEx)>, Option<PoolBuffer>) {
         run_blocking(connect_ex_flow(
             self,
             &mut Blocking::new(irql, timeout),

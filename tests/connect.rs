@@ -140,16 +140,12 @@ fn connect_ex_sends_its_data_with_the_connect() {
         let bound = socket
             .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
             .unwrap();
-        let (connection, outcome) = bound
-            .connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"early data")))
-            .unwrap();
+        let (connected, data) =
+            bound.connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"early data")));
+        let (connection, outcome) = connected.unwrap();
         assert_eq!(outcome.path, ConnectPath::ConnectEx);
         assert_eq!(outcome.sent, 10);
-        assert_eq!(
-            &*outcome.buffer.unwrap(),
-            b"early data",
-            "the buffer comes back"
-        );
+        assert_eq!(&*data.unwrap(), b"early data", "the buffer comes back");
         let (got, reply) = connection.receive_blocking(passive, TIMEOUT, empty(64));
         assert_eq!(got, Ok(10));
         assert_eq!(&*reply, b"early data");
@@ -183,16 +179,12 @@ fn connect_ex_falls_back_to_connect_then_send_without_a_working_entry() {
             let bound = socket
                 .bind_blocking(passive, TIMEOUT, family.unspecified())
                 .unwrap();
-            let (connection, outcome) = bound
-                .connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"fallback")))
-                .unwrap();
+            let (connected, data) =
+                bound.connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"fallback")));
+            let (connection, outcome) = connected.unwrap();
             assert_eq!(outcome.path, ConnectPath::ConnectThenSend);
             assert_eq!(outcome.sent, 8);
-            assert_eq!(
-                &*outcome.buffer.unwrap(),
-                b"fallback",
-                "the buffer comes back"
-            );
+            assert_eq!(&*data.unwrap(), b"fallback", "the buffer comes back");
             connection.close_blocking(passive, TIMEOUT).unwrap();
             assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"fallback");
             assert_eq!(kernel.usage().irps, 0, "no IRP left behind");
@@ -212,10 +204,17 @@ fn oversized_connect_ex_data_is_rejected_before_anything_is_sent() {
             .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
             .unwrap();
         let data = empty(wsk::CONNECT_EX_MAX_DATA + 1);
-        let error = bound
-            .connect_ex_blocking(passive, TIMEOUT, listener.local_addr().unwrap(), Some(data))
-            .unwrap_err();
-        assert_eq!(error, Error::InvalidArgument(NtStatus::BUFFER_OVERFLOW));
+        let (connected, data) =
+            bound.connect_ex_blocking(passive, TIMEOUT, listener.local_addr().unwrap(), Some(data));
+        assert_eq!(
+            connected.unwrap_err(),
+            Error::InvalidArgument(NtStatus::BUFFER_OVERFLOW)
+        );
+        assert_eq!(
+            data.unwrap().len(),
+            wsk::CONNECT_EX_MAX_DATA + 1,
+            "the data comes back"
+        );
         thread::sleep(Duration::from_millis(50));
         assert!(
             listener.accept().is_err(),
@@ -293,7 +292,8 @@ fn futures_run_the_same_flows() {
         let reply = block_on(passive, async {
             let socket = provider.socket(Family::V4, SocketKind::Connection).await?;
             let bound = socket.bind(Family::V4.unspecified()).await?;
-            let (connection, outcome) = bound.connect_ex(remote, Some(buffer(b"async"))).await?;
+            let (connected, _data) = bound.connect_ex(remote, Some(buffer(b"async"))).await;
+            let (connection, outcome) = connected?;
             assert_eq!(outcome.sent, 5);
             let (got, reply) = connection.receive(empty(16)).await;
             got?;
@@ -482,5 +482,54 @@ fn buffers_come_back_even_when_nothing_is_submitted() {
         );
         assert_eq!(&*back, b"kept");
         echo_blocking(connection, passive, b"after the failure");
+    });
+}
+
+#[test]
+fn connect_ex_hands_its_data_back_when_the_connect_fails() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        {
+            let socket = provider
+                .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
+                .unwrap();
+            let bound = socket
+                .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
+                .unwrap();
+            let (connected, data) =
+                bound.connect_ex_blocking(passive, TIMEOUT, closed, Some(buffer(b"kept")));
+            assert_eq!(
+                connected.unwrap_err(),
+                Error::Refused(NtStatus::CONNECTION_REFUSED)
+            );
+            assert_eq!(&*data.unwrap(), b"kept");
+        }
+    });
+    // The fallback path (connect, then send) fails at the connect.
+    let config = ProviderConfig {
+        connect_ex: false,
+        ..ProviderConfig::default()
+    };
+    with_provider(config, |_, provider, passive| {
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let socket = provider
+            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
+            .unwrap();
+        let bound = socket
+            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
+            .unwrap();
+        let (connected, data) =
+            bound.connect_ex_blocking(passive, TIMEOUT, closed, Some(buffer(b"kept")));
+        assert_eq!(
+            connected.unwrap_err(),
+            Error::Refused(NtStatus::CONNECTION_REFUSED)
+        );
+        assert_eq!(&*data.unwrap(), b"kept");
     });
 }

@@ -298,8 +298,8 @@ pub fn run_mode(
             }
             let bound = socket.bind_blocking(passive, timeout, local)?;
             let data = (!data.is_empty()).then_some(data);
-            let (connection, outcome) =
-                bound.connect_ex_blocking(passive, timeout, remote, data)?;
+            let (connected, _data) = bound.connect_ex_blocking(passive, timeout, remote, data);
+            let (connection, outcome) = connected?;
             (connection, outcome.path.name(), outcome.sent)
         }
     };
