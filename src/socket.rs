@@ -241,9 +241,9 @@ async fn connect_ex_flow<'r, W: Waiter>(
                 Ok(op) => op,
                 Err((error, data)) => return (Err(error), data),
             };
-        let waited = waiter.complete(&op).await;
+        let completion = waiter.complete(&op).await;
         let buffer = op.payload_mut().take_buffer();
-        if let Err(error) = waited {
+        if let Err(error) = completion {
             return (Err(error), buffer);
         }
         let status = op.status();
