@@ -327,6 +327,9 @@ impl<P: Payload> Drop for Operation<P> {
     fn drop(&mut self) {
         let block = self.block();
         if block.state() == Lifecycle::InFlight {
+            // Nobody will poll again: let go of the task now rather than in
+            // the completion routine, at DISPATCH_LEVEL on another thread.
+            drop(block.waker.take());
             // The block (and so the IRP) is alive: we still hold a reference.
             let _ = block.irp.cancel();
             if block.protocol.abandon() {
@@ -387,7 +390,10 @@ unsafe extern "system" fn on_complete<P: Payload>(
         Completion::Orphaned => {}
         Completion::Stale => {
             // A provider that returned a non-pending status and completed
-            // later anyway: the submitter already took this reference.
+            // the IRP later anyway breaks the WDM rule: the submitter already
+            // took this reference, and the owner may have freed the block,
+            // so even the state read above may have touched freed pool.
+            // Nothing more is touched; such a provider cannot be made safe.
             debug_assert!(false, "completion routine ran after the call was reclaimed");
             return STATUS_MORE_PROCESSING_REQUIRED;
         }

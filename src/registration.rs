@@ -39,6 +39,9 @@ use crate::kernel::irql::{AtMostDispatch, Irql, PassiveLevel};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::{Error, NtStatus, Result, sys};
 
+/// How often deregistration looks again for timers still alive.
+const TIMER_POLL: Duration = Duration::from_millis(10);
+
 /// The WSK version this library asks for.
 const CLIENT_VERSION: USHORT = MAKE_WSK_VERSION(1, 0);
 
@@ -216,8 +219,10 @@ impl Registration {
     }
 
     /// Drains and deregisters: waits for every operation still in flight to
-    /// complete (new ones are refused), then `WskDeregister`, which itself
-    /// waits until every captured NPI is released and every socket closed.
+    /// complete (new ones are refused) and for every timer of
+    /// [`sleep`](crate::sleep) and [`timeout`](crate::timeout) to be gone
+    /// (drop them first), then `WskDeregister`, which itself waits until
+    /// every captured NPI is released and every socket closed.
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` (the token proves it).
@@ -234,6 +239,12 @@ impl Registration {
         if block.in_flight.load(Ordering::SeqCst) != 0 {
             // The last completion sets the event (see `InFlight::drop`).
             let _ = block.drained.wait(&irql.at_most_apc(), None);
+        }
+        // Timers (`sleep`, `timeout`) belong to no registration: wait until
+        // none is armed or still running its DPC, checking every 10 ms.
+        while crate::kernel::timer::live() != 0 {
+            block.drained.clear();
+            let _ = block.drained.wait(&irql.at_most_apc(), Some(TIMER_POLL));
         }
         // SAFETY: registered; PASSIVE_LEVEL proved by the token; nothing of
         // ours is in flight any more.

@@ -299,7 +299,8 @@ async fn send_flow<W: Waiter>(
     if buffer.is_empty() {
         return (Ok(0), buffer);
     }
-    transfer_flow(connection, waiter, buffer, calls::send).await
+    let (result, buffer, _) = transfer_flow(connection, waiter, buffer, calls::send).await;
+    (result, buffer)
 }
 
 async fn receive_flow<W: Waiter>(
@@ -307,9 +308,11 @@ async fn receive_flow<W: Waiter>(
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
-    let (result, mut buffer) = transfer_flow(connection, waiter, buffer, calls::receive).await;
-    let received = result.as_ref().map_or(0, |&n| n.min(buffer.capacity()));
-    buffer.set_len(received);
+    let (result, mut buffer, moved) =
+        transfer_flow(connection, waiter, buffer, calls::receive).await;
+    // What arrived stays visible, even when a timeout cut the receive after
+    // the provider had taken bytes from the stream.
+    buffer.set_len(moved.min(buffer.capacity()));
     (result, buffer)
 }
 
@@ -324,21 +327,27 @@ async fn transfer_flow<W: Waiter>(
     waiter: &mut W,
     buffer: PoolBuffer,
     submit: Transfer,
-) -> (Result<usize>, PoolBuffer) {
+) -> (Result<usize>, PoolBuffer, usize) {
     let mut op = match submit(
         connection.raw.handle(),
         &connection.raw.registration,
         buffer,
     ) {
         Ok(op) => op,
-        Err((error, buffer)) => return (Err(error), buffer),
+        Err((error, buffer)) => return (Err(error), buffer, 0),
     };
     let result = finish(waiter, &op).await;
+    // Completed by now, even after a timeout (cancel, then wait).
+    let moved = if op.status().is_success() {
+        op.information()
+    } else {
+        0
+    };
     let buffer = op
         .payload_mut()
         .take_buffer()
         .expect("the buffer comes back");
-    (result, buffer)
+    (result, buffer, moved)
 }
 
 async fn disconnect_flow<W: Waiter>(connection: &Connection<'_>, waiter: &mut W) -> Result<()> {
@@ -645,7 +654,9 @@ impl<'r> Connection<'r> {
     /// `PASSIVE_LEVEL`.
     ///
     /// # Errors
-    /// As `send`, and [`Error::TimedOut`].
+    /// As `send`, and [`Error::TimedOut`]: the send was cancelled, but some
+    /// or all of the data may have gone out before the cancel took effect,
+    /// so the stream's position is unknown: close the connection.
     pub fn send_blocking(
         &self,
         irql: &PassiveLevel,
@@ -678,7 +689,9 @@ impl<'r> Connection<'r> {
     /// `PASSIVE_LEVEL`.
     ///
     /// # Errors
-    /// As `receive`, and [`Error::TimedOut`].
+    /// As `receive`, and [`Error::TimedOut`]: the receive was cancelled;
+    /// bytes the provider had already taken from the stream are in the
+    /// returned buffer (its length), not lost.
     pub fn receive_blocking(
         &self,
         irql: &PassiveLevel,

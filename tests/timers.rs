@@ -135,3 +135,31 @@ fn freeing_pool_that_holds_an_armed_timer_bugchecks() {
     // SAFETY: deliberately wrong: freed while armed.
     unsafe { exports::ExFreePoolWithTag(block, tag) };
 }
+
+#[test]
+fn deregistration_waits_for_armed_timers_but_not_for_leaked_ones() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    // Armed, then forgotten by its owner: its DPC still runs after 100 ms.
+    let mut forgotten = Box::pin(sleep(Duration::from_millis(100)));
+    let waker = std::task::Waker::noop();
+    assert!(
+        forgotten
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+            .is_pending()
+    );
+    std::mem::forget(forgotten);
+    let start = Instant::now();
+    registration.deregister(&passive);
+    assert!(
+        start.elapsed() >= Duration::from_millis(90),
+        "deregistered while a timer DPC could still run"
+    );
+    // The forgotten block leaks (allowed), but nothing else does.
+    let usage = kernel.usage();
+    assert_eq!(usage.pool_tag(TIMER_TAG).allocations, 1);
+    assert_eq!((usage.irps, usage.registrations), (0, 0));
+}

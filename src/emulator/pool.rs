@@ -15,6 +15,8 @@ pub const POOL_ALIGNMENT: usize = 16;
 /// Fresh pool is not zeroed: this pattern makes reads of uninitialised
 /// memory visible.
 const FRESH_FILL: u8 = 0xC5;
+/// Freed pool is filled with this before it goes back to the allocator.
+const FREED_FILL: u8 = 0xDF;
 
 pub fn allocate(pool_type: POOL_TYPE, size: usize, tag: u32) -> *mut c_void {
     irql::require_at_most(
@@ -89,6 +91,11 @@ pub fn free(block: *mut c_void, tag: u32) {
         }
     };
     super::timer::check_freed(block as usize, record.size);
+    // Poison it: a use after free then reads garbage (an event's type byte,
+    // a reference count), not stale but plausible values.
+    // SAFETY: the block is still allocated with at least `record.size`
+    // bytes, and nobody may use it any more.
+    unsafe { block.cast::<u8>().write_bytes(FREED_FILL, record.size) };
     // SAFETY: the registry held this block, allocated by `allocate` with
     // this very layout, and it has just been removed, so it is freed once.
     unsafe { dealloc(block.cast(), layout(record.size)) };

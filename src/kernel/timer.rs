@@ -26,6 +26,17 @@ use crate::{Error, NtStatus, Result, sys};
 /// Timer blocks.
 const TAG: PoolTag = PoolTag::new(*b"WskT");
 
+/// Timers whose DPC may still run (armed, or expired with the DPC not yet
+/// finished): deregistration waits for zero, so no timer DPC of the library
+/// runs after the driver's last WSK call. A leaked `Sleep` (`mem::forget`)
+/// leaks its block but does not hold this up: its DPC still finishes.
+static ARMED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many timers may still run their DPC.
+pub(crate) fn live() -> usize {
+    ARMED.load(Ordering::Acquire)
+}
+
 struct TimerBlock {
     refs: AtomicUsize,
     fired: AtomicBool,
@@ -74,6 +85,7 @@ impl Timer {
         };
         // SAFETY: `init` initialises every field.
         let block = unsafe { PoolBox::new_with(TAG, init)? };
+        ARMED.fetch_add(1, Ordering::AcqRel);
         let raw = block.into_raw();
         // INVARIANT: two references: ours and the DPC's, armed next.
         let timer = Self { block: raw };
@@ -112,6 +124,7 @@ impl Drop for Timer {
         if unsafe { sys::KeCancelTimer(shared.timer.get()) } != FALSE {
             // Dequeued before it expired: its DPC will never run.
             release(self.block);
+            ARMED.fetch_sub(1, Ordering::AcqRel);
         }
         release(self.block);
     }
@@ -191,6 +204,7 @@ unsafe extern "system" fn on_expiry(
     shared.waker.wake();
     // SAFETY: non-null: the block's own address.
     release(unsafe { NonNull::new_unchecked(block) });
+    ARMED.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Completes after `duration`: a kernel timer whose DPC wakes the task.
@@ -238,9 +252,17 @@ impl core::fmt::Debug for Sleep {
     }
 }
 
-/// Bounds `future` by `duration`: its output, or [`Error::TimedOut`]
-/// (`STATUS_IO_TIMEOUT`) when the time passes first, in which case the
-/// future is dropped, which cancels any IRP it has in flight.
+/// Bounds `future` by `duration`.
+///
+/// The output is the future's, or [`Error::TimedOut`] (`STATUS_IO_TIMEOUT`)
+/// when the time passes first; the future is then dropped at once, which
+/// cancels any IRP it has in flight (the IRP completes later; nothing the
+/// provider may touch is freed before).
+///
+/// A send or receive cut this way loses track of its data: bytes may have
+/// been sent, or taken from the stream, before the cancel took effect.
+/// Close a connection after a timed-out transfer (or use the blocking
+/// calls, whose timeout waits for the completion and keeps what arrived).
 ///
 /// ```no_run
 /// # async fn demo(connection: &wsk::Connection<'_>, buffer: wsk::PoolBuffer) -> Result<(), wsk::Error> {
@@ -257,7 +279,7 @@ impl core::fmt::Debug for Sleep {
 /// [`Error::InsufficientResources`] when the timer cannot be allocated.
 pub const fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
     Timeout {
-        future,
+        future: Some(future),
         sleep: sleep(duration),
     }
 }
@@ -267,7 +289,7 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct Timeout<F> {
         #[pin]
-        future: F,
+        future: Option<F>,
         sleep: Sleep,
     }
 }
@@ -275,12 +297,20 @@ pin_project_lite::pin_project! {
 impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(output) = this.future.poll(cx) {
+        let mut this = self.project();
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err(Error::TimedOut(NtStatus::IO_TIMEOUT)));
+        };
+        if let Poll::Ready(output) = future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
         match Pin::new(this.sleep).poll(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Err(Error::TimedOut(NtStatus::IO_TIMEOUT))),
+            Poll::Ready(Ok(())) => {
+                // Drop the bounded future now: its IRP is cancelled here,
+                // not whenever the caller drops this one.
+                this.future.set(None);
+                Poll::Ready(Err(Error::TimedOut(NtStatus::IO_TIMEOUT)))
+            }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => Poll::Pending,
         }
