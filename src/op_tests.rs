@@ -243,3 +243,49 @@ fn a_blocking_timeout_cancels_and_waits_for_the_completion() {
     registration.deregister(&passive);
     kernel.assert_no_leaks();
 }
+
+#[test]
+fn a_success_that_races_the_timeout_keeps_its_result_for_the_caller() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    let mut parked = None;
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: a provider that cannot cancel: it keeps the IRP.
+        let handle = unsafe { io::start(irp, "uncancelable") };
+        // SAFETY: owned by the stand-in provider.
+        unsafe { io::mark_pending(handle) };
+        parked = Some(handle);
+        STATUS_PENDING
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(&reg, call).unwrap() };
+    let handle = parked.expect("the call ran");
+    // The provider finishes 5 bytes after the caller's deadline.
+    let late = {
+        let kernel = kernel.clone();
+        std::thread::spawn(move || {
+            let _enter = kernel.enter();
+            std::thread::sleep(Duration::from_millis(80));
+            // SAFETY: still owned by the stand-in provider.
+            unsafe { io::complete(handle, STATUS_SUCCESS, 5) };
+        })
+    };
+    let passive = PassiveLevel::check().unwrap();
+    let mut waiter = Blocking::new(&passive, Duration::from_millis(20));
+    let result = run_blocking(waiter.complete(&op));
+    late.join().unwrap();
+    // Never reported as success, but nothing is hidden from the caller.
+    assert_eq!(result, Err(Error::TimedOut(NtStatus::IO_TIMEOUT)));
+    assert!(
+        op.is_complete(),
+        "the blocking timeout waited for the completion"
+    );
+    assert_eq!((op.status(), op.information()), (NtStatus::SUCCESS, 5));
+    op.consume();
+    drop(op);
+    drop(reg);
+    registration.deregister(&passive);
+    kernel.assert_no_leaks();
+}
