@@ -43,7 +43,7 @@ readonly REPLY_SHOWN='hello from wine! \\ \x00\x7F end\r\n'
 readonly ALLOW_NTOSKRNL="
 DbgPrint ExAllocatePoolWithTag ExFreePoolWithTag IoAllocateIrp IoAllocateMdl
 IoCancelIrp IoFreeIrp IoFreeMdl IoReuseIrp KeBugCheckEx KeCancelTimer KeClearEvent
-KeInitializeDpc KeInitializeEvent KeInitializeTimer KeReadStateEvent KeSetEvent
+KeFlushQueuedDpcs KeInitializeDpc KeInitializeEvent KeInitializeTimer KeReadStateEvent KeSetEvent
 KeSetTimer KeWaitForSingleObject
 MmBuildMdlForNonPagedPool MmGetSystemRoutineAddress ObReferenceObjectByHandle
 ObfDereferenceObject PsCreateSystemThread PsTerminateSystemThread PsThreadType

@@ -246,6 +246,10 @@ impl Registration {
             block.drained.clear();
             let _ = block.drained.wait(&irql.at_most_apc(), Some(TIMER_POLL));
         }
+        // Let every DPC queued so far return (a timer DPC, a provider's
+        // completion from a DPC) before the driver's last WSK call.
+        // SAFETY: PASSIVE_LEVEL, proved by the token.
+        unsafe { sys::KeFlushQueuedDpcs() };
         // SAFETY: registered; PASSIVE_LEVEL proved by the token; nothing of
         // ours is in flight any more.
         unsafe { sys::WskDeregister(self.block.registration()) };

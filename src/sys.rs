@@ -48,6 +48,7 @@ mod windows {
         pub fn KeInitializeTimer(Timer: *mut KTIMER);
         pub fn KeSetTimer(Timer: *mut KTIMER, DueTime: i64, Dpc: *mut KDPC) -> BOOLEAN;
         pub fn KeCancelTimer(Timer: *mut KTIMER) -> BOOLEAN;
+        pub fn KeFlushQueuedDpcs();
         pub fn KeInitializeDpc(
             Dpc: *mut KDPC,
             DeferredRoutine: PKDEFERRED_ROUTINE,

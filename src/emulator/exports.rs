@@ -173,6 +173,11 @@ pub unsafe fn KeInitializeDpc(
     unsafe { timer::initialize_dpc(Dpc, DeferredRoutine, DeferredContext) };
 }
 
+/// `KeFlushQueuedDpcs`.
+pub unsafe fn KeFlushQueuedDpcs() {
+    timer::flush_queued_dpcs();
+}
+
 /// `KeGetCurrentIrql`.
 #[must_use]
 pub fn current_irql() -> KIRQL {

@@ -34,6 +34,8 @@ struct Armed {
 #[derive(Default)]
 struct Timers {
     armed: FxHashMap<usize, Armed>,
+    /// Expired timers whose DPC routine has not returned yet.
+    running: usize,
 }
 
 static TIMERS: LazyLock<(Mutex<Timers>, Condvar)> = LazyLock::new(Default::default);
@@ -128,6 +130,31 @@ pub fn cancel_timer(timer: *mut KTIMER) -> BOOLEAN {
     }
 }
 
+/// `KeFlushQueuedDpcs`: returns once every DPC queued before the call has
+/// run: expired timers' DPCs and the kernel's DPC queue.
+pub fn flush_queued_dpcs() {
+    irql::require_at_most(
+        crate::abi::PASSIVE_LEVEL,
+        "KeFlushQueuedDpcs",
+        "flushing DPCs waits for them",
+    );
+    let now = Instant::now();
+    let mut timers = lock();
+    while timers.running > 0 || timers.armed.values().any(|armed| armed.due <= now) {
+        timers = TIMERS
+            .1
+            .wait_timeout(timers, Duration::from_millis(1))
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    drop(timers);
+    let (done, flushed) = std::sync::mpsc::channel();
+    Kernel::current().queue_dpc(move || {
+        let _ = done.send(());
+    });
+    let _ = flushed.recv();
+}
+
 /// Bugchecks if `[start, start + len)` holds an armed timer (pool about to
 /// be freed).
 pub fn check_freed(start: usize, len: usize) {
@@ -182,9 +209,12 @@ fn run() {
             }
             Some((timer, _)) => {
                 let armed = timers.armed.remove(&timer).expect("found above");
+                timers.running += 1;
                 drop(timers);
                 fire(&armed);
                 timers = lock();
+                timers.running -= 1;
+                TIMERS.1.notify_all();
             }
         }
     }
