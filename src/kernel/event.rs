@@ -1,5 +1,5 @@
 //! `KEVENT`: [`Event`] in its own pool block, and the embeddable
-//! [`RawEvent`] for blocks that already live in pool.
+//! `RawEvent` for blocks that already live in pool.
 
 use core::cell::UnsafeCell;
 use core::time::Duration;
