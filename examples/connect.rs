@@ -172,19 +172,8 @@ fn main() -> ExitCode {
             };
             let result = wsk_demo::run_mode(&provider, &passive, mode, &job);
             let elapsed_us = start.elapsed().as_micros();
-            let outcome = match &result {
-                Ok(run) => Outcome::Ok {
-                    path: run.path,
-                    sent: run.sent,
-                    received: run.reply.len(),
-                    reply: &run.reply,
-                    elapsed_us,
-                },
-                Err(error) => {
-                    all_ok = false;
-                    Outcome::Error(*error)
-                }
-            };
+            all_ok &= result.is_ok();
+            let outcome = Outcome::of(&result, elapsed_us);
             println!("{}", ResultLine { mode, outcome });
         }
     }

@@ -77,37 +77,33 @@ impl SocketHandle {
         // SAFETY: a live socket (invariant) whose first field is its
         // dispatch table pointer.
         let dispatch = unsafe { (*self.raw.as_ptr()).Dispatch };
+        // The two tables hold the same entries at different offsets.
+        macro_rules! entries {
+            ($table:expr) => {
+                Entries {
+                    basic: &raw const $table.Basic,
+                    bind: $table.WskBind,
+                    connect: $table.WskConnect,
+                    connect_ex: $table.WskConnectEx,
+                    send: $table.WskSend,
+                    receive: $table.WskReceive,
+                    disconnect: $table.WskDisconnect,
+                    local: $table.WskGetLocalAddress,
+                    remote: $table.WskGetRemoteAddress,
+                }
+            };
+        }
         match self.kind {
             SocketKind::Connection => {
                 // SAFETY: connection sockets use the connection table, which
                 // the provider keeps valid while the socket lives.
                 let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
-                Entries {
-                    basic: &raw const table.Basic,
-                    bind: table.WskBind,
-                    connect: table.WskConnect,
-                    connect_ex: table.WskConnectEx,
-                    send: table.WskSend,
-                    receive: table.WskReceive,
-                    disconnect: table.WskDisconnect,
-                    local: table.WskGetLocalAddress,
-                    remote: table.WskGetRemoteAddress,
-                }
+                entries!(table)
             }
             SocketKind::Stream => {
                 // SAFETY: as above, for the stream table.
                 let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_STREAM_DISPATCH>() };
-                Entries {
-                    basic: &raw const table.Basic,
-                    bind: table.WskBind,
-                    connect: table.WskConnect,
-                    connect_ex: table.WskConnectEx,
-                    send: table.WskSend,
-                    receive: table.WskReceive,
-                    disconnect: table.WskDisconnect,
-                    local: table.WskGetLocalAddress,
-                    remote: table.WskGetRemoteAddress,
-                }
+                entries!(table)
             }
         }
     }

@@ -151,6 +151,23 @@ pub enum Outcome<'a> {
     Error(Error),
 }
 
+impl<'a> Outcome<'a> {
+    /// The outcome of a [`run_mode`] result that took `elapsed_us`.
+    #[must_use]
+    pub fn of(result: &'a Result<Run, Error>, elapsed_us: u128) -> Self {
+        match result {
+            Ok(run) => Self::Ok {
+                path: run.path,
+                sent: run.sent,
+                received: run.reply.len(),
+                reply: &run.reply,
+                elapsed_us,
+            },
+            Err(error) => Self::Error(*error),
+        }
+    }
+}
+
 /// The path name for a connect-ex outcome.
 #[must_use]
 pub const fn connect_ex_path(path: ConnectPath) -> &'static str {

@@ -176,16 +176,7 @@ fn run(config: &Config) {
                 let start = clock::now_us();
                 let result = wsk_demo::run_mode(&provider, &passive, mode, &job);
                 let elapsed_us = clock::now_us().saturating_sub(start);
-                let outcome = match &result {
-                    Ok(run) => Outcome::Ok {
-                        path: run.path,
-                        sent: run.sent,
-                        received: run.reply.len(),
-                        reply: &run.reply,
-                        elapsed_us,
-                    },
-                    Err(error) => Outcome::Error(*error),
-                };
+                let outcome = Outcome::of(&result, elapsed_us);
                 log!("{}", ResultLine { mode, outcome });
             }
         }
