@@ -49,6 +49,27 @@ fn registration_ref(registration: &Registration) -> crate::registration::Registr
     provider.registration().clone()
 }
 
+/// Submits `op` to a stand-in provider that pends the IRP without a cancel
+/// routine (it ignores cancellation) and hands it back for the test to
+/// complete.
+fn submit_uncancelable(
+    op: &mut Operation<Sentinel>,
+    reg: &crate::registration::RegistrationRef,
+) -> IrpHandle {
+    let mut parked = None;
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: the stand-in provider takes the IRP and keeps it.
+        let handle = unsafe { io::start(irp, "uncancelable") };
+        // SAFETY: owned by the stand-in provider.
+        unsafe { io::mark_pending(handle) };
+        parked = Some(handle);
+        STATUS_PENDING
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(reg, call).unwrap() };
+    parked.expect("the call ran")
+}
+
 #[test]
 fn an_inline_completion_is_the_result() {
     let (kernel, _enter, registration) = setup();
@@ -125,17 +146,7 @@ fn dropping_the_owner_frees_nothing_until_the_completion_runs() {
     let reg = registration_ref(&registration);
     let counter = Arc::new(AtomicUsize::new(0));
     let mut op = Operation::new(sentinel(&counter)).unwrap();
-    let mut parked = None;
-    let call = |irp: *mut IRP, _: *mut Sentinel| {
-        // SAFETY: a provider that ignores cancellation: it keeps the IRP.
-        let handle = unsafe { io::start(irp, "slow") };
-        // SAFETY: owned by the stand-in provider.
-        unsafe { io::mark_pending(handle) };
-        parked = Some(handle);
-        STATUS_PENDING
-    };
-    // SAFETY: one "WSK call" with the operation's IRP.
-    unsafe { op.submit(&reg, call).unwrap() };
+    let parked = submit_uncancelable(&mut op, &reg);
     assert_eq!(registration.in_flight(), 1);
     drop(op);
     let usage = kernel.usage();
@@ -146,7 +157,7 @@ fn dropping_the_owner_frees_nothing_until_the_completion_runs() {
     );
     assert_eq!(usage.irps, 1);
     // The provider completes (successfully) after all.
-    let handle: IrpHandle = parked.expect("the call ran");
+    let handle: IrpHandle = parked;
     // SAFETY: still owned by the stand-in provider.
     unsafe { io::complete(handle, STATUS_SUCCESS, 0) };
     assert_eq!(kernel.usage().pool_tag(SENTINEL).allocations, 0);
@@ -250,18 +261,7 @@ fn a_success_that_races_the_timeout_keeps_its_result_for_the_caller() {
     let reg = registration_ref(&registration);
     let counter = Arc::new(AtomicUsize::new(0));
     let mut op = Operation::new(sentinel(&counter)).unwrap();
-    let mut parked = None;
-    let call = |irp: *mut IRP, _: *mut Sentinel| {
-        // SAFETY: a provider that cannot cancel: it keeps the IRP.
-        let handle = unsafe { io::start(irp, "uncancelable") };
-        // SAFETY: owned by the stand-in provider.
-        unsafe { io::mark_pending(handle) };
-        parked = Some(handle);
-        STATUS_PENDING
-    };
-    // SAFETY: one "WSK call" with the operation's IRP.
-    unsafe { op.submit(&reg, call).unwrap() };
-    let handle = parked.expect("the call ran");
+    let handle = submit_uncancelable(&mut op, &reg);
     // The provider finishes 5 bytes after the caller's deadline.
     let late = {
         let kernel = kernel.clone();
