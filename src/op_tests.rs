@@ -70,6 +70,24 @@ fn submit_uncancelable(
     parked.expect("the call ran")
 }
 
+/// Submits `op` to a stand-in provider that pends the IRP in `queue`, with
+/// a cancel routine, until a cancel completes it.
+fn submit_cancelable(
+    op: &mut Operation<Sentinel>,
+    reg: &crate::registration::RegistrationRef,
+    queue: &PendingQueue<()>,
+) {
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: the stand-in provider pends the IRP cancelably.
+        let handle = unsafe { io::start(irp, "cancelable") };
+        // SAFETY: owned; the queue outlives it (the tests hold it).
+        unsafe { queue.pend(handle, ()) };
+        STATUS_PENDING
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(reg, call).unwrap() };
+}
+
 #[test]
 fn an_inline_completion_is_the_result() {
     let (kernel, _enter, registration) = setup();
@@ -179,15 +197,7 @@ fn dropping_the_owner_cancels_the_irp() {
     let counter = Arc::new(AtomicUsize::new(0));
     let queue = PendingQueue::<()>::new();
     let mut op = Operation::new(sentinel(&counter)).unwrap();
-    let call = |irp: *mut IRP, _: *mut Sentinel| {
-        // SAFETY: the stand-in provider pends the IRP cancelably.
-        let handle = unsafe { io::start(irp, "cancelable") };
-        // SAFETY: owned; the queue outlives it.
-        unsafe { queue.pend(handle, ()) };
-        STATUS_PENDING
-    };
-    // SAFETY: one "WSK call" with the operation's IRP.
-    unsafe { op.submit(&reg, call).unwrap() };
+    submit_cancelable(&mut op, &reg, &queue);
     drop(op);
     assert!(queue.is_empty(), "the cancel routine completed it");
     assert_eq!(
@@ -232,15 +242,7 @@ fn a_blocking_timeout_cancels_and_waits_for_the_completion() {
     let counter = Arc::new(AtomicUsize::new(0));
     let queue = PendingQueue::<()>::new();
     let mut op = Operation::new(sentinel(&counter)).unwrap();
-    let call = |irp: *mut IRP, _: *mut Sentinel| {
-        // SAFETY: the stand-in provider pends the IRP cancelably.
-        let handle = unsafe { io::start(irp, "never") };
-        // SAFETY: owned; the queue outlives it.
-        unsafe { queue.pend(handle, ()) };
-        STATUS_PENDING
-    };
-    // SAFETY: one "WSK call" with the operation's IRP.
-    unsafe { op.submit(&reg, call).unwrap() };
+    submit_cancelable(&mut op, &reg, &queue);
     let passive = PassiveLevel::check().unwrap();
     let start = std::time::Instant::now();
     let mut waiter = Blocking::new(&passive, Duration::from_millis(50));

@@ -70,6 +70,31 @@ fn echo_blocking(connection: Connection<'_>, passive: &PassiveLevel, data: &[u8]
     connection.close_blocking(passive, TIMEOUT).unwrap();
 }
 
+/// Waits (at most `TIMEOUT`) until `done` holds; `what` names it on failure.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A socket of `kind` bound to the wildcard address of `family`.
+fn bound_socket<'r>(
+    provider: &wsk::Provider<'r>,
+    passive: &PassiveLevel,
+    family: Family,
+    kind: SocketKind,
+) -> wsk::BoundSocket<'r> {
+    let socket = provider
+        .socket_blocking(passive, TIMEOUT, family, kind)
+        .unwrap();
+    assert_eq!(socket.kind(), kind);
+    socket
+        .bind_blocking(passive, TIMEOUT, family.unspecified())
+        .unwrap()
+}
+
 fn with_provider(
     config: ProviderConfig,
     test: impl FnOnce(&Kernel, &wsk::Provider<'_>, &PassiveLevel),
@@ -106,13 +131,7 @@ fn socket_bind_connect_echoes_for_both_kinds_and_families() {
         for kind in [SocketKind::Connection, SocketKind::Stream] {
             for (listen, family) in [("127.0.0.1:0", Family::V4), ("[::1]:0", Family::V6)] {
                 let (remote, received) = echo_server(listen);
-                let socket = provider
-                    .socket_blocking(passive, TIMEOUT, family, kind)
-                    .unwrap();
-                assert_eq!(socket.kind(), kind);
-                let bound = socket
-                    .bind_blocking(passive, TIMEOUT, family.unspecified())
-                    .unwrap();
+                let bound = bound_socket(provider, passive, family, kind);
                 let connection = bound.connect_blocking(passive, TIMEOUT, remote).unwrap();
                 let addresses = block_on(passive, async {
                     (
@@ -134,12 +153,7 @@ fn socket_bind_connect_echoes_for_both_kinds_and_families() {
 fn connect_ex_sends_its_data_with_the_connect() {
     with_provider(ProviderConfig::default(), |_, provider, passive| {
         let (remote, received) = echo_server("127.0.0.1:0");
-        let socket = provider
-            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
-            .unwrap();
-        let bound = socket
-            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
-            .unwrap();
+        let bound = bound_socket(provider, passive, Family::V4, SocketKind::Connection);
         let (connected, data) =
             bound.connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"early data")));
         let (connection, outcome) = connected.unwrap();
@@ -173,12 +187,7 @@ fn connect_ex_falls_back_to_connect_then_send_without_a_working_entry() {
     ] {
         with_provider(config, |kernel, provider, passive| {
             let (remote, received) = echo_server(listen);
-            let socket = provider
-                .socket_blocking(passive, TIMEOUT, family, SocketKind::Stream)
-                .unwrap();
-            let bound = socket
-                .bind_blocking(passive, TIMEOUT, family.unspecified())
-                .unwrap();
+            let bound = bound_socket(provider, passive, family, SocketKind::Stream);
             let (connected, data) =
                 bound.connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"fallback")));
             let (connection, outcome) = connected.unwrap();
@@ -197,12 +206,7 @@ fn oversized_connect_ex_data_is_rejected_before_anything_is_sent() {
     with_provider(ProviderConfig::default(), |_, provider, passive| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
-        let socket = provider
-            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
-            .unwrap();
-        let bound = socket
-            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
-            .unwrap();
+        let bound = bound_socket(provider, passive, Family::V4, SocketKind::Connection);
         let data = empty(wsk::CONNECT_EX_MAX_DATA + 1);
         let (connected, data) =
             bound.connect_ex_blocking(passive, TIMEOUT, listener.local_addr().unwrap(), Some(data));
@@ -235,12 +239,7 @@ fn a_refused_connect_is_a_typed_error() {
             .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), closed)
             .unwrap_err();
         assert_eq!(error, Error::Refused(NtStatus::CONNECTION_REFUSED));
-        let socket = provider
-            .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
-            .unwrap();
-        let bound = socket
-            .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
-            .unwrap();
+        let bound = bound_socket(provider, passive, Family::V4, SocketKind::Connection);
         assert_eq!(
             bound
                 .connect_blocking(passive, TIMEOUT, closed)
@@ -373,11 +372,9 @@ fn dropping_a_pending_receive_cancels_it_and_returns_everything() {
             assert_eq!(kernel.usage().pool_tag(tag).allocations, 1);
         }
         // Dropped: the IRP was cancelled and its completion freed the buffer.
-        let deadline = Instant::now() + TIMEOUT;
-        while kernel.usage().pool_tag(tag).allocations != 0 {
-            assert!(Instant::now() < deadline, "the buffer was never released");
-            thread::sleep(Duration::from_millis(1));
-        }
+        eventually("the buffer was released", || {
+            kernel.usage().pool_tag(tag).allocations == 0
+        });
         // The connection is still usable.
         echo_blocking(connection, passive, b"still works");
     });
@@ -405,25 +402,16 @@ fn a_socket_connect_that_completes_after_its_caller_left_is_closed() {
             // The connection is established on the server side; the future
             // is never polled again.
             let (mut server_side, _) = listener.accept().unwrap();
-            let deadline = Instant::now() + TIMEOUT;
-            while kernel.usage().sockets == 0 {
-                assert!(Instant::now() < deadline);
-                thread::sleep(Duration::from_millis(1));
-            }
+            eventually("the provider created the socket", || {
+                kernel.usage().sockets != 0
+            });
             drop(connecting);
             // The abandoned socket is closed: the server sees the end.
             server_side.set_read_timeout(Some(TIMEOUT)).unwrap();
             let mut byte = [0_u8; 1];
             assert!(matches!(server_side.read(&mut byte), Ok(0) | Err(_)));
         }
-        let deadline = Instant::now() + TIMEOUT;
-        while kernel.usage().sockets != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the abandoned socket was never closed"
-            );
-            thread::sleep(Duration::from_millis(1));
-        }
+        eventually("every socket was closed", || kernel.usage().sockets == 0);
         let _ = passive;
     });
 }
@@ -439,11 +427,7 @@ fn a_dropped_connection_is_closed_without_blocking() {
         assert_eq!(sent, Ok(3));
         drop(connection);
         assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"bye");
-        let deadline = Instant::now() + TIMEOUT;
-        while kernel.usage().sockets != 0 {
-            assert!(Instant::now() < deadline);
-            thread::sleep(Duration::from_millis(1));
-        }
+        eventually("every socket was closed", || kernel.usage().sockets == 0);
     });
 }
 
@@ -499,12 +483,7 @@ fn connect_ex_hands_its_data_back_when_the_connect_fails() {
                 .unwrap()
                 .local_addr()
                 .unwrap();
-            let socket = provider
-                .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
-                .unwrap();
-            let bound = socket
-                .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
-                .unwrap();
+            let bound = bound_socket(provider, passive, Family::V4, SocketKind::Connection);
             let (connected, data) =
                 bound.connect_ex_blocking(passive, TIMEOUT, closed, Some(buffer(b"kept")));
             assert_eq!(

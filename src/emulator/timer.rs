@@ -8,10 +8,9 @@
 
 use core::ffi::c_void;
 use core::ptr;
+use std::collections::BTreeMap;
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
-
-use rustc_hash::FxHashMap;
 
 use super::verifier::bugcheck;
 use super::{Kernel, irql};
@@ -33,7 +32,8 @@ struct Armed {
 
 #[derive(Default)]
 struct Timers {
-    armed: FxHashMap<usize, Armed>,
+    /// By the timer's address, so a freed range is one lookup.
+    armed: BTreeMap<usize, Armed>,
     /// Expired timers whose DPC routine has not returned yet.
     running: usize,
 }
@@ -161,8 +161,9 @@ pub fn check_freed(start: usize, len: usize) {
     let timers = lock();
     if let Some(&timer) = timers
         .armed
-        .keys()
-        .find(|&&timer| timer >= start && timer < start + len)
+        .range(start..start.saturating_add(len))
+        .next()
+        .map(|(timer, _)| timer)
     {
         drop(timers);
         bugcheck(

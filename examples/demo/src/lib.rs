@@ -9,9 +9,7 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use wsk::{
-    ConnectPath, Connection, Error, Family, PassiveLevel, PoolBuffer, PoolTag, Provider, SocketKind,
-};
+use wsk::{Connection, Error, Family, PassiveLevel, PoolBuffer, PoolTag, Provider, SocketKind};
 
 /// One way to connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,12 +164,6 @@ impl<'a> Outcome<'a> {
             Err(error) => Self::Error(*error),
         }
     }
-}
-
-/// The path name for a connect-ex outcome.
-#[must_use]
-pub const fn connect_ex_path(path: ConnectPath) -> &'static str {
-    path.name()
 }
 
 /// The result line of one mode, exactly as the `connect` example prints it
