@@ -59,7 +59,8 @@ fn main() {
             ));
         }
     }
-    registration.deregister(&passive);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "deregistration had to force: {report}");
     kernel.assert_no_leaks();
 
     let std_rate = median(&mut std_rates);
@@ -114,7 +115,7 @@ fn run_std(server: SocketAddr, iterations: u32) -> Duration {
 }
 
 fn run_wsk(
-    provider: &Provider<'_>,
+    provider: &Provider,
     passive: &PassiveLevel,
     server: SocketAddr,
     iterations: u32,

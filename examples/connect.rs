@@ -177,7 +177,11 @@ fn main() -> ExitCode {
             println!("{}", ResultLine { mode, outcome });
         }
     }
-    registration.deregister(&passive);
+    let report = registration.deregister(&passive);
+    if !report.is_clean() {
+        eprintln!("connect: deregistration had to force: {report}");
+        return ExitCode::FAILURE;
+    }
     let leaks = kernel.usage();
     if !leaks.is_empty() {
         eprintln!("connect: leaks: {leaks}");

@@ -11,9 +11,13 @@ use crate::abi::{
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskSetOption,
 };
 use crate::addr::{Family, RawAddress};
+use crate::error::{Error, Result};
+use crate::kernel::mdl::Mdl;
+use crate::kernel::pool::PoolBuffer;
 use crate::op::{Operation, Payload};
-use crate::registration::RegistrationRef;
-use crate::{Error, Mdl, NtStatus, PoolBuffer, Provider, Result};
+use crate::registration::{Provider, RegistrationRef};
+use crate::socket::shared::SocketRef;
+use crate::status::NtStatus;
 
 /// The two socket kinds that can connect.
 ///
@@ -37,12 +41,13 @@ impl SocketKind {
     }
 }
 
-/// A WSK socket the provider created.
+/// A WSK socket the provider created, as seen by one call: valid while the
+/// caller holds the socket's run-down protection.
 ///
 /// # Invariants
-/// `raw` is a live `WSK_SOCKET` of `kind` until it is closed; its dispatch
-/// table is the one `kind` says.
-#[derive(Debug)]
+/// `raw` is a live `WSK_SOCKET` of `kind`; its dispatch table is the one
+/// `kind` says.
+#[derive(Debug, Clone, Copy)]
 pub struct SocketHandle {
     raw: NonNull<WSK_SOCKET>,
     kind: SocketKind,
@@ -68,9 +73,10 @@ struct Entries {
 }
 
 impl SocketHandle {
-    /// The kind.
-    pub const fn kind(&self) -> SocketKind {
-        self.kind
+    /// A view of a live socket of `kind`.
+    pub const fn new(raw: NonNull<WSK_SOCKET>, kind: SocketKind) -> Self {
+        // INVARIANT: the caller holds run-down protection on a created socket.
+        Self { raw, kind }
     }
 
     fn entries(&self) -> Entries {
@@ -108,7 +114,7 @@ impl SocketHandle {
         }
     }
 
-    fn basic(&self) -> &WSK_PROVIDER_BASIC_DISPATCH {
+    pub(crate) fn basic(&self) -> &WSK_PROVIDER_BASIC_DISPATCH {
         // SAFETY: the basic table heads the socket's dispatch table, valid
         // while the socket lives.
         unsafe { &*self.entries().basic }
@@ -120,7 +126,7 @@ impl SocketHandle {
         self.entries().connect_ex.is_some()
     }
 
-    const fn raw(&self) -> *mut WSK_SOCKET {
+    pub(crate) const fn raw(&self) -> *mut WSK_SOCKET {
         self.raw.as_ptr()
     }
 }
@@ -129,71 +135,74 @@ const fn missing() -> Error {
     Error::NotSupported(NtStatus(STATUS_NOT_SUPPORTED))
 }
 
-/// A socket-creating call's payload: a closer allocated up front, so a
-/// socket whose caller has gone can always be closed.
+/// A socket-creating call's payload: the socket's block, allocated up front
+/// (with its close operation), so a socket whose caller has gone can always
+/// be closed, and deregistration can find it from the moment it exists.
 pub struct NewSocket {
-    kind: SocketKind,
-    registration: RegistrationRef,
-    closer: Option<Closer>,
+    socket: SocketRef,
     local: RawAddress,
     remote: RawAddress,
 }
 
 impl NewSocket {
-    /// The socket the completed call created, with its closer.
+    fn new(
+        kind: SocketKind,
+        registration: &RegistrationRef,
+        local: RawAddress,
+        remote: RawAddress,
+    ) -> Result<Self> {
+        Ok(Self {
+            socket: SocketRef::new(kind, registration)?,
+            local,
+            remote,
+        })
+    }
+
+    /// The socket the completed call created.
     ///
-    /// # Panics
-    /// If taken twice.
-    pub fn take(&mut self, information: usize) -> Result<(SocketHandle, Closer)> {
-        let raw = NonNull::new(information as *mut WSK_SOCKET)
-            .ok_or(Error::Other(NtStatus::UNSUCCESSFUL))?;
-        // INVARIANT: the provider returned a live socket of the kind asked for.
-        let handle = SocketHandle {
-            raw,
-            kind: self.kind,
-        };
-        Ok((handle, self.closer.take().expect("socket taken once")))
+    /// # Errors
+    /// [`Error::Other`] if the provider reported success without a socket.
+    pub fn take(&self) -> Result<SocketRef> {
+        if self.socket.is_attached() {
+            Ok(self.socket.clone())
+        } else {
+            Err(Error::Other(NtStatus::UNSUCCESSFUL))
+        }
     }
 }
 
 impl Payload for NewSocket {
-    fn unconsumed(&mut self, _status: NtStatus, information: usize) {
-        if let (Some(raw), Some(closer)) = (
-            NonNull::new(information as *mut WSK_SOCKET),
-            self.closer.take(),
-        ) {
-            // INVARIANT: the provider created it; nobody took it.
-            closer.close_detached(
-                SocketHandle {
-                    raw,
-                    kind: self.kind,
-                },
-                &self.registration,
-            );
+    fn completed(&mut self, status: NtStatus, information: usize) {
+        if status.is_success()
+            && let Some(raw) = NonNull::new(information as *mut WSK_SOCKET)
+        {
+            // INVARIANT: the provider created it, of the kind asked for.
+            self.socket.attach(raw);
         }
+    }
+
+    fn unconsumed(&mut self, _status: NtStatus, _information: usize) {
+        // Nobody took the socket: close it (unless deregistration did).
+        self.socket.close_detached();
     }
 }
 
 /// `WskSocket`.
 pub fn socket(
-    provider: &Provider<'_>,
+    provider: &Provider,
     family: Family,
     kind: SocketKind,
 ) -> Result<Operation<NewSocket>> {
-    let entry = provider.dispatch().WskSocket.ok_or_else(missing)?;
-    let client = provider.client();
+    let captured = provider.enter()?;
+    let entry = captured.dispatch().WskSocket.ok_or_else(missing)?;
+    let client = captured.client();
     let registration = provider.registration();
-    let payload = NewSocket {
-        kind,
-        registration: registration.clone(),
-        closer: Some(Closer::new()?),
-        local: RawAddress::empty(),
-        remote: RawAddress::empty(),
-    };
+    let payload = NewSocket::new(kind, registration, RawAddress::empty(), RawAddress::empty())?;
     let mut op = Operation::new(payload)?;
     let call = |irp: *mut IRP, _: *mut NewSocket| {
-        // SAFETY: a captured provider's entry; no socket context or event
-        // dispatch; the IRP is the operation's.
+        // SAFETY: a captured provider's entry (the capture cannot be released
+        // while `captured` lives); no socket context or event dispatch; the
+        // IRP is the operation's.
         unsafe {
             entry(
                 client,
@@ -217,26 +226,26 @@ pub fn socket(
 
 /// `WskSocketConnect` (always a connection socket).
 pub fn socket_connect(
-    provider: &Provider<'_>,
+    provider: &Provider,
     local: core::net::SocketAddr,
     remote: core::net::SocketAddr,
 ) -> Result<Operation<NewSocket>> {
-    let entry = provider.dispatch().WskSocketConnect.ok_or_else(missing)?;
-    let client = provider.client();
+    let captured = provider.enter()?;
+    let entry = captured.dispatch().WskSocketConnect.ok_or_else(missing)?;
+    let client = captured.client();
     let registration = provider.registration();
-    let payload = NewSocket {
-        kind: SocketKind::Connection,
-        registration: registration.clone(),
-        closer: Some(Closer::new()?),
-        local: RawAddress::new(local),
-        remote: RawAddress::new(remote),
-    };
+    let payload = NewSocket::new(
+        SocketKind::Connection,
+        registration,
+        RawAddress::new(local),
+        RawAddress::new(remote),
+    )?;
     let mut op = Operation::new(payload)?;
     let call = |irp: *mut IRP, payload: *mut NewSocket| {
         // SAFETY: the payload lives in the operation block until completion.
         let payload = unsafe { &mut *payload };
-        // SAFETY: a captured provider's entry; the addresses stay valid
-        // until completion; reserved flags are 0.
+        // SAFETY: a captured provider's entry (held by `captured`); the
+        // addresses stay valid until completion; reserved flags are 0.
         unsafe {
             entry(
                 client,
@@ -544,46 +553,4 @@ pub fn enable_fast_open(
     // SAFETY: one WSK call with the operation's IRP.
     unsafe { op.submit(registration, call)? };
     Ok(op)
-}
-
-/// An IRP and block set aside to close one socket, so closing never fails
-/// for want of memory.
-pub struct Closer {
-    op: Operation<()>,
-}
-
-impl Closer {
-    /// Allocates the close operation.
-    pub fn new() -> Result<Self> {
-        Ok(Self {
-            op: Operation::new(())?,
-        })
-    }
-
-    /// Submits `WskCloseSocket`; the caller awaits the returned operation.
-    #[allow(
-        clippy::needless_pass_by_value,
-        reason = "closing consumes the handle: no call may follow"
-    )]
-    pub fn close(self, socket: SocketHandle, registration: &RegistrationRef) -> Operation<()> {
-        let mut op = self.op;
-        let basic = socket.basic();
-        let entry = basic
-            .WskCloseSocket
-            .expect("every WSK socket can be closed");
-        let raw = socket.raw();
-        // SAFETY: a live socket's entry; the handle is consumed, so no other
-        // call on it follows.
-        let call = |irp: *mut IRP, _: *mut ()| unsafe { entry(raw, irp) };
-        // SAFETY: one WSK call with the operation's IRP; a close counts in
-        // flight even while deregistration drains.
-        unsafe { op.submit_cleanup(registration, call) };
-        op
-    }
-
-    /// Closes without waiting (a dropped socket): the completion frees
-    /// everything.
-    pub fn close_detached(self, socket: SocketHandle, registration: &RegistrationRef) {
-        self.close(socket, registration).detach();
-    }
 }

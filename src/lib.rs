@@ -44,9 +44,11 @@ pub mod kernel;
 mod lifecycle;
 mod op;
 mod registration;
+mod rundown;
 mod socket;
 mod status;
 mod sys;
+mod tracking;
 #[cfg(all(windows, feature = "wdk"))]
 pub mod wdk;
 
@@ -60,7 +62,7 @@ pub use kernel::irql::{AtMostApc, AtMostDispatch, Irql, IrqlTooHigh, PassiveLeve
 pub use kernel::mdl::Mdl;
 pub use kernel::pool::{PoolBox, PoolBuffer, PoolTag};
 pub use kernel::timer::{Sleep, Timeout, sleep, timeout};
-pub use registration::{Provider, Registration, WskVersion};
+pub use registration::{DEREGISTER_BOUND, DeregisterReport, Provider, Registration, WskVersion};
 pub use socket::{BoundSocket, CONNECT_EX_MAX_DATA, ConnectEx, ConnectPath, Connection, Socket};
 pub use status::NtStatus;
 

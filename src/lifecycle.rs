@@ -8,6 +8,10 @@
 //!                     |  \--reclaim (a call that returned without completing)--> Completed
 //!                     +--abandon (owner dropped)--> Abandoned --complete--> (last release frees)
 //! ```
+//!
+//! Besides the owner and the completion routine, deregistration's sweep may
+//! hold a reference for a moment ([`Protocol::retain`]) while it cancels an
+//! IRP the driver forgot.
 
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -48,16 +52,19 @@ pub enum Completion {
     /// The owner left: nobody to signal.
     Orphaned,
     /// The submitter already reclaimed this completion (a provider that
-    /// returned without completing, then completed anyway): touch nothing.
+    /// returned without completing, then completed anyway): the result
+    /// stands; the routine only gives back its quarantined reference.
     Stale,
 }
 
 /// The shared part of an operation block.
 ///
 /// # Invariants
-/// `refs` counts the owner and, from `submit` until `complete` (or
-/// `reclaim`), the completion routine. The party whose `release` returns
-/// `Some` frees the block.
+/// `refs` counts the owner, the completion routine from `submit` until it
+/// runs (a reclaimed call keeps the routine's reference: the block stays
+/// quarantined until a late completion, if any, gives it back), and any
+/// sweep that retained the block. The party whose `release` returns `Some`
+/// frees the block.
 pub struct Protocol {
     refs: AtomicUsize,
     state: AtomicU8,
@@ -107,17 +114,19 @@ impl Protocol {
     /// The submitter takes the completion's part after a call that returned
     /// anything but `STATUS_PENDING`, unless the routine already ran.
     /// Returns whether it did (the caller then publishes the result).
+    ///
+    /// The routine's reference is *not* dropped: a provider that broke the
+    /// rule once may still complete the IRP later, so the block stays
+    /// allocated (quarantined) until it does.
     pub fn reclaim(&self) -> bool {
-        if self
-            .transition(Lifecycle::InFlight, Lifecycle::Completed)
+        self.transition(Lifecycle::InFlight, Lifecycle::Completed)
             .is_ok()
-        {
-            // Never the last: the owner still holds its reference.
-            self.refs.fetch_sub(1, Ordering::AcqRel);
-            true
-        } else {
-            false
-        }
+    }
+
+    /// Another party (deregistration's sweep) takes a reference while it
+    /// knows the block is alive.
+    pub fn retain(&self) {
+        self.refs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The completion routine's transition.
@@ -207,10 +216,9 @@ mod model {
             // SAFETY: the provider writes before the transition publishes it.
             block.result.with_mut(|result| unsafe { *result = 42 });
         }
-        match block.protocol.complete() {
-            Completion::Owned | Completion::Orphaned => block.release(),
-            Completion::Stale => {}
-        }
+        // Whatever it found, the routine gives its reference back.
+        let _ = block.protocol.complete();
+        block.release();
     }
 
     #[test]
@@ -254,6 +262,47 @@ mod model {
             provider.join().unwrap();
             assert_eq!(block.freed.load(Ordering::Relaxed), 1);
             assert_eq!(block.cleanups.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn a_sweep_cancelling_a_forgotten_operation_races_the_completion() {
+        loom::model(|| {
+            let block = submitted();
+            // The owner was forgotten (`mem::forget`): its reference never
+            // comes back; the sweep retains under the lock, then cancels.
+            block.protocol.retain();
+            let provider = {
+                let block = block.clone();
+                thread::spawn(move || completion_routine(&block, true))
+            };
+            block.touch();
+            block.release();
+            provider.join().unwrap();
+            assert_eq!(
+                block.freed.load(Ordering::Relaxed),
+                0,
+                "the owner still holds one"
+            );
+            // Had the owner not been forgotten, its drop frees.
+            let _ = block.protocol.abandon();
+            block.release();
+            assert_eq!(block.freed.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn a_reclaimed_call_without_a_late_completion_stays_quarantined() {
+        loom::model(|| {
+            let block = submitted();
+            assert!(block.protocol.reclaim());
+            block.protocol.consume();
+            block.release();
+            assert_eq!(
+                block.freed.load(Ordering::Relaxed),
+                0,
+                "the routine's reference is kept"
+            );
         });
     }
 

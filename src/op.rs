@@ -41,11 +41,18 @@ use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::time::Deadline;
 use crate::lifecycle::{Completion, Lifecycle, Protocol};
 use crate::registration::{InFlight, RegistrationRef};
+use crate::tracking::{Kind, Node, What};
 use crate::{Error, Irp, NtStatus, Result};
 
 /// What an operation carries for the provider, and how to release a result
 /// nobody took.
 pub trait Payload: Send + 'static {
+    /// Called once when the IRP has completed (in the completion routine,
+    /// or by the submitter of a call that returned without completing it),
+    /// before the owner can see the result. Runs at IRQL <=
+    /// `DISPATCH_LEVEL`: it must not wait.
+    fn completed(&mut self, _status: NtStatus, _information: usize) {}
+
     /// Called once when the block is freed if the operation succeeded but
     /// its result was never consumed (the caller dropped the future or timed
     /// out). Runs at IRQL <= `DISPATCH_LEVEL`, possibly in a completion
@@ -60,8 +67,13 @@ impl Payload for () {}
 /// # Invariants
 /// `protocol` counts the owner and, while in flight, the completion routine;
 /// the block is freed when the count drops to zero. `guard` and `payload`
-/// are touched by one party at a time, as the lifecycle says.
+/// are touched by one party at a time, as the lifecycle says. `node` is
+/// linked in the registration's list from submission until the completion
+/// (or the reclaim), and is the first field, so a node pointer is a block
+/// pointer.
+#[repr(C)]
 struct Block<P> {
+    node: Node,
     protocol: Protocol,
     /// The status a call returned when its completion routine never ran
     /// (`STATUS_PENDING` otherwise: the result is then the IRP's).
@@ -71,6 +83,15 @@ struct Block<P> {
     irp: ManuallyDrop<Irp>,
     guard: UnsafeCell<Option<InFlight>>,
     payload: UnsafeCell<P>,
+}
+
+impl<P: Payload> Block<P> {
+    /// How deregistration's sweep cancels a forgotten operation.
+    const KIND: &'static Kind = &Kind {
+        what: What::Operation,
+        retain: retain::<P>,
+        force: force::<P>,
+    };
 }
 
 impl<P> Block<P> {
@@ -114,6 +135,7 @@ impl<P: Payload> Operation<P> {
         let irp = Irp::allocate(1)?;
         let init = |slot: *mut Block<P>| {
             let block = Block {
+                node: Node::new(Block::<P>::KIND),
                 protocol: Protocol::new(),
                 reclaimed: AtomicI32::new(STATUS_PENDING),
                 waker: AtomicWaker::new(),
@@ -182,7 +204,7 @@ impl<P: Payload> Operation<P> {
     ) -> Result<()> {
         let guard = registration.begin_operation()?;
         // SAFETY: forwarded contract; the guard counts this operation.
-        unsafe { self.submit_with(guard, call) };
+        unsafe { self.submit_with(guard, true, call) };
         Ok(())
     }
 
@@ -197,16 +219,20 @@ impl<P: Payload> Operation<P> {
         call: impl FnOnce(*mut IRP, *mut P) -> NTSTATUS,
     ) {
         let guard = registration.begin_cleanup();
-        // SAFETY: forwarded contract.
-        unsafe { self.submit_with(guard, call) };
+        // SAFETY: forwarded contract. Clean-up (a close) is not listed for
+        // the sweep: nothing is left to cancel, and deregistration waits for
+        // it through the guard.
+        unsafe { self.submit_with(guard, false, call) };
     }
 
     unsafe fn submit_with(
         &mut self,
         guard: InFlight,
+        tracked: bool,
         call: impl FnOnce(*mut IRP, *mut P) -> NTSTATUS,
     ) {
         let raw = self.block.as_ptr();
+        let missed_sweep;
         {
             let block = self.block();
             assert_eq!(
@@ -214,6 +240,12 @@ impl<P: Payload> Operation<P> {
                 Lifecycle::Idle,
                 "an operation is submitted once"
             );
+            // Deregistration can cancel it from now on. If it has swept
+            // already (it began between `begin_operation` and here), cancel
+            // it right after the call instead.
+            // SAFETY: the node is alive until the completion unlinks it.
+            missed_sweep =
+                tracked && !unsafe { guard.registration().track(NonNull::from(&block.node)) };
             // SAFETY: idle: only the owner touches the guard slot.
             unsafe { *block.guard.get() = Some(guard) };
             // The completion routine gets its reference.
@@ -230,16 +262,25 @@ impl<P: Payload> Operation<P> {
         // SAFETY: the payload lives in the block, which outlives the call.
         let payload = unsafe { (*raw).payload.get() };
         let returned = call(irp_ptr, payload);
+        if missed_sweep {
+            self.cancel();
+        }
         if returned != STATUS_PENDING {
             let block = self.block();
             // The owner (us, exclusively) reads the result only after this
             // returns, so publishing it after the transition is fine.
             if block.protocol.reclaim() {
-                // The routine did not run and never will: take its part.
+                // The routine has not run: take its part, but keep its
+                // reference (the block is quarantined, see `reclaim`).
                 block.reclaimed.store(returned, Ordering::Relaxed);
-                // SAFETY: the completion routine will not run, so the guard
-                // slot is ours again.
-                drop(unsafe { (*block.guard.get()).take() });
+                // SAFETY: reclaimed: the payload is the owner's (us).
+                unsafe { (*block.payload.get()).completed(NtStatus(returned), 0) };
+                // SAFETY: reclaimed, so the guard slot is ours again.
+                if let Some(guard) = unsafe { (*block.guard.get()).take() } {
+                    // SAFETY: our live node, tracked at submission.
+                    unsafe { guard.registration().untrack(NonNull::from(&block.node)) };
+                    guard.registration().quarantine();
+                }
                 block.done.set();
             }
         }
@@ -375,13 +416,20 @@ unsafe extern "system" fn on_complete<P: Payload>(
     context: *mut c_void,
 ) -> NTSTATUS {
     let raw = context.cast::<Block<P>>();
-    // SAFETY: the routine's reference keeps the block alive.
+    // SAFETY: the routine's reference keeps the block alive (a reclaimed
+    // call keeps it too: the block is quarantined until this runs).
     let block = unsafe { &*raw };
+    // SAFETY: a non-null block pointer from the context.
+    let this = unsafe { NonNull::new_unchecked(raw) };
     // The result stays in the IRP's IoStatus, where the provider put it; the
-    // owner reads it there once it sees the transition. Nothing is written
-    // before the transition, so a stale completion cannot clobber a
-    // reclaimed result.
+    // owner reads it there once it sees the transition.
     let _ = irp;
+    if block.state() != Lifecycle::Completed {
+        // In flight or abandoned: until the transition below, the payload is
+        // this routine's.
+        // SAFETY: as just said.
+        unsafe { (*block.payload.get()).completed(block.irp.status(), block.irp.information()) };
+    }
     match block.protocol.complete() {
         Completion::Owned => {
             block.done.set();
@@ -390,23 +438,53 @@ unsafe extern "system" fn on_complete<P: Payload>(
         Completion::Orphaned => {}
         Completion::Stale => {
             // A provider that returned a non-pending status and completed
-            // the IRP later anyway breaks the WDM rule: the submitter already
-            // took this reference, and the owner may have freed the block,
-            // so even the state read above may have touched freed pool.
-            // Nothing more is touched; such a provider cannot be made safe.
-            debug_assert!(false, "completion routine ran after the call was reclaimed");
+            // the IRP later anyway broke the WDM rule; the submitter took the
+            // result then. Give back the quarantined reference, nothing more.
+            release(this);
             return STATUS_MORE_PROCESSING_REQUIRED;
         }
     }
     // SAFETY: completed by this routine: the owner does not touch the guard
     // slot once it was submitted.
     let guard = unsafe { (*block.guard.get()).take() };
+    if let Some(guard) = &guard {
+        // SAFETY: our live node, tracked at submission.
+        unsafe { guard.registration().untrack(NonNull::from(&block.node)) };
+    }
     // `release` may start clean-up work (closing an untaken socket), which
     // counts itself in flight before this guard stops counting.
-    // SAFETY: a non-null block pointer from the context.
-    release(unsafe { NonNull::new_unchecked(raw) });
+    release(this);
     drop(guard);
     STATUS_MORE_PROCESSING_REQUIRED
+}
+
+/// The sweep's `retain`: one more reference on a linked (so live) block.
+///
+/// # Safety
+/// `node` is the node of a live `Block<P>`.
+unsafe fn retain<P: Payload>(node: NonNull<Node>) {
+    // SAFETY: per the contract; the node is the block's first field.
+    unsafe { node.cast::<Block<P>>().as_ref() }
+        .protocol
+        .retain();
+}
+
+/// The sweep's `force`: cancels the IRP if it is still in flight, then gives
+/// back the reference `retain` took.
+///
+/// # Safety
+/// `node` is the node of a `Block<P>` retained by the sweep.
+unsafe fn force<P: Payload>(node: NonNull<Node>) -> bool {
+    let block = node.cast::<Block<P>>();
+    // SAFETY: retained, so alive.
+    let shared = unsafe { block.as_ref() };
+    let in_flight = matches!(shared.state(), Lifecycle::InFlight | Lifecycle::Abandoned);
+    if in_flight {
+        // The reference keeps the IRP alive; <= DISPATCH_LEVEL.
+        let _ = shared.irp.cancel();
+    }
+    release(block);
+    in_flight
 }
 
 /// Awaits an operation's completion: as a future, or blocking with a

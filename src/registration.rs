@@ -1,31 +1,52 @@
-//! The WSK client registration and the captured provider NPI, as RAII types.
+//! The WSK client registration and the captured provider NPI, as owned
+//! handles a driver can store anywhere: in a device context, a WDF object
+//! context, a `static`, a spawned task.
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), wsk::Error> {
 //! use core::time::Duration;
 //! let passive = wsk::PassiveLevel::check().expect("a system thread runs at PASSIVE_LEVEL");
 //! let registration = wsk::Registration::register(&passive)?;
-//! {
-//!     let provider = registration.capture(&passive, Duration::from_secs(5))?;
-//!     let _ = provider.version();
-//! } // released here
-//! registration.deregister(&passive);
+//! let provider = registration.capture(&passive, Duration::from_secs(5))?;
+//! let _ = provider.version();
+//! drop(provider); // released here
+//! let report = registration.deregister(&passive);
+//! assert!(report.is_clean());
 //! # Ok(()) }
 //! ```
 //!
-//! A provider NPI cannot outlive the registration it was captured from:
+//! A lifetime used to tie every handle to its registration. Handles are
+//! owned now (`'static`), kept alive by the registration block's reference
+//! count, and what the lifetime proved is enforced at run time by
+//! deregistration: it refuses new operations, cancels what is in flight,
+//! closes the sockets the driver still holds and releases its captures
+//! (each under run-down protection, so that no call on them is inside the
+//! provider when that happens), waits for all of it within a bound, and
+//! reports by kind and count what it had to force. A handle used afterwards
+//! answers a typed error:
 //!
-//! ```compile_fail
+//! ```no_run
+//! # fn demo() -> Result<(), wsk::Error> {
 //! # use core::time::Duration;
 //! let passive = wsk::PassiveLevel::check().unwrap();
-//! let registration = wsk::Registration::register(&passive).unwrap();
-//! let provider = registration.capture(&passive, Duration::from_secs(1)).unwrap();
-//! registration.deregister(&passive); // error: `registration` is still borrowed
-//! drop(provider);
+//! let registration = wsk::Registration::register(&passive)?;
+//! let provider = registration.capture(&passive, Duration::from_secs(1))?;
+//! let report = registration.deregister(&passive); // no borrow holds it up
+//! assert_eq!(report.released_captures, 1);
+//! assert!(provider.socket_blocking(&passive, Duration::from_secs(1), wsk::Family::V4, wsk::SocketKind::Connection).is_err());
+//! # Ok(()) }
+//! ```
+//!
+//! The handles are `Send + Sync + 'static`:
+//!
+//! ```
+//! fn storable<T: Send + Sync + 'static>() {}
+//! storable::<wsk::Registration>();
+//! storable::<wsk::Provider>();
+//! storable::<wsk::Connection>();
 //! ```
 
 use core::cell::UnsafeCell;
-use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
@@ -34,16 +55,30 @@ use crate::abi::{
     MAKE_WSK_VERSION, USHORT, WSK_CLIENT, WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI, WSK_NO_WAIT,
     WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
 };
+use crate::error::{Error, Result};
 use crate::kernel::event::{EventKind, RawEvent};
-use crate::kernel::irql::{AtMostDispatch, Irql, PassiveLevel};
+use crate::kernel::image::{self, Image};
+use crate::kernel::irql::{AtMostDispatch, PassiveLevel};
 use crate::kernel::pool::{PoolBox, PoolTag};
-use crate::{Error, NtStatus, Result, sys};
-
-/// How often deregistration looks again for timers still alive.
-const TIMER_POLL: Duration = Duration::from_millis(10);
+use crate::kernel::spinlock::SpinLock;
+use crate::rundown::{Begin, RunDown};
+use crate::status::NtStatus;
+use crate::sys;
+use crate::tracking::{Forced, Kind, List, Node, What};
 
 /// The WSK version this library asks for.
 const CLIENT_VERSION: USHORT = MAKE_WSK_VERSION(1, 0);
+
+/// How long [`Registration::deregister`] waits for operations to finish
+/// once it has cancelled them and closed their sockets.
+pub const DEREGISTER_BOUND: Duration = Duration::from_secs(10);
+
+/// Provider capture blocks.
+const CAPTURE_TAG: PoolTag = PoolTag::new(*b"WskN");
+
+/// What [`Registration::deregister`] had to end because the driver had
+/// not, and what it could not.
+pub type DeregisterReport = Forced;
 
 /// A WSK version number (`MAKE_WSK_VERSION`).
 ///
@@ -70,7 +105,8 @@ impl From<USHORT> for WskVersion {
 /// # Invariants
 /// `refs` counts the [`Registration`] and every [`RegistrationRef`]; the
 /// block is freed by whoever drops the count to zero. `in_flight` counts
-/// operations whose completion routine has not yet run.
+/// operations whose completion routine has not yet run. `tracked` lists
+/// the operations in flight, open sockets and captures.
 struct RegistrationBlock {
     registration: UnsafeCell<WSK_REGISTRATION>,
     dispatch: WSK_CLIENT_DISPATCH,
@@ -79,11 +115,22 @@ struct RegistrationBlock {
     in_flight: AtomicUsize,
     draining: AtomicBool,
     drained: RawEvent,
+    tracked: SpinLock<List>,
+    quarantined: AtomicUsize,
+    /// The provider answered `WskConnectEx` with "not implemented" once:
+    /// do not call it again (Wine 8's stub never completes its IRP, so each
+    /// call would leave a block quarantined).
+    connect_ex_missing: AtomicBool,
+    image: &'static Image,
 }
 
-/// A registered WSK client (`WskRegister`). Deregister it with
-/// [`deregister`](Self::deregister) at `PASSIVE_LEVEL`; dropping it does the
-/// same when the thread runs at `PASSIVE_LEVEL`.
+/// A registered WSK client (`WskRegister`).
+///
+/// Deregister it with [`deregister`](Self::deregister) at `PASSIVE_LEVEL`
+/// (dropping it at `PASSIVE_LEVEL` does the same and discards the report).
+/// It may be stored anywhere a driver keeps state; the handles it gives out
+/// ([`Provider`], sockets, connections) are owned too and need not be
+/// dropped first: deregistration ends whatever is left.
 ///
 /// # IRQL
 /// Registering and deregistering at `PASSIVE_LEVEL`; capturing as each
@@ -103,6 +150,7 @@ impl Registration {
     /// [`Error::InsufficientResources`] when the registration block cannot
     /// be allocated; otherwise what `WskRegister` returned.
     pub fn register(_irql: &PassiveLevel) -> Result<Self> {
+        let image = image::current();
         let init = |slot: *mut RegistrationBlock| {
             let block = RegistrationBlock {
                 registration: UnsafeCell::new(WSK_REGISTRATION {
@@ -123,6 +171,10 @@ impl Registration {
                 in_flight: AtomicUsize::new(0),
                 draining: AtomicBool::new(false),
                 drained: RawEvent::zeroed(),
+                tracked: SpinLock::new(List::new()),
+                quarantined: AtomicUsize::new(0),
+                connect_ex_missing: AtomicBool::new(false),
+                image,
             };
             // SAFETY: `slot` is a fresh block of the right size and alignment.
             unsafe { slot.write(block) };
@@ -145,6 +197,7 @@ impl Registration {
         // outlives the registration; PASSIVE_LEVEL proved by the token.
         let status = NtStatus(unsafe { sys::WskRegister(npi, block.registration()) });
         if status.is_success() {
+            image.registration_opened();
             Ok(Self {
                 block,
                 deregistered: false,
@@ -167,13 +220,14 @@ impl Registration {
     /// [`Error::ProviderUnavailable`] (`STATUS_DEVICE_NOT_READY`) when the
     /// provider did not become ready in time or deregistration has begun;
     /// [`Error::NotSupported`] (`STATUS_NOINTERFACE`) when the subsystem does
-    /// not support WSK 1.0.
-    pub fn capture(&self, _irql: &PassiveLevel, timeout: Duration) -> Result<Provider<'_>> {
+    /// not support WSK 1.0; [`Error::InsufficientResources`] when the
+    /// capture's block cannot be allocated.
+    pub fn capture(&self, _irql: &PassiveLevel, timeout: Duration) -> Result<Provider> {
         // 0 means WSK_NO_WAIT and 0xFFFFFFFF WSK_INFINITE_WAIT: keep clear of both.
         let millis = u32::try_from(timeout.as_millis())
             .unwrap_or(u32::MAX)
             .clamp(1, u32::MAX - 1);
-        self.capture_raw(millis)
+        self.block.capture(millis)
     }
 
     /// Captures the provider NPI only if it is available now (`WSK_NO_WAIT`).
@@ -183,30 +237,8 @@ impl Registration {
     ///
     /// # Errors
     /// As [`capture`](Self::capture), without waiting.
-    pub fn try_capture(&self, _irql: &AtMostDispatch) -> Result<Provider<'_>> {
-        self.capture_raw(WSK_NO_WAIT)
-    }
-
-    fn capture_raw(&self, wait: u32) -> Result<Provider<'_>> {
-        let mut npi = WSK_PROVIDER_NPI {
-            Client: ptr::null_mut(),
-            Dispatch: ptr::null(),
-        };
-        // SAFETY: a registered block; the caller's token proves the IRQL the
-        // wait mode needs.
-        let status = NtStatus(unsafe {
-            sys::WskCaptureProviderNPI(self.block.registration(), wait, &raw mut npi)
-        });
-        status.ok()?;
-        // SAFETY: a successful capture fills in a dispatch table that stays
-        // valid until the matching release.
-        let version = unsafe { (*npi.Dispatch).Version };
-        Ok(Provider {
-            block: self.block.clone(),
-            npi,
-            version: WskVersion::from(version),
-            _registration: PhantomData,
-        })
+    pub fn try_capture(&self, _irql: &AtMostDispatch) -> Result<Provider> {
+        self.block.capture(WSK_NO_WAIT)
     }
 
     /// How many operations have an IRP in flight.
@@ -218,56 +250,96 @@ impl Registration {
         self.block.get().in_flight.load(Ordering::Acquire)
     }
 
-    /// Drains and deregisters: waits for every operation still in flight to
-    /// complete (new ones are refused) and for every timer of
-    /// [`sleep`](crate::sleep) and [`timeout`](crate::timeout) to be gone
-    /// (drop them first), then `WskDeregister`, which itself waits until
-    /// every captured NPI is released and every socket closed.
+    /// Ends everything the registration still has and deregisters, waiting
+    /// at most [`DEREGISTER_BOUND`] for operations to finish.
+    ///
+    /// See [`deregister_within`](Self::deregister_within).
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` (the token proves it).
-    pub fn deregister(mut self, irql: &PassiveLevel) {
-        self.deregister_in_place(irql);
+    #[must_use = "the report says what the driver had left behind"]
+    pub fn deregister(self, irql: &PassiveLevel) -> DeregisterReport {
+        self.deregister_within(irql, DEREGISTER_BOUND)
     }
 
-    fn deregister_in_place(&mut self, irql: &PassiveLevel) {
+    /// Ends everything the registration still has and deregisters:
+    ///
+    /// 1. refuses new operations and captures;
+    /// 2. cancels every operation in flight, closes (abortively) every
+    ///    socket a handle or a forgotten future still holds, and releases
+    ///    every capture, each under run-down protection (a call inside the
+    ///    provider finishes first, and the last one out ends the object);
+    ///    a handle used afterwards answers a typed error;
+    /// 3. waits at most `bound` for the completions of all of it;
+    /// 4. at the driver's last registration, cancels the timers of
+    ///    [`sleep`](crate::sleep) and [`timeout`](crate::timeout) still
+    ///    armed, and lets queued DPCs run out (`KeFlushQueuedDpcs`);
+    /// 5. `WskDeregister`, which returns once the provider has finished the
+    ///    closes and releases of step 2.
+    ///
+    /// It never waits for anything the driver forgot: a forgotten future,
+    /// connection, provider or timer is ended, not waited for. The report
+    /// counts what had to be ended, by kind.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (the token proves it).
+    #[must_use = "the report says what the driver had left behind"]
+    pub fn deregister_within(mut self, irql: &PassiveLevel, bound: Duration) -> DeregisterReport {
+        self.deregister_in_place(Some(irql), bound)
+    }
+
+    fn deregister_in_place(&mut self, irql: Option<&PassiveLevel>, bound: Duration) -> Forced {
+        let mut report = Forced::default();
         if core::mem::replace(&mut self.deregistered, true) {
-            return;
+            return report;
         }
         let block = self.block.get();
         block.draining.store(true, Ordering::SeqCst);
-        if block.in_flight.load(Ordering::SeqCst) != 0 {
+        loop {
+            let next = block.tracked.lock().pop_for_sweep();
+            let Some(node) = next else { break };
+            let (what, forced) = node.force();
+            if forced {
+                report.count(what);
+            }
+        }
+        if let Some(irql) = irql
+            && block.in_flight.load(Ordering::SeqCst) != 0
+        {
             // The last completion sets the event (see `InFlight::drop`).
-            let _ = block.drained.wait(&irql.at_most_apc(), None);
+            let _ = block.drained.wait(&irql.at_most_apc(), Some(bound));
         }
-        // Timers (`sleep`, `timeout`) belong to no registration: wait until
-        // none is armed or still running its DPC, checking every 10 ms.
-        while crate::kernel::timer::live() != 0 {
-            block.drained.clear();
-            let _ = block.drained.wait(&irql.at_most_apc(), Some(TIMER_POLL));
-        }
+        report.unfinished_operations = block.in_flight.load(Ordering::SeqCst);
+        report.quarantined_operations = block.quarantined.load(Ordering::Relaxed);
+        block.image.registration_closed(&mut report);
+        let Some(_passive) = irql else {
+            // Above PASSIVE_LEVEL nothing more may be done: WskDeregister
+            // blocks. The WSK subsystem keeps pointing at the block, so it
+            // must stay: leak this reference on purpose.
+            core::mem::forget(self.block.clone());
+            return report;
+        };
         // Let every DPC queued so far return (a timer DPC, a provider's
         // completion from a DPC) before the driver's last WSK call.
         // SAFETY: PASSIVE_LEVEL, proved by the token.
         unsafe { sys::KeFlushQueuedDpcs() };
-        // SAFETY: registered; PASSIVE_LEVEL proved by the token; nothing of
-        // ours is in flight any more.
+        // SAFETY: registered; PASSIVE_LEVEL proved by the token; every
+        // socket and capture was closed or released above.
         unsafe { sys::WskDeregister(self.block.registration()) };
+        report
     }
 }
 
 impl Drop for Registration {
+    /// Deregisters at `PASSIVE_LEVEL`. Above it (a driver that dropped its
+    /// registration under a spin lock, say) everything that can end without
+    /// waiting ends (operations cancelled, sockets closed, captures
+    /// released, timers cancelled), but `WskDeregister` cannot be called:
+    /// the registration stays, and the driver must not unload. Deregister
+    /// at `PASSIVE_LEVEL`.
     fn drop(&mut self) {
-        if self.deregistered {
-            return;
-        }
-        match PassiveLevel::check() {
-            Ok(passive) => self.deregister_in_place(&passive),
-            Err(error) => panic!(
-                "wsk::Registration dropped at {}: deregistering needs PASSIVE_LEVEL ({error})",
-                Irql::current()
-            ),
-        }
+        let passive = PassiveLevel::check().ok();
+        let _ = self.deregister_in_place(passive.as_ref(), DEREGISTER_BOUND);
     }
 }
 
@@ -279,64 +351,193 @@ impl core::fmt::Debug for Registration {
     }
 }
 
-/// A captured provider NPI (`WskCaptureProviderNPI`); released on drop
-/// (`WskReleaseProviderNPI`, any IRQL <= `DISPATCH_LEVEL`).
+/// A captured provider NPI (`WskCaptureProviderNPI`), released
+/// (`WskReleaseProviderNPI`) when the last clone is dropped or when the
+/// registration is deregistered, whichever comes first.
+///
+/// Cloning is cheap (a reference count) and gives another handle to the
+/// same capture, so a task can own one.
 ///
 /// # IRQL
-/// Every method at `DISPATCH_LEVEL` or below.
-pub struct Provider<'r> {
-    block: RegistrationRef,
+/// Every method at `DISPATCH_LEVEL` or below; drop too.
+pub struct Provider {
+    block: NonNull<CaptureBlock>,
+}
+
+/// One capture, shared by the clones of a [`Provider`].
+///
+/// # Invariants
+/// `refs` counts the handles and any sweep that retained the block; `npi`
+/// is valid while the run-down has not ended the capture. `node` is the
+/// first field, linked while the capture is held.
+#[repr(C)]
+struct CaptureBlock {
+    node: Node,
+    refs: AtomicUsize,
+    rundown: RunDown,
     npi: WSK_PROVIDER_NPI,
     version: WskVersion,
-    _registration: PhantomData<&'r Registration>,
+    registration: RegistrationRef,
 }
 
 // SAFETY: the NPI's client handle and dispatch table may be used from any
-// thread; the registration reference is atomically counted.
-unsafe impl Send for Provider<'_> {}
+// thread; the counts are atomic.
+unsafe impl Send for Provider {}
 // SAFETY: as above: WSK client-level functions are thread-safe.
-unsafe impl Sync for Provider<'_> {}
+unsafe impl Sync for Provider {}
 
-impl Provider<'_> {
+impl Provider {
+    const KIND: &'static Kind = &Kind {
+        what: What::Capture,
+        retain: retain_capture,
+        force: force_capture,
+    };
+
+    const fn shared(&self) -> &CaptureBlock {
+        // SAFETY: live while this handle holds a reference (invariant).
+        unsafe { self.block.as_ref() }
+    }
+
     /// The provider dispatch table's version.
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn version(&self) -> WskVersion {
-        self.version
+        self.shared().version
     }
 
     /// Whether the provider offers `WskSocketConnect` (decided from its
-    /// dispatch table at run time).
+    /// dispatch table at run time); `false` once the capture is released.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
     #[must_use]
     pub fn supports_socket_connect(&self) -> bool {
-        self.dispatch().WskSocketConnect.is_some()
+        self.enter()
+            .is_ok_and(|captured| captured.dispatch().WskSocketConnect.is_some())
     }
 
-    pub(crate) const fn dispatch(&self) -> &WSK_PROVIDER_DISPATCH {
-        // SAFETY: valid from capture until release, which is our drop.
-        unsafe { &*self.npi.Dispatch }
-    }
-
-    pub(crate) const fn client(&self) -> *mut WSK_CLIENT {
-        self.npi.Client
+    /// Run-down protection for one call through the dispatch table.
+    ///
+    /// # Errors
+    /// [`Error::ProviderUnavailable`] (`STATUS_DEVICE_NOT_READY`) once the
+    /// capture has been released by deregistration.
+    pub(crate) fn enter(&self) -> Result<Captured<'_>> {
+        let shared = self.shared();
+        if shared.rundown.acquire() {
+            Ok(Captured { shared })
+        } else {
+            Err(Error::ProviderUnavailable(NtStatus::DEVICE_NOT_READY))
+        }
     }
 
     pub(crate) const fn registration(&self) -> &RegistrationRef {
-        &self.block
+        &self.shared().registration
     }
 }
 
-impl Drop for Provider<'_> {
+/// A call inside the provider through a capture (run-down protection held).
+pub struct Captured<'a> {
+    shared: &'a CaptureBlock,
+}
+
+impl Captured<'_> {
+    pub(crate) const fn dispatch(&self) -> &WSK_PROVIDER_DISPATCH {
+        // SAFETY: valid until the capture is released, which the run-down
+        // protection held by `self` prevents.
+        unsafe { &*self.shared.npi.Dispatch }
+    }
+
+    pub(crate) const fn client(&self) -> *mut WSK_CLIENT {
+        self.shared.npi.Client
+    }
+}
+
+impl Drop for Captured<'_> {
     fn drop(&mut self) {
-        // SAFETY: one release for our one capture; allowed at
-        // <= DISPATCH_LEVEL, where all library code runs.
-        unsafe { sys::WskReleaseProviderNPI(self.block.registration()) };
+        if self.shared.rundown.release() {
+            // Deregistration began while this call was inside: the last one
+            // out releases the capture.
+            end_capture(self.shared);
+        }
     }
 }
 
-impl core::fmt::Debug for Provider<'_> {
+/// `WskReleaseProviderNPI`, by the one party the run-down chose.
+fn end_capture(shared: &CaptureBlock) {
+    // SAFETY: the block's own node, only ever linked in its registration.
+    unsafe { shared.registration.untrack(NonNull::from(&shared.node)) };
+    // SAFETY: one release for the one capture; no call is inside (run-down);
+    // <= DISPATCH_LEVEL.
+    unsafe { sys::WskReleaseProviderNPI(shared.registration.registration()) };
+}
+
+impl Clone for Provider {
+    fn clone(&self) -> Self {
+        self.shared().refs.fetch_add(1, Ordering::Relaxed);
+        // INVARIANT: the reference just taken.
+        Self { block: self.block }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        release_capture(self.block);
+    }
+}
+
+/// Drops one reference to a capture; the last one releases the capture (if
+/// deregistration has not) and frees the block.
+fn release_capture(block: NonNull<CaptureBlock>) {
+    // SAFETY: the caller holds a reference.
+    let shared = unsafe { block.as_ref() };
+    if shared.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    if shared.rundown.begin() == Begin::EndNow {
+        end_capture(shared);
+    }
+    // SAFETY: the last reference to a block from `PoolBox::into_raw`; it was
+    // unlinked when the capture ended.
+    drop(unsafe { PoolBox::from_raw(block, CAPTURE_TAG) });
+}
+
+/// The sweep's `retain` for a capture.
+///
+/// # Safety
+/// `node` is the node of a live `CaptureBlock`.
+unsafe fn retain_capture(node: NonNull<Node>) {
+    // SAFETY: per the contract; the node is the first field.
+    let shared = unsafe { node.cast::<CaptureBlock>().as_ref() };
+    shared.refs.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The sweep's `force` for a capture: begins its run-down, releasing it now
+/// if no call is inside.
+///
+/// # Safety
+/// `node` is the node of a `CaptureBlock` retained by the sweep.
+unsafe fn force_capture(node: NonNull<Node>) -> bool {
+    let block = node.cast::<CaptureBlock>();
+    // SAFETY: retained, so alive.
+    let shared = unsafe { block.as_ref() };
+    let forced = match shared.rundown.begin() {
+        Begin::EndNow => {
+            end_capture(shared);
+            true
+        }
+        Begin::EndedByLastCall => true,
+        Begin::Lost => false,
+    };
+    release_capture(block);
+    forced
+}
+
+impl core::fmt::Debug for Provider {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Provider")
-            .field("version", &self.version)
+            .field("version", &self.version())
             .finish_non_exhaustive()
     }
 }
@@ -349,7 +550,8 @@ pub struct RegistrationRef {
     block: NonNull<RegistrationBlock>,
 }
 
-// SAFETY: the block's shared state is atomic or owned by the kernel.
+// SAFETY: the block's shared state is atomic, behind its spin lock, or the
+// kernel's.
 unsafe impl Send for RegistrationRef {}
 // SAFETY: as above.
 unsafe impl Sync for RegistrationRef {}
@@ -362,6 +564,58 @@ impl RegistrationRef {
 
     const fn registration(&self) -> *mut WSK_REGISTRATION {
         self.get().registration.get()
+    }
+
+    /// `WskCaptureProviderNPI` into a new capture block, tracked.
+    fn capture(&self, wait: u32) -> Result<Provider> {
+        if self.get().draining.load(Ordering::SeqCst) {
+            return Err(Error::ProviderUnavailable(NtStatus::DEVICE_NOT_READY));
+        }
+        let registration = self.clone();
+        let init = |slot: *mut CaptureBlock| {
+            // SAFETY: a fresh block of the right size and alignment.
+            unsafe {
+                slot.write(CaptureBlock {
+                    node: Node::new(Provider::KIND),
+                    refs: AtomicUsize::new(1),
+                    rundown: RunDown::new(),
+                    npi: WSK_PROVIDER_NPI {
+                        Client: ptr::null_mut(),
+                        Dispatch: ptr::null(),
+                    },
+                    version: WskVersion { major: 0, minor: 0 },
+                    registration,
+                });
+            };
+        };
+        // SAFETY: `init` initialises every field.
+        let block = unsafe { PoolBox::new_with(CAPTURE_TAG, init)? }.into_raw();
+        // SAFETY: ours alone until tracked below.
+        let shared = unsafe { &mut *block.as_ptr() };
+        // SAFETY: a registered block; the caller's token proves the IRQL the
+        // wait mode needs; the output is the capture block's.
+        let status = NtStatus(unsafe {
+            sys::WskCaptureProviderNPI(self.registration(), wait, &raw mut shared.npi)
+        });
+        if let Err(error) = status.ok() {
+            // Never captured: nothing to release.
+            let _ = shared.rundown.begin();
+            // SAFETY: the block from `into_raw` above, not shared.
+            drop(unsafe { PoolBox::from_raw(block, CAPTURE_TAG) });
+            return Err(error);
+        }
+        // SAFETY: a successful capture fills in a dispatch table that stays
+        // valid until the matching release.
+        shared.version = WskVersion::from(unsafe { (*shared.npi.Dispatch).Version });
+        // INVARIANT: the one reference counted at creation.
+        let provider = Provider { block };
+        // SAFETY: the node lives in the block, unlinked before it is freed.
+        if !unsafe { self.track(NonNull::from(&provider.shared().node)) } {
+            // Deregistration swept meanwhile: release at once.
+            drop(provider);
+            return Err(Error::ProviderUnavailable(NtStatus::DEVICE_NOT_READY));
+        }
+        Ok(provider)
     }
 
     /// Counts an operation about to put an IRP in flight; refused once
@@ -378,9 +632,7 @@ impl RegistrationRef {
         }
         Ok(guard)
     }
-}
 
-impl RegistrationRef {
     /// Counts clean-up work (closing a socket nobody took) even while
     /// deregistration drains: draining then waits for it too.
     pub(crate) fn begin_cleanup(&self) -> InFlight {
@@ -388,6 +640,42 @@ impl RegistrationRef {
         InFlight {
             block: self.clone(),
         }
+    }
+
+    /// Lists `node` for deregistration's sweep; `false` if the sweep has
+    /// run already (the caller ends the object itself).
+    ///
+    /// # Safety
+    /// `node` is alive and unlinked, and is unlinked (with
+    /// [`untrack`](Self::untrack)) before it is freed.
+    pub(crate) unsafe fn track(&self, node: NonNull<Node>) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { self.get().tracked.lock().push(node) }
+    }
+
+    /// Takes `node` off the list (if the sweep has not).
+    ///
+    /// # Safety
+    /// `node` is alive, and linked in this registration's list or not at
+    /// all.
+    pub(crate) unsafe fn untrack(&self, node: NonNull<Node>) {
+        // SAFETY: forwarded contract.
+        unsafe { self.get().tracked.lock().remove(node) };
+    }
+
+    /// Whether the provider said it has no working `WskConnectEx`.
+    pub(crate) fn connect_ex_missing(&self) -> bool {
+        self.get().connect_ex_missing.load(Ordering::Relaxed)
+    }
+
+    /// Remembers that the provider has no working `WskConnectEx`.
+    pub(crate) fn mark_connect_ex_missing(&self) {
+        self.get().connect_ex_missing.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts an operation left quarantined (see `Protocol::reclaim`).
+    pub(crate) fn quarantine(&self) {
+        self.get().quarantined.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -415,6 +703,13 @@ impl Drop for RegistrationRef {
 /// <= `DISPATCH_LEVEL`.
 pub struct InFlight {
     block: RegistrationRef,
+}
+
+impl InFlight {
+    /// The registration it counts against.
+    pub(crate) const fn registration(&self) -> &RegistrationRef {
+        &self.block
+    }
 }
 
 impl Drop for InFlight {

@@ -36,7 +36,8 @@ fn deregistration_drains_operations_in_flight_and_refuses_new_ones() {
             drop(block);
         })
     };
-    registration.deregister(&passive);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "deregistration had to force: {report}");
     assert!(
         start.elapsed() >= Duration::from_millis(100),
         "deregistered before the drain"

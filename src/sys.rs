@@ -14,8 +14,8 @@ pub use crate::emulator::exports::*;
 #[allow(non_snake_case, clippy::missing_safety_doc)]
 mod windows {
     use crate::abi::{
-        BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KTIMER, LONG, MDL,
-        NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, SIZE_T, SharedInterruptTime, ULONG,
+        BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KSPIN_LOCK, KTIMER,
+        LONG, MDL, NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, SIZE_T, SharedInterruptTime, ULONG,
         WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
     };
     use core::ffi::c_void;
@@ -49,6 +49,8 @@ mod windows {
         pub fn KeSetTimer(Timer: *mut KTIMER, DueTime: i64, Dpc: *mut KDPC) -> BOOLEAN;
         pub fn KeCancelTimer(Timer: *mut KTIMER) -> BOOLEAN;
         pub fn KeFlushQueuedDpcs();
+        pub fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL;
+        pub fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL);
         pub fn KeInitializeDpc(
             Dpc: *mut KDPC,
             DeferredRoutine: PKDEFERRED_ROUTINE,

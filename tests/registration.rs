@@ -46,7 +46,8 @@ fn register_capture_release_deregister_returns_every_resource() {
         drop(second);
     }
     assert_eq!(kernel.usage().captures, 0, "released on drop");
-    registration.deregister(&passive);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "deregistration had to force: {report}");
     kernel.assert_no_leaks();
 }
 
@@ -78,7 +79,8 @@ fn capture_waits_for_the_provider_to_become_ready() {
         assert!(start.elapsed() >= Duration::from_millis(80));
         drop(provider);
     });
-    registration.deregister(&passive);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "deregistration had to force: {report}");
     kernel.assert_no_leaks();
 }
 
@@ -102,7 +104,8 @@ fn a_bounded_capture_gives_up_with_device_not_ready() {
         error.to_string(),
         "WSK provider unavailable: STATUS_DEVICE_NOT_READY (0xC00000A3)"
     );
-    registration.deregister(&passive);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "deregistration had to force: {report}");
     kernel.assert_no_leaks();
 }
 
@@ -127,7 +130,8 @@ fn capture_without_waiting_works_at_dispatch_level() {
         );
         drop(provider);
     }
-    registration.deregister(&passive);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "deregistration had to force: {report}");
     kernel.assert_no_leaks();
 }
 
@@ -151,7 +155,8 @@ fn the_provider_dispatch_table_is_read_at_run_time() {
         "a NULL WskSocketConnect entry is absent"
     );
     drop(provider);
-    registration.deregister(&passive);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "deregistration had to force: {report}");
     kernel.assert_no_leaks();
 }
 
@@ -171,13 +176,34 @@ fn registration_failure_from_exhausted_pool_leaks_nothing() {
 }
 
 #[test]
-#[should_panic(expected = "dropped at DISPATCH_LEVEL: deregistering needs PASSIVE_LEVEL")]
-fn dropping_a_registration_above_passive_level_is_refused() {
+fn dropping_a_registration_above_passive_level_ends_what_it_holds_without_waiting() {
     let kernel = Kernel::new();
     let _enter = kernel.enter();
     let registration = Registration::register(&passive()).unwrap();
-    let _dispatch = irql::raise(DISPATCH_LEVEL);
-    drop(registration);
+    let provider = registration
+        .capture(&passive(), Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(kernel.usage().captures, 1);
+    {
+        let _dispatch = irql::raise(DISPATCH_LEVEL);
+        // No bugcheck: the capture is released at DISPATCH_LEVEL; only
+        // WskDeregister, which blocks, cannot be called here.
+        drop(registration);
+    }
+    let usage = kernel.usage();
+    assert_eq!((usage.captures, usage.registrations), (0, 1), "{usage}");
+    assert_eq!(
+        provider
+            .socket_blocking(
+                &passive(),
+                Duration::from_secs(1),
+                wsk::Family::V4,
+                wsk::SocketKind::Connection
+            )
+            .err(),
+        Some(Error::ProviderUnavailable(NtStatus::DEVICE_NOT_READY)),
+        "the released capture answers a typed error"
+    );
 }
 
 /// A client registered through the raw exports, as a C driver would.

@@ -34,6 +34,9 @@ pub type LONG = i32;
 pub type SIZE_T = usize;
 pub type ADDRESS_FAMILY = u16;
 pub type KPROCESSOR_MODE = i8;
+/// `KSPIN_LOCK`: a `ULONG_PTR` that `KeInitializeSpinLock` (an inline on
+/// x64) sets to zero.
+pub type KSPIN_LOCK = usize;
 
 pub const TRUE: BOOLEAN = 1;
 pub const FALSE: BOOLEAN = 0;

@@ -13,11 +13,11 @@
 
 use core::ffi::c_void;
 
-use super::{event, irp, irql, mdl, pool, provider, timer};
+use super::{event, irp, irql, mdl, pool, provider, spinlock, timer};
 use crate::abi::{
-    BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KTIMER, LONG, MDL,
-    NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, SIZE_T, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
-    WSK_REGISTRATION,
+    BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KSPIN_LOCK, KTIMER,
+    LONG, MDL, NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, SIZE_T, ULONG, WSK_CLIENT_NPI,
+    WSK_PROVIDER_NPI, WSK_REGISTRATION,
 };
 
 #[must_use]
@@ -182,4 +182,14 @@ pub unsafe fn KeFlushQueuedDpcs() {
 #[must_use]
 pub fn current_irql() -> KIRQL {
     irql::current()
+}
+
+/// `KeAcquireSpinLockRaiseToDpc`: raises to `DISPATCH_LEVEL`, then spins
+/// until the lock is free.
+pub unsafe fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL {
+    spinlock::acquire(SpinLock)
+}
+/// `KeReleaseSpinLock`: frees the lock and returns to `NewIrql`.
+pub unsafe fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL) {
+    spinlock::release(SpinLock, NewIrql);
 }

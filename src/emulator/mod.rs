@@ -53,6 +53,7 @@ mod poller;
 mod pool;
 mod provider;
 mod sockets;
+mod spinlock;
 mod timer;
 mod verifier;
 
@@ -91,6 +92,10 @@ pub(crate) struct KernelInner {
     /// Started by the first socket that waits for the host.
     poller: OnceLock<poller::Poller>,
     pub(crate) fast_open: sockets::FastOpenCounters,
+    /// The driver image loaded on this machine: its armed timers. Leaked on
+    /// purpose (a few dozen bytes per machine): a timer block keeps a
+    /// `'static` pointer to the list it is in, as in the kernel.
+    pub(crate) image: &'static crate::kernel::image::Image,
     this: Weak<Self>,
 }
 
@@ -115,6 +120,7 @@ impl Kernel {
             dpc: Mutex::new(None),
             poller: OnceLock::new(),
             fast_open: sockets::FastOpenCounters::default(),
+            image: Box::leak(Box::new(crate::kernel::image::Image::new())),
             this: this.clone(),
         });
         Self { inner }

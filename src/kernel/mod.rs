@@ -4,9 +4,11 @@
 //! the library's `unsafe` code lives.
 
 pub mod event;
+pub mod image;
 pub mod irp;
 pub mod irql;
 pub mod mdl;
 pub mod pool;
+pub mod spinlock;
 pub mod time;
 pub mod timer;

@@ -7,6 +7,12 @@
 //! cancels the timer; if `KeCancelTimer` finds it still queued the DPC will
 //! never run and the owner drops both references, otherwise the DPC drops
 //! its own when it runs. Nothing is freed while the DPC may touch it.
+//!
+//! Armed timers are listed in the driver [image](super::image): the
+//! driver's last deregistration cancels those still armed (a forgotten or
+//! merely long `sleep`), so no timer DPC runs after the driver unloads and
+//! nothing waits for one to fire. A timer cancelled that way ends its
+//! future with [`Error::Cancelled`].
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -19,31 +25,39 @@ use core::time::Duration;
 
 use atomic_waker::AtomicWaker;
 
+use super::image::{self, Image};
 use super::pool::{PoolBox, PoolTag};
 use crate::abi::{DISPATCHER_HEADER, FALSE, KDPC, KTIMER, LIST_ENTRY};
-use crate::{Error, NtStatus, Result, sys};
+use crate::error::{Error, Result};
+use crate::status::NtStatus;
+use crate::sys;
+use crate::tracking::{Kind, Node, What};
 
 /// Timer blocks.
 const TAG: PoolTag = PoolTag::new(*b"WskT");
 
-/// Timers whose DPC may still run (armed, or expired with the DPC not yet
-/// finished): deregistration waits for zero, so no timer DPC of the library
-/// runs after the driver's last WSK call. A leaked `Sleep` (`mem::forget`)
-/// leaks its block but does not hold this up: its DPC still finishes.
-static ARMED: AtomicUsize = AtomicUsize::new(0);
-
-/// How many timers may still run their DPC.
-pub(crate) fn live() -> usize {
-    ARMED.load(Ordering::Acquire)
-}
-
+/// A timer block.
+///
+/// # Invariants
+/// `node` is the first field, linked in `image`'s timer list while the timer
+/// is armed.
+#[repr(C)]
 struct TimerBlock {
+    node: Node,
     refs: AtomicUsize,
     fired: AtomicBool,
+    cancelled: AtomicBool,
     waker: AtomicWaker,
     timer: UnsafeCell<KTIMER>,
     dpc: UnsafeCell<KDPC>,
+    image: &'static Image,
 }
+
+const KIND: &Kind = &Kind {
+    what: What::Timer,
+    retain,
+    force,
+};
 
 /// An armed one-shot kernel timer.
 ///
@@ -63,13 +77,17 @@ unsafe impl Sync for Timer {}
 impl Timer {
     /// Arms a timer that fires once after `duration`.
     fn start(duration: Duration) -> Result<Self> {
+        let image = image::current();
         let init = |slot: *mut TimerBlock| {
             let block = TimerBlock {
+                node: Node::new(KIND),
                 refs: AtomicUsize::new(2),
                 fired: AtomicBool::new(false),
+                cancelled: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
                 timer: UnsafeCell::new(blank_timer()),
                 dpc: UnsafeCell::new(blank_dpc()),
+                image,
             };
             // SAFETY: a fresh block of the right size and alignment.
             unsafe { slot.write(block) };
@@ -85,8 +103,15 @@ impl Timer {
         };
         // SAFETY: `init` initialises every field.
         let block = unsafe { PoolBox::new_with(TAG, init)? };
-        ARMED.fetch_add(1, Ordering::AcqRel);
         let raw = block.into_raw();
+        // SAFETY: the node lives in the block, which stays until the timer's
+        // DPC ran or it was cancelled, both of which unlink it first.
+        if !unsafe { image.timers.lock().push(raw.cast::<Node>()) } {
+            // The last deregistration is sweeping the image's timers.
+            // SAFETY: never armed nor shared: ours to free.
+            drop(unsafe { PoolBox::from_raw(raw, TAG) });
+            return Err(Error::Cancelled(NtStatus::CANCELLED));
+        }
         // INVARIANT: two references: ours and the DPC's, armed next.
         let timer = Self { block: raw };
         let units = (duration.as_nanos() / 100).clamp(1, i64::MAX as u128);
@@ -103,17 +128,22 @@ impl Timer {
         unsafe { self.block.as_ref() }
     }
 
-    fn poll_expired(&self, cx: &Context<'_>) -> Poll<()> {
+    fn poll_expired(&self, cx: &Context<'_>) -> Poll<Result<()>> {
         let shared = self.shared();
-        if shared.fired.load(Ordering::Acquire) {
-            return Poll::Ready(());
+        let outcome = || {
+            if shared.cancelled.load(Ordering::Acquire) {
+                Poll::Ready(Err(Error::Cancelled(NtStatus::CANCELLED)))
+            } else if shared.fired.load(Ordering::Acquire) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        };
+        if let ready @ Poll::Ready(_) = outcome() {
+            return ready;
         }
         shared.waker.register(cx.waker());
-        if shared.fired.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        outcome()
     }
 }
 
@@ -123,8 +153,9 @@ impl Drop for Timer {
         // SAFETY: an initialised timer; <= DISPATCH_LEVEL.
         if unsafe { sys::KeCancelTimer(shared.timer.get()) } != FALSE {
             // Dequeued before it expired: its DPC will never run.
+            // SAFETY: the block's own node, only linked in its image's list.
+            unsafe { shared.image.timers.lock().remove(self.block.cast::<Node>()) };
             release(self.block);
-            ARMED.fetch_sub(1, Ordering::AcqRel);
         }
         release(self.block);
     }
@@ -200,11 +231,45 @@ unsafe extern "system" fn on_expiry(
     let block = context.cast::<TimerBlock>();
     // SAFETY: the armed DPC holds a reference, so the block is live.
     let shared = unsafe { &*block };
+    // SAFETY: non-null: the block's own address.
+    let block = unsafe { NonNull::new_unchecked(block) };
+    // SAFETY: the block's own node, only linked in its image's list.
+    unsafe { shared.image.timers.lock().remove(block.cast::<Node>()) };
     shared.fired.store(true, Ordering::Release);
     shared.waker.wake();
-    // SAFETY: non-null: the block's own address.
-    release(unsafe { NonNull::new_unchecked(block) });
-    ARMED.fetch_sub(1, Ordering::AcqRel);
+    release(block);
+}
+
+/// The sweep's `retain` for a timer.
+///
+/// # Safety
+/// `node` is the node of a live `TimerBlock`.
+unsafe fn retain(node: NonNull<Node>) {
+    // SAFETY: per the contract; the node is the first field.
+    unsafe { node.cast::<TimerBlock>().as_ref() }
+        .refs
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// The sweep's `force` for a timer: cancels it if still armed, ending its
+/// future with `Error::Cancelled`.
+///
+/// # Safety
+/// `node` is the node of a `TimerBlock` retained by the sweep.
+unsafe fn force(node: NonNull<Node>) -> bool {
+    let block = node.cast::<TimerBlock>();
+    // SAFETY: retained, so alive.
+    let shared = unsafe { block.as_ref() };
+    // SAFETY: an initialised timer; <= DISPATCH_LEVEL.
+    let cancelled = unsafe { sys::KeCancelTimer(shared.timer.get()) } != FALSE;
+    if cancelled {
+        // The DPC will never run: take its part.
+        shared.cancelled.store(true, Ordering::Release);
+        shared.waker.wake();
+        release(block);
+    }
+    release(block);
+    cancelled
 }
 
 /// Completes after `duration`: a kernel timer whose DPC wakes the task.
@@ -213,7 +278,8 @@ unsafe extern "system" fn on_expiry(
 /// Create, poll and drop at `DISPATCH_LEVEL` or below.
 ///
 /// # Errors
-/// The output is [`Error::InsufficientResources`] when the timer block
+/// The output is [`Error::Cancelled`] when the driver's last deregistration
+/// cancelled the timer; [`Error::InsufficientResources`] when the timer block
 /// cannot be allocated.
 pub const fn sleep(duration: Duration) -> Sleep {
     Sleep {
@@ -240,7 +306,7 @@ impl Future for Sleep {
         }
         self.timer
             .as_ref()
-            .map_or(Poll::Ready(Ok(())), |timer| timer.poll_expired(cx).map(Ok))
+            .map_or(Poll::Ready(Ok(())), |timer| timer.poll_expired(cx))
     }
 }
 
@@ -265,7 +331,7 @@ impl core::fmt::Debug for Sleep {
 /// calls, whose timeout waits for the completion and keeps what arrived).
 ///
 /// ```no_run
-/// # async fn demo(connection: &wsk::Connection<'_>, buffer: wsk::PoolBuffer) -> Result<(), wsk::Error> {
+/// # async fn demo(connection: &wsk::Connection, buffer: wsk::PoolBuffer) -> Result<(), wsk::Error> {
 /// use core::time::Duration;
 /// let (received, buffer) = wsk::timeout(Duration::from_secs(2), connection.receive(buffer)).await?;
 /// # let _ = (received?, buffer); Ok(()) }
@@ -275,7 +341,8 @@ impl core::fmt::Debug for Sleep {
 /// Create, poll and drop at `DISPATCH_LEVEL` or below.
 ///
 /// # Errors
-/// The output is [`Error::TimedOut`] on expiry, or
+/// The output is [`Error::TimedOut`] on expiry, [`Error::Cancelled`] when
+/// the driver's last deregistration cancelled the timer, or
 /// [`Error::InsufficientResources`] when the timer cannot be allocated.
 pub const fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
     Timeout {

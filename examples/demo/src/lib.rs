@@ -263,7 +263,7 @@ pub struct Job<'a> {
 /// # Errors
 /// The first failing step's error; the socket is closed either way.
 pub fn run_mode(
-    provider: &Provider<'_>,
+    provider: &Provider,
     passive: &PassiveLevel,
     mode: Mode,
     job: &Job<'_>,
@@ -330,7 +330,7 @@ pub fn run_mode(
 }
 
 fn send(
-    connection: &Connection<'_>,
+    connection: &Connection,
     passive: &PassiveLevel,
     timeout: Duration,
     data: PoolBuffer,

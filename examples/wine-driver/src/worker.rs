@@ -182,6 +182,10 @@ fn run(config: &Config) {
         }
         Err(error) => log!("error: WskCaptureProviderNPI failed: {error}"),
     }
-    registration.deregister(&passive);
-    log!("deregistered");
+    let report = registration.deregister(&passive);
+    if report.is_clean() {
+        log!("deregistered");
+    } else {
+        log!("deregistered: had to force {report}");
+    }
 }

@@ -13,10 +13,16 @@
 //! cancels its IRP, waits for the completion, and returns
 //! [`Error::TimedOut`].
 //!
+//! Handles are owned (`'static`): a driver keeps them in its device
+//! context or moves them into a task. The futures of [`Provider`] hold a
+//! clone of the capture, so they are `'static` too. Deregistration closes
+//! whatever sockets are still open; a handle used afterwards answers
+//! [`Error::ForcedClosed`].
+//!
 //! Misuse does not compile. A socket must be bound before it connects:
 //!
 //! ```compile_fail
-//! # async fn demo(provider: &wsk::Provider<'_>) -> Result<(), wsk::Error> {
+//! # async fn demo(provider: &wsk::Provider) -> Result<(), wsk::Error> {
 //! let socket = provider.socket(wsk::Family::V4, wsk::SocketKind::Connection).await?;
 //! let connection = socket.connect("127.0.0.1:7".parse().unwrap()).await?; // no `connect` before `bind`
 //! # Ok(()) }
@@ -25,7 +31,7 @@
 //! A closed connection is gone:
 //!
 //! ```compile_fail
-//! # async fn demo(connection: wsk::Connection<'_>, buffer: wsk::PoolBuffer) {
+//! # async fn demo(connection: wsk::Connection, buffer: wsk::PoolBuffer) {
 //! connection.close().await.unwrap();
 //! let _ = connection.send(buffer).await; // `connection` was moved by `close`
 //! # }
@@ -36,61 +42,55 @@
     reason = "the `Send` bound on each future is part of the API"
 )]
 
-use core::marker::PhantomData;
+pub mod shared;
+
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use self::shared::SocketRef;
 use crate::addr::Family;
-use crate::calls::{self, Closer, SocketHandle, SocketKind};
+use crate::calls::{self, SocketHandle, SocketKind};
+use crate::error::{Error, Result};
+use crate::kernel::irql::PassiveLevel;
+use crate::kernel::pool::PoolBuffer;
 use crate::op::{Await, Blocking, Operation, Payload, Waiter, run_blocking};
-use crate::registration::RegistrationRef;
-use crate::{Error, NtStatus, PassiveLevel, PoolBuffer, Provider, Registration, Result};
+use crate::registration::{Provider, RegistrationRef};
+use crate::status::NtStatus;
 
 /// The most `WskConnectEx` sends with the connect.
 pub const CONNECT_EX_MAX_DATA: usize = 65_535;
 
-/// A socket's guts, shared by the three typestates: the WSK socket, a
-/// closer set aside, and the registration. Dropping it closes the socket
-/// without blocking.
-struct Raw<'r> {
-    handle: Option<SocketHandle>,
-    closer: Option<Closer>,
-    registration: RegistrationRef,
-    _registration: PhantomData<&'r Registration>,
+/// A socket owned by one of the three typestates: dropping it closes the
+/// socket without blocking.
+struct Raw {
+    socket: SocketRef,
 }
 
-impl Raw<'_> {
-    const fn new(handle: SocketHandle, closer: Closer, registration: RegistrationRef) -> Self {
-        Self {
-            handle: Some(handle),
-            closer: Some(closer),
-            registration,
-            _registration: PhantomData,
-        }
-    }
-
-    const fn handle(&self) -> &SocketHandle {
-        self.handle.as_ref().expect("a live socket has its handle")
-    }
-
-    /// Closes and waits for the close to complete.
-    async fn close<W: Waiter>(mut self, waiter: &mut W) -> Result<()> {
-        let (handle, closer) = (self.handle.take(), self.closer.take());
-        let (Some(handle), Some(closer)) = (handle, closer) else {
+impl Raw {
+    /// Closes and waits for the close to complete (nothing to wait for if
+    /// deregistration closed it already).
+    async fn close<W: Waiter>(self, waiter: &mut W) -> Result<()> {
+        let Some(op) = self.socket.close() else {
             return Ok(());
         };
-        let op = closer.close(handle, &self.registration);
         // A close that timed out still completes before this returns.
         waiter.complete(&op).await?;
         op.status().ok()
     }
+
+    /// Submits one call on the socket under its run-down protection.
+    fn submit<T>(
+        &self,
+        call: impl FnOnce(&SocketHandle, &RegistrationRef) -> Result<T>,
+    ) -> Result<T> {
+        let entered = self.socket.enter()?;
+        call(entered.handle(), self.socket.registration())
+    }
 }
 
-impl Drop for Raw<'_> {
+impl Drop for Raw {
     fn drop(&mut self) {
-        if let (Some(handle), Some(closer)) = (self.handle.take(), self.closer.take()) {
-            closer.close_detached(handle, &self.registration);
-        }
+        self.socket.close_detached();
     }
 }
 
@@ -105,8 +105,8 @@ async fn finish<W: Waiter, P: Payload>(waiter: &mut W, op: &Operation<P>) -> Res
 /// # IRQL
 /// Futures at `DISPATCH_LEVEL` or below; `*_blocking` at `PASSIVE_LEVEL`.
 /// Dropping closes the socket without blocking, at `DISPATCH_LEVEL` or below.
-pub struct Socket<'r> {
-    raw: Raw<'r>,
+pub struct Socket {
+    raw: Raw,
     family: Family,
 }
 
@@ -114,16 +114,16 @@ pub struct Socket<'r> {
 ///
 /// # IRQL
 /// As [`Socket`].
-pub struct BoundSocket<'r> {
-    raw: Raw<'r>,
+pub struct BoundSocket {
+    raw: Raw,
 }
 
 /// A connected socket: send, receive, disconnect, close.
 ///
 /// # IRQL
 /// As [`Socket`].
-pub struct Connection<'r> {
-    raw: Raw<'r>,
+pub struct Connection {
+    raw: Raw,
 }
 
 /// Which way a connect-with-data call went.
@@ -164,69 +164,73 @@ pub struct ConnectEx {
 }
 
 // --------------------------------------------------------------- flows
-async fn socket_flow<'r, W: Waiter>(
-    provider: &Provider<'r>,
+async fn socket_flow<W: Waiter>(
+    provider: &Provider,
     waiter: &mut W,
     family: Family,
     kind: SocketKind,
-) -> Result<Socket<'r>> {
+) -> Result<Socket> {
     let mut op = calls::socket(provider, family, kind)?;
-    let information = finish(waiter, &op).await?;
-    let (handle, closer) = op.payload_mut().take(information)?;
+    finish(waiter, &op).await?;
+    let socket = op.payload_mut().take()?;
     op.consume();
     Ok(Socket {
-        raw: Raw::new(handle, closer, provider.registration().clone()),
+        raw: Raw { socket },
         family,
     })
 }
 
-async fn socket_connect_flow<'r, W: Waiter>(
-    provider: &Provider<'r>,
+async fn socket_connect_flow<W: Waiter>(
+    provider: &Provider,
     waiter: &mut W,
     local: SocketAddr,
     remote: SocketAddr,
-) -> Result<Connection<'r>> {
+) -> Result<Connection> {
     if Family::of(&local) != Family::of(&remote) {
         return Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
     }
     let mut op = calls::socket_connect(provider, local, remote)?;
-    let information = finish(waiter, &op).await?;
-    let (handle, closer) = op.payload_mut().take(information)?;
+    finish(waiter, &op).await?;
+    let socket = op.payload_mut().take()?;
     op.consume();
     Ok(Connection {
-        raw: Raw::new(handle, closer, provider.registration().clone()),
+        raw: Raw { socket },
     })
 }
 
-async fn bind_flow<'r, W: Waiter>(
-    socket: Socket<'r>,
+async fn bind_flow<W: Waiter>(
+    socket: Socket,
     waiter: &mut W,
     local: SocketAddr,
-) -> Result<BoundSocket<'r>> {
+) -> Result<BoundSocket> {
     if Family::of(&local) != socket.family {
         return Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
     }
-    let op = calls::bind(socket.raw.handle(), &socket.raw.registration, local)?;
+    let op = socket
+        .raw
+        .submit(|handle, registration| calls::bind(handle, registration, local))?;
     finish(waiter, &op).await?;
     Ok(BoundSocket { raw: socket.raw })
 }
 
-async fn connect_flow<'r, W: Waiter>(
-    bound: BoundSocket<'r>,
+async fn connect_flow<W: Waiter>(
+    bound: BoundSocket,
     waiter: &mut W,
     remote: SocketAddr,
-) -> Result<Connection<'r>> {
-    let op = calls::connect(bound.raw.handle(), &bound.raw.registration, remote)?;
+) -> Result<Connection> {
+    let op = bound
+        .raw
+        .submit(|handle, registration| calls::connect(handle, registration, remote))?;
     finish(waiter, &op).await?;
     Ok(Connection { raw: bound.raw })
 }
 
-async fn connect_ex_flow<'r, W: Waiter>(
-    bound: BoundSocket<'r>,
+async fn connect_ex_flow<W: Waiter>(
+    bound: BoundSocket,
     waiter: &mut W,
     remote: SocketAddr,
     data: Option<PoolBuffer>,
-) -> (Result<(Connection<'r>, ConnectEx)>, Option<PoolBuffer>) {
+) -> (Result<(Connection, ConnectEx)>, Option<PoolBuffer>) {
     // Rejected before any call, with the status the provider would give.
     if data
         .as_ref()
@@ -235,12 +239,26 @@ async fn connect_ex_flow<'r, W: Waiter>(
         return (Err(Error::InvalidArgument(NtStatus::BUFFER_OVERFLOW)), data);
     }
     let mut data = data;
-    if bound.raw.handle().has_connect_ex() {
-        let mut op =
-            match calls::connect_ex(bound.raw.handle(), &bound.raw.registration, remote, data) {
-                Ok(op) => op,
-                Err((error, data)) => return (Err(error), data),
-            };
+    let submitted = match bound.raw.socket.enter() {
+        Err(error) => return (Err(error), data),
+        Ok(entered)
+            if entered.handle().has_connect_ex()
+                && !bound.raw.socket.registration().connect_ex_missing() =>
+        {
+            Some(calls::connect_ex(
+                entered.handle(),
+                bound.raw.socket.registration(),
+                remote,
+                data.take(),
+            ))
+        }
+        Ok(_) => None,
+    };
+    if let Some(submitted) = submitted {
+        let mut op = match submitted {
+            Ok(op) => op,
+            Err((error, data)) => return (Err(error), data),
+        };
         let completion = waiter.complete(&op).await;
         let buffer = op.payload_mut().take_buffer();
         if let Err(error) = completion {
@@ -257,6 +275,7 @@ async fn connect_ex_flow<'r, W: Waiter>(
             });
             return (outcome, buffer);
         }
+        bound.raw.socket.registration().mark_connect_ex_missing();
         data = buffer;
     }
     let connection = match connect_flow(bound, waiter, remote).await {
@@ -291,7 +310,7 @@ async fn connect_ex_flow<'r, W: Waiter>(
 }
 
 async fn send_flow<W: Waiter>(
-    connection: &Connection<'_>,
+    connection: &Connection,
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
@@ -304,7 +323,7 @@ async fn send_flow<W: Waiter>(
 }
 
 async fn receive_flow<W: Waiter>(
-    connection: &Connection<'_>,
+    connection: &Connection,
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
@@ -323,16 +342,17 @@ type Transfer = fn(
 ) -> core::result::Result<Operation<calls::Data>, calls::Refused>;
 
 async fn transfer_flow<W: Waiter>(
-    connection: &Connection<'_>,
+    connection: &Connection,
     waiter: &mut W,
     buffer: PoolBuffer,
     submit: Transfer,
 ) -> (Result<usize>, PoolBuffer, usize) {
-    let mut op = match submit(
-        connection.raw.handle(),
-        &connection.raw.registration,
-        buffer,
-    ) {
+    let socket = &connection.raw.socket;
+    let submitted = match socket.enter() {
+        Ok(entered) => submit(entered.handle(), socket.registration(), buffer),
+        Err(error) => Err((error, buffer)),
+    };
+    let mut op = match submitted {
         Ok(op) => op,
         Err((error, buffer)) => return (Err(error), buffer, 0),
     };
@@ -350,36 +370,35 @@ async fn transfer_flow<W: Waiter>(
     (result, buffer, moved)
 }
 
-async fn disconnect_flow<W: Waiter>(connection: &Connection<'_>, waiter: &mut W) -> Result<()> {
-    let op = calls::disconnect(connection.raw.handle(), &connection.raw.registration, false)?;
+async fn disconnect_flow<W: Waiter>(connection: &Connection, waiter: &mut W) -> Result<()> {
+    let op = connection
+        .raw
+        .submit(|handle, registration| calls::disconnect(handle, registration, false))?;
     finish(waiter, &op).await.map(drop)
 }
 
 async fn address_flow<W: Waiter>(
-    connection: &Connection<'_>,
+    connection: &Connection,
     waiter: &mut W,
     remote: bool,
 ) -> Result<SocketAddr> {
-    let op = calls::address(
-        connection.raw.handle(),
-        &connection.raw.registration,
-        remote,
-    )?;
+    let mut op = connection
+        .raw
+        .submit(|handle, registration| calls::address(handle, registration, remote))?;
     finish(waiter, &op).await?;
-    let mut op = op;
     op.payload_mut()
         .0
         .get()
         .ok_or(Error::Other(NtStatus::UNSUCCESSFUL))
 }
 
-async fn fast_open_flow<W: Waiter>(socket: &Socket<'_>, waiter: &mut W) -> Result<()> {
-    let op = calls::enable_fast_open(socket.raw.handle(), &socket.raw.registration)?;
+async fn fast_open_flow<W: Waiter>(socket: &Socket, waiter: &mut W) -> Result<()> {
+    let op = socket.raw.submit(calls::enable_fast_open)?;
     finish(waiter, &op).await.map(drop)
 }
 
 // --------------------------------------------------------------- surfaces
-impl<'r> Provider<'r> {
+impl Provider {
     /// Creates a socket of `kind` for `family` (`WskSocket`).
     ///
     /// # IRQL
@@ -393,8 +412,9 @@ impl<'r> Provider<'r> {
         &self,
         family: Family,
         kind: SocketKind,
-    ) -> impl Future<Output = Result<Socket<'r>>> + Send + '_ {
-        async move { socket_flow(self, &mut Await, family, kind).await }
+    ) -> impl Future<Output = Result<Socket>> + Send + 'static {
+        let provider = self.clone();
+        async move { socket_flow(&provider, &mut Await, family, kind).await }
     }
 
     /// [`socket`](Self::socket), blocking up to `timeout`.
@@ -411,7 +431,7 @@ impl<'r> Provider<'r> {
         timeout: Duration,
         family: Family,
         kind: SocketKind,
-    ) -> Result<Socket<'r>> {
+    ) -> Result<Socket> {
         run_blocking(socket_flow(
             self,
             &mut Blocking::new(irql, timeout),
@@ -435,8 +455,9 @@ impl<'r> Provider<'r> {
         &self,
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> impl Future<Output = Result<Connection<'r>>> + Send + '_ {
-        async move { socket_connect_flow(self, &mut Await, local, remote).await }
+    ) -> impl Future<Output = Result<Connection>> + Send + 'static {
+        let provider = self.clone();
+        async move { socket_connect_flow(&provider, &mut Await, local, remote).await }
     }
 
     /// [`socket_connect`](Self::socket_connect), blocking up to `timeout`.
@@ -453,7 +474,7 @@ impl<'r> Provider<'r> {
         timeout: Duration,
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> Result<Connection<'r>> {
+    ) -> Result<Connection> {
         run_blocking(socket_connect_flow(
             self,
             &mut Blocking::new(irql, timeout),
@@ -463,11 +484,11 @@ impl<'r> Provider<'r> {
     }
 }
 
-impl<'r> Socket<'r> {
+impl Socket {
     /// The socket's kind.
     #[must_use]
     pub const fn kind(&self) -> SocketKind {
-        self.raw.handle().kind()
+        self.raw.socket.kind()
     }
 
     /// Sets `TCP_FASTOPEN` (`WskControlSocket`), so that a later
@@ -508,7 +529,7 @@ impl<'r> Socket<'r> {
     pub fn bind(
         self,
         local: SocketAddr,
-    ) -> impl Future<Output = Result<BoundSocket<'r>>> + Send + 'r {
+    ) -> impl Future<Output = Result<BoundSocket>> + Send + 'static {
         async move { bind_flow(self, &mut Await, local).await }
     }
 
@@ -524,7 +545,7 @@ impl<'r> Socket<'r> {
         irql: &PassiveLevel,
         timeout: Duration,
         local: SocketAddr,
-    ) -> Result<BoundSocket<'r>> {
+    ) -> Result<BoundSocket> {
         run_blocking(bind_flow(self, &mut Blocking::new(irql, timeout), local))
     }
 
@@ -535,12 +556,12 @@ impl<'r> Socket<'r> {
     ///
     /// # Errors
     /// What `WskCloseSocket` returns.
-    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'r {
+    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'static {
         async move { self.raw.close(&mut Await).await }
     }
 }
 
-impl<'r> BoundSocket<'r> {
+impl BoundSocket {
     /// Connects to `remote` (`WskConnect`). On failure the socket is closed.
     ///
     /// # IRQL
@@ -551,7 +572,7 @@ impl<'r> BoundSocket<'r> {
     pub fn connect(
         self,
         remote: SocketAddr,
-    ) -> impl Future<Output = Result<Connection<'r>>> + Send + 'r {
+    ) -> impl Future<Output = Result<Connection>> + Send + 'static {
         async move { connect_flow(self, &mut Await, remote).await }
     }
 
@@ -567,7 +588,7 @@ impl<'r> BoundSocket<'r> {
         irql: &PassiveLevel,
         timeout: Duration,
         remote: SocketAddr,
-    ) -> Result<Connection<'r>> {
+    ) -> Result<Connection> {
         run_blocking(connect_flow(
             self,
             &mut Blocking::new(irql, timeout),
@@ -593,7 +614,7 @@ impl<'r> BoundSocket<'r> {
         self,
         remote: SocketAddr,
         data: Option<PoolBuffer>,
-    ) -> impl Future<Output = (Result<(Connection<'r>, ConnectEx)>, Option<PoolBuffer>)> + Send + 'r
+    ) -> impl Future<Output = (Result<(Connection, ConnectEx)>, Option<PoolBuffer>)> + Send + 'static
     {
         async move { connect_ex_flow(self, &mut Await, remote, data).await }
     }
@@ -611,7 +632,7 @@ impl<'r> BoundSocket<'r> {
         timeout: Duration,
         remote: SocketAddr,
         data: Option<PoolBuffer>,
-    ) -> (Result<(Connection<'r>, ConnectEx)>, Option<PoolBuffer>) {
+    ) -> (Result<(Connection, ConnectEx)>, Option<PoolBuffer>) {
         run_blocking(connect_ex_flow(
             self,
             &mut Blocking::new(irql, timeout),
@@ -627,12 +648,12 @@ impl<'r> BoundSocket<'r> {
     ///
     /// # Errors
     /// What `WskCloseSocket` returns.
-    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'r {
+    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'static {
         async move { self.raw.close(&mut Await).await }
     }
 }
 
-impl<'r> Connection<'r> {
+impl Connection {
     /// Sends all of `buffer` (`WskSend`); the buffer comes back with the
     /// result, whatever it is.
     ///
@@ -757,7 +778,7 @@ impl<'r> Connection<'r> {
     ///
     /// # Errors
     /// What `WskCloseSocket` returns.
-    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'r {
+    pub fn close(self) -> impl Future<Output = Result<()>> + Send + 'static {
         async move { self.raw.close(&mut Await).await }
     }
 
@@ -773,7 +794,7 @@ impl<'r> Connection<'r> {
     }
 }
 
-impl core::fmt::Debug for Socket<'_> {
+impl core::fmt::Debug for Socket {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Socket")
             .field("family", &self.family)
@@ -781,13 +802,13 @@ impl core::fmt::Debug for Socket<'_> {
     }
 }
 
-impl core::fmt::Debug for BoundSocket<'_> {
+impl core::fmt::Debug for BoundSocket {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("BoundSocket").finish_non_exhaustive()
     }
 }
 
-impl core::fmt::Debug for Connection<'_> {
+impl core::fmt::Debug for Connection {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Connection").finish_non_exhaustive()
     }

@@ -1,0 +1,79 @@
+//! The driver image as a whole: what must end before it may unload.
+//!
+//! A timer DPC of [`sleep`](crate::sleep) or [`timeout`](crate::timeout)
+//! runs code of the driver image, so no timer may stay armed once the
+//! driver's last registration is gone: the image keeps its armed timers in
+//! one list, and the last deregistration cancels them.
+//!
+//! In the Windows kernel there is one image, a `static`. Under the emulator
+//! each [`Kernel`](crate::emulator::Kernel) is a machine of its own with its
+//! own image, so parallel tests do not share timers.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::spinlock::SpinLock;
+use crate::tracking::{Forced, List};
+
+/// What the driver image holds across registrations.
+pub struct Image {
+    /// Armed timers (`sleep`, `timeout`).
+    pub(crate) timers: SpinLock<List>,
+    /// Registrations not yet deregistered.
+    registrations: AtomicUsize,
+}
+
+impl Image {
+    /// An image with nothing armed and no registration.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            timers: SpinLock::new(List::new()),
+            registrations: AtomicUsize::new(0),
+        }
+    }
+
+    /// A registration begins.
+    pub(crate) fn registration_opened(&self) {
+        self.registrations.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A registration ends. The last one cancels every armed timer (their
+    /// futures end with [`Error::Cancelled`](crate::Error::Cancelled)) and
+    /// counts them in `forced`.
+    pub(crate) fn registration_closed(&self, forced: &mut Forced) {
+        if self.registrations.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        loop {
+            let next = self.timers.lock().pop_for_sweep();
+            let Some(timer) = next else { break };
+            let (what, cancelled) = timer.force();
+            if cancelled {
+                forced.count(what);
+            }
+        }
+        // Timers armed from now on belong to whatever comes next.
+        self.timers.lock().reopen();
+    }
+}
+
+impl Default for Image {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The image this code runs in.
+#[cfg(not(wsk_emulator))]
+#[must_use]
+pub fn current() -> &'static Image {
+    static IMAGE: Image = Image::new();
+    &IMAGE
+}
+
+/// The image of the current emulated machine.
+#[cfg(wsk_emulator)]
+#[must_use]
+pub fn current() -> &'static Image {
+    crate::emulator::Kernel::current().inner().image
+}

@@ -1,0 +1,266 @@
+//! Handles a driver can store, and a deregistration that ends whatever the
+//! driver forgot, within its bound, and never waits for it.
+
+use std::future::Future;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wsk::emulator::Kernel;
+use wsk::{
+    Connection, Error, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Provider, Registration,
+    SocketKind, block_on, sleep, timeout,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn passive() -> PassiveLevel {
+    PassiveLevel::check().expect("test threads start at PASSIVE_LEVEL")
+}
+
+/// Polls `future` once (it must be pending), then forgets it, as a driver
+/// that leaks a future would.
+fn poll_once_and_forget<F: Future>(future: F) {
+    let mut future = Box::pin(future);
+    assert!(
+        future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending(),
+        "the future is in flight"
+    );
+    std::mem::forget(future);
+}
+
+/// A server that accepts and holds every connection (never writes).
+fn silent_server() -> (SocketAddr, thread::JoinHandle<Vec<TcpStream>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        held
+    });
+    (address, server)
+}
+
+/// A listener whose accept queue is full: a further connect stays pending.
+fn full_backlog() -> (socket2::Socket, SocketAddr, TcpStream) {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let address = listener.local_addr().unwrap().as_socket().unwrap();
+    let queued = TcpStream::connect(address).unwrap();
+    (listener, address, queued)
+}
+
+/// What a driver keeps in its device context.
+struct DeviceContext {
+    registration: Option<Registration>,
+    provider: Provider,
+    connections: Vec<Connection>,
+}
+
+const fn is_send_sync_static<T: Send + Sync + 'static>(_: &T) {}
+
+#[test]
+fn deregistration_ends_what_the_driver_forgot_and_holds_within_its_bound() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    let local = Family::V4.unspecified();
+
+    // A connection the device context holds, with a receive in flight whose
+    // future was forgotten.
+    let held = provider
+        .socket_connect_blocking(&passive, TIMEOUT, local, remote)
+        .unwrap();
+    poll_once_and_forget(held.receive(PoolBuffer::zeroed(64, PoolTag::BUFFER).unwrap()));
+    // A connection forgotten outright.
+    std::mem::forget(
+        provider
+            .socket_connect_blocking(&passive, TIMEOUT, local, remote)
+            .unwrap(),
+    );
+    // A connect that cannot finish (full accept queue), its future forgotten.
+    let (_listener, stuck, _queued) = full_backlog();
+    poll_once_and_forget(provider.socket_connect(local, stuck));
+    // Timers: a long sleep and a timeout around a pending future, forgotten.
+    poll_once_and_forget(sleep(Duration::from_hours(1)));
+    poll_once_and_forget(timeout(
+        Duration::from_hours(1),
+        std::future::pending::<()>(),
+    ));
+    // A forgotten clone of the capture.
+    std::mem::forget(provider.clone());
+
+    let mut context = DeviceContext {
+        registration: Some(registration),
+        provider,
+        connections: vec![held],
+    };
+    is_send_sync_static(&context.provider);
+    is_send_sync_static(&context.connections);
+
+    let start = Instant::now();
+    let bound = Duration::from_secs(3);
+    let report = context
+        .registration
+        .take()
+        .unwrap()
+        .deregister_within(&passive, bound);
+    let took = start.elapsed();
+    assert!(took < bound + Duration::from_secs(2), "took {took:?}");
+    assert_eq!(
+        report.cancelled_operations, 2,
+        "receive and connect: {report}"
+    );
+    assert_eq!(report.closed_sockets, 2, "held and forgotten: {report}");
+    assert_eq!(report.released_captures, 1, "{report}");
+    assert_eq!(report.cancelled_timers, 2, "{report}");
+    assert_eq!(report.unfinished_operations, 0, "{report}");
+
+    // Every handle still held answers a typed error, and dropping them
+    // closes and releases nothing twice (the emulator would bugcheck).
+    let (sent, _) = context.connections[0].send_blocking(
+        &passive,
+        TIMEOUT,
+        PoolBuffer::from_slice(b"late", PoolTag::BUFFER).unwrap(),
+    );
+    assert_eq!(sent, Err(Error::ForcedClosed(NtStatus::FILE_FORCED_CLOSED)));
+    assert_eq!(
+        context
+            .provider
+            .socket_blocking(&passive, TIMEOUT, Family::V4, SocketKind::Connection)
+            .err(),
+        Some(Error::ProviderUnavailable(NtStatus::DEVICE_NOT_READY))
+    );
+    drop(context);
+
+    // The peer saw both connections end.
+    for mut stream in server.join().unwrap() {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut byte = [0_u8; 1];
+        assert!(matches!(stream.read(&mut byte), Ok(0) | Err(_)));
+    }
+
+    // Nothing the provider holds is left; what stays is exactly the blocks
+    // of the forgotten handles and futures, whose owners never come back.
+    let usage = kernel.usage();
+    assert_eq!(
+        (usage.registrations, usage.captures, usage.sockets),
+        (0, 0, 0),
+        "{usage}"
+    );
+    // The forgotten receive and connect, and the close set aside for the
+    // socket the connect never created.
+    assert_eq!(usage.irps, 3, "{usage}");
+    assert_eq!(usage.pool_tag(*b"WskO").allocations, 3, "{usage}");
+    assert_eq!(usage.mdls, 1, "the forgotten receive's: {usage}");
+    assert_eq!(
+        usage.pool_tag(*b"WskB").allocations,
+        1,
+        "its buffer: {usage}"
+    );
+    assert_eq!(
+        usage.pool_tag(*b"WskR").allocations,
+        1,
+        "the registration block, which forgotten handles still count: {usage}"
+    );
+    assert_eq!(usage.pool_tag(*b"WskT").allocations, 2, "{usage}");
+    assert_eq!(usage.pool_tag(*b"WskN").allocations, 1, "{usage}");
+    assert_eq!(
+        usage.pool_tag(*b"WskS").allocations,
+        2,
+        "the forgotten connection and connect: {usage}"
+    );
+}
+
+#[test]
+fn one_machines_deregistration_neither_waits_for_nor_cancels_anothers_timers() {
+    let sleeper = Kernel::new();
+    let sleeping = thread::spawn(move || {
+        let _enter = sleeper.enter();
+        block_on(&passive(), sleep(Duration::from_millis(500))).unwrap()
+    });
+    // Give the other machine's timer time to be armed.
+    thread::sleep(Duration::from_millis(100));
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let start = Instant::now();
+    let report = Registration::register(&passive)
+        .unwrap()
+        .deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        start.elapsed() < Duration::from_millis(350),
+        "waited {:?} for another machine's timer",
+        start.elapsed()
+    );
+    assert_eq!(sleeping.join().unwrap(), Ok(()), "not cancelled");
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn only_the_last_registration_of_the_image_cancels_its_timers() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let first = Registration::register(&passive).unwrap();
+    let second = Registration::register(&passive).unwrap();
+    let mut sleeping = Box::pin(sleep(Duration::from_hours(1)));
+    let mut context = Context::from_waker(Waker::noop());
+    assert!(sleeping.as_mut().poll(&mut context).is_pending());
+    let report = first.deregister(&passive);
+    assert_eq!(report.cancelled_timers, 0, "{report}");
+    assert!(sleeping.as_mut().poll(&mut context).is_pending());
+    let report = second.deregister(&passive);
+    assert_eq!(report.cancelled_timers, 1, "{report}");
+    assert_eq!(
+        sleeping.as_mut().poll(&mut context),
+        Poll::Ready(Err(Error::Cancelled(NtStatus::CANCELLED)))
+    );
+    drop(sleeping);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_spawned_style_future_owns_its_provider() {
+    // The futures of `Provider` hold a clone of the capture: `'static`, so a
+    // task can own one without borrowing a handle that outlives it.
+    fn is_static_send<F: Future + Send + 'static>(future: F) -> F {
+        future
+    }
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let (remote, server) = silent_server();
+    let future = {
+        let provider = registration.capture(&passive, TIMEOUT).unwrap();
+        is_static_send(provider.socket_connect(Family::V4.unspecified(), remote))
+        // `provider` is dropped here; the future keeps the capture.
+    };
+    let connection = block_on(&passive, future).unwrap().unwrap();
+    connection.close_blocking(&passive, TIMEOUT).unwrap();
+    drop(server);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    kernel.assert_no_leaks();
+}
