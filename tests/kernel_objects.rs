@@ -196,6 +196,23 @@ fn pool_exhaustion_is_a_typed_error() {
 }
 
 #[test]
+fn the_zero_tag_is_rejected_before_the_kernel_sees_it() {
+    // `ExAllocatePoolWithTag` bugchecks on tag 0 (BAD_POOL_CALLER), and so
+    // does the emulator: every allocation path must stop it first.
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let zero = PoolTag::new([0; 4]);
+    assert!(!zero.is_valid());
+    assert!(PoolTag::BUFFER.is_valid());
+    let invalid = Error::InvalidArgument(NtStatus::INVALID_PARAMETER);
+    assert_eq!(PoolBuffer::zeroed(16, zero).unwrap_err(), invalid);
+    assert_eq!(PoolBuffer::zeroed(0, zero).unwrap_err(), invalid);
+    assert_eq!(PoolBuffer::from_slice(b"data", zero).unwrap_err(), invalid);
+    assert_eq!(PoolBox::new(7_u64, zero).unwrap_err(), invalid);
+    kernel.assert_no_leaks();
+}
+
+#[test]
 fn seeded_fault_injection_is_reproducible() {
     let failures = |seed| {
         let kernel = Kernel::new();
