@@ -213,6 +213,32 @@ fn the_zero_tag_is_rejected_before_the_kernel_sees_it() {
 }
 
 #[test]
+fn an_absurd_size_is_insufficient_resources_not_a_crash() {
+    // The kernel returns NULL for a size no pool can hold; so must the
+    // emulator, whether the host cannot describe the size (`usize::MAX / 2`
+    // has no `Layout`) or cannot provide it.
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let insufficient = Error::InsufficientResources(NtStatus::INSUFFICIENT_RESOURCES);
+    for size in [usize::MAX, usize::MAX / 2, usize::MAX / 4, 1 << 50] {
+        assert_eq!(
+            PoolBuffer::zeroed(size, PoolTag::BUFFER).unwrap_err(),
+            insufficient,
+            "{size} bytes"
+        );
+    }
+    assert!(
+        kernel.usage().is_empty(),
+        "nothing recorded: {}",
+        kernel.usage()
+    );
+    let fine = PoolBuffer::zeroed(64, PoolTag::BUFFER).unwrap();
+    assert_eq!(fine.len(), 64);
+    drop(fine);
+    kernel.assert_no_leaks();
+}
+
+#[test]
 fn seeded_fault_injection_is_reproducible() {
     let failures = |seed| {
         let kernel = Kernel::new();

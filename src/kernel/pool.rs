@@ -253,7 +253,8 @@ impl PoolBuffer {
     /// # Errors
     /// [`Error::InvalidArgument`] (`STATUS_INVALID_PARAMETER`) for the zero
     /// tag, before the kernel is called; [`Error::InsufficientResources`]
-    /// when the pool is exhausted.
+    /// when the pool is exhausted or cannot hold `capacity` bytes (the
+    /// kernel returns NULL for a size no pool can satisfy).
     pub fn zeroed(capacity: usize, tag: PoolTag) -> Result<Self> {
         let ptr = allocate(capacity, tag)?;
         // SAFETY: the block has at least `capacity` bytes (and one byte when
