@@ -47,6 +47,10 @@ pub enum Error {
     /// The local address is already in use.
     #[error("address in use: {0}")]
     AddressInUse(NtStatus),
+    /// The socket is not (or no longer) connected: e.g. a second
+    /// `WskDisconnect`, or a send after an abortive disconnect.
+    #[error("not connected: {0}")]
+    NotConnected(NtStatus),
     /// The WSK subsystem is not (or no longer) available to this client.
     #[error("WSK provider unavailable: {0}")]
     ProviderUnavailable(NtStatus),
@@ -86,6 +90,7 @@ impl Error {
             NtStatus::ADDRESS_ALREADY_ASSOCIATED | NtStatus::ADDRESS_ALREADY_EXISTS => {
                 Self::AddressInUse(status)
             }
+            NtStatus::INVALID_CONNECTION => Self::NotConnected(status),
             NtStatus::DEVICE_NOT_READY => Self::ProviderUnavailable(status),
             _ => Self::Other(status),
         }
@@ -108,6 +113,7 @@ impl Error {
             | Self::InsufficientResources(s)
             | Self::InvalidArgument(s)
             | Self::AddressInUse(s)
+            | Self::NotConnected(s)
             | Self::ProviderUnavailable(s)
             | Self::Other(s) => s,
         }

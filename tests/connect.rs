@@ -417,6 +417,24 @@ fn a_socket_connect_that_completes_after_its_caller_left_is_closed() {
 }
 
 #[test]
+fn a_second_disconnect_is_a_typed_not_connected_error() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        let (remote, received) = echo_server("127.0.0.1:0");
+        let connection = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+            .unwrap();
+        connection.disconnect_blocking(passive, TIMEOUT).unwrap();
+        let again = connection
+            .disconnect_blocking(passive, TIMEOUT)
+            .unwrap_err();
+        assert_eq!(again, Error::NotConnected(NtStatus::INVALID_CONNECTION));
+        assert_eq!(again.status().code(), 0xC000_0140);
+        connection.close_blocking(passive, TIMEOUT).unwrap();
+        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"");
+    });
+}
+
+#[test]
 fn a_dropped_connection_is_closed_without_blocking() {
     with_provider(ProviderConfig::default(), |kernel, provider, passive| {
         let (remote, received) = echo_server("127.0.0.1:0");

@@ -398,6 +398,11 @@ impl Socket {
     /// One attempt at `op` on the host socket, which the poller watches
     /// from the first attempt on.
     fn attempt(&self, state: &mut State, kernel: &Kernel, op: &mut Op) -> Progress {
+        // An earlier graceful disconnect sent the FIN: there is no
+        // connection left to disconnect, as Windows answers a second one.
+        if matches!(op, Op::Disconnect { .. }) && state.graceful {
+            return Progress::Done(STATUS_INVALID_CONNECTION, 0);
+        }
         if let Err(status) = self.watch(state, kernel) {
             return Progress::Done(status, 0);
         }
