@@ -54,7 +54,7 @@ pub use addr::Family;
 pub use calls::SocketKind;
 pub use error::{Error, Result};
 pub use executor::block_on;
-pub use kernel::event::{Event, EventKind, WaitTimedOut};
+pub use kernel::event::{Event, EventKind, WaitError, WaitTimedOut};
 pub use kernel::irp::Irp;
 pub use kernel::irql::{AtMostApc, AtMostDispatch, Irql, IrqlTooHigh, PassiveLevel};
 pub use kernel::mdl::Mdl;
