@@ -11,6 +11,7 @@
 //!   `IoCancelIrp` with cancel routines, `IoReuseIrp`;
 //! - `KEVENT` with timed waits; a per-thread IRQL, with provider completions
 //!   delivered at `DISPATCH_LEVEL` from another thread;
+//! - `RtlGetVersion`, reporting the build [`ProviderConfig::os_build`] sets;
 //! - tagged pool with per-tag accounting of what is still outstanding;
 //! - `WskRegister`, `WskCaptureProviderNPI`, `WskReleaseProviderNPI` and
 //!   `WskDeregister` with their blocking semantics;
@@ -55,6 +56,7 @@ mod provider;
 mod sockets;
 mod timer;
 mod verifier;
+mod version;
 
 use std::boxed::Box;
 use std::cell::RefCell;
@@ -91,6 +93,10 @@ pub(crate) struct KernelInner {
     /// Started by the first socket that waits for the host.
     poller: OnceLock<poller::Poller>,
     pub(crate) fast_open: sockets::FastOpenCounters,
+    /// The library's cached OS build (`kernel::version`): a static of the
+    /// driver image on Windows, one per machine here, as each machine loads
+    /// its own copy of the driver.
+    pub(crate) driver_os_build: crate::kernel::version::BuildCache,
     this: Weak<Self>,
 }
 
@@ -115,6 +121,7 @@ impl Kernel {
             dpc: Mutex::new(None),
             poller: OnceLock::new(),
             fast_open: sockets::FastOpenCounters::default(),
+            driver_os_build: crate::kernel::version::BuildCache::new(),
             this: this.clone(),
         });
         Self { inner }

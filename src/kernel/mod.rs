@@ -10,3 +10,4 @@ pub mod mdl;
 pub mod pool;
 pub mod time;
 pub mod timer;
+pub mod version;

@@ -282,7 +282,11 @@ impl Socket {
             (true, false) => dispatch::ConnectEx::Real,
             (true, true) => dispatch::ConnectEx::Stub,
         };
-        let table = dispatch::table(kind, connect_ex);
+        let table = if config.os_build < dispatch::CONNECT_EX_FIRST_BUILD {
+            dispatch::table_before_connect_ex(kind)
+        } else {
+            dispatch::table(kind, connect_ex)
+        };
         let header = Header(Box::new(WSK_SOCKET { Dispatch: table }));
         let handle = core::ptr::from_ref::<WSK_SOCKET>(&header.0) as usize;
         Ok(Arc::new_cyclic(|this: &Weak<Self>| {
