@@ -46,7 +46,7 @@ IoCancelIrp IoFreeIrp IoFreeMdl IoReuseIrp KeBugCheckEx KeCancelTimer KeClearEve
 KeFlushQueuedDpcs KeInitializeDpc KeInitializeEvent KeInitializeTimer KeReadStateEvent KeSetEvent
 KeSetTimer KeWaitForSingleObject
 MmBuildMdlForNonPagedPool MmGetSystemRoutineAddress ObReferenceObjectByHandle
-ObfDereferenceObject PsCreateSystemThread PsTerminateSystemThread PsThreadType
+ObfDereferenceObject PsCreateSystemThread PsTerminateSystemThread PsThreadType RtlGetVersion
 ZwClose ZwOpenKey ZwQueryValueKey __chkstk memcmp memcpy memmove memset
 "
 readonly ALLOW_NETIO="

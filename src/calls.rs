@@ -59,12 +59,12 @@ unsafe impl Send for SocketHandle {}
 // close, which takes the handle by value).
 unsafe impl Sync for SocketHandle {}
 
-/// The socket-level functions, read from whichever table the kind uses.
+/// The socket-level functions, read from whichever table the kind uses
+/// (`WskConnectEx` apart: see [`SocketHandle::connect_ex_entry`]).
 struct Entries {
     basic: *const WSK_PROVIDER_BASIC_DISPATCH,
     bind: crate::abi::PFN_WSK_BIND,
     connect: crate::abi::PFN_WSK_CONNECT,
-    connect_ex: crate::abi::PFN_WSK_CONNECT_EX,
     send: crate::abi::PFN_WSK_SEND,
     receive: crate::abi::PFN_WSK_RECEIVE,
     disconnect: crate::abi::PFN_WSK_DISCONNECT,
@@ -79,37 +79,64 @@ impl SocketHandle {
         Self { raw, kind }
     }
 
-    fn entries(&self) -> Entries {
+    fn dispatch(&self) -> *const c_void {
         // SAFETY: a live socket (invariant) whose first field is its
         // dispatch table pointer.
-        let dispatch = unsafe { (*self.raw.as_ptr()).Dispatch };
-        // The two tables hold the same entries at different offsets.
+        unsafe { (*self.raw.as_ptr()).Dispatch }
+    }
+
+    fn entries(&self) -> Entries {
+        // The two tables hold the same entries at different offsets. Each
+        // is read on its own through the raw pointer, never through a
+        // reference to the whole table: before Windows 10 1703 the tables
+        // end before `WskConnectEx`.
         macro_rules! entries {
             ($table:expr) => {
-                Entries {
-                    basic: &raw const $table.Basic,
-                    bind: $table.WskBind,
-                    connect: $table.WskConnect,
-                    connect_ex: $table.WskConnectEx,
-                    send: $table.WskSend,
-                    receive: $table.WskReceive,
-                    disconnect: $table.WskDisconnect,
-                    local: $table.WskGetLocalAddress,
-                    remote: $table.WskGetRemoteAddress,
-                }
+                entries!(@read $table; bind: WskBind, connect: WskConnect, send: WskSend,
+                    receive: WskReceive, disconnect: WskDisconnect, local: WskGetLocalAddress,
+                    remote: WskGetRemoteAddress)
             };
+            (@read $table:expr; $($name:ident: $entry:ident),*) => {{
+                let table = $table;
+                Entries {
+                    // `Basic` heads both tables.
+                    basic: table.cast::<WSK_PROVIDER_BASIC_DISPATCH>(),
+                    $(
+                        // SAFETY: the live socket's table of its kind
+                        // (invariant), valid while the socket lives; this
+                        // entry precedes `WskConnectEx`, so every provider's
+                        // table holds it.
+                        $name: unsafe { (*table).$entry },
+                    )*
+                }
+            }};
         }
+        let dispatch = self.dispatch();
+        match self.kind {
+            SocketKind::Connection => entries!(dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()),
+            SocketKind::Stream => entries!(dispatch.cast::<WSK_PROVIDER_STREAM_DISPATCH>()),
+        }
+    }
+
+    /// `WskConnectEx`, read only where the tables hold it: NULL when the
+    /// OS build is known to predate Windows 10 1703 (see
+    /// [`crate::kernel::version`]).
+    fn connect_ex_entry(&self) -> crate::abi::PFN_WSK_CONNECT_EX {
+        if !crate::kernel::version::connect_ex_table_present() {
+            return None;
+        }
+        let dispatch = self.dispatch();
         match self.kind {
             SocketKind::Connection => {
-                // SAFETY: connection sockets use the connection table, which
-                // the provider keeps valid while the socket lives.
-                let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>() };
-                entries!(table)
+                let table = dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
+                // SAFETY: the live socket's connection table, which holds
+                // the entry from Windows 10 1703 on.
+                unsafe { (*table).WskConnectEx }
             }
             SocketKind::Stream => {
+                let table = dispatch.cast::<WSK_PROVIDER_STREAM_DISPATCH>();
                 // SAFETY: as above, for the stream table.
-                let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_STREAM_DISPATCH>() };
-                entries!(table)
+                unsafe { (*table).WskConnectEx }
             }
         }
     }
@@ -120,10 +147,11 @@ impl SocketHandle {
         unsafe { &*self.entries().basic }
     }
 
-    /// Whether the provider offers `WskConnectEx` for this socket (NULL
-    /// before Windows 10 1703).
+    /// Whether the provider offers `WskConnectEx` for this socket: not
+    /// before Windows 10 1703 (decided from the OS build once registration
+    /// has read it), nor where the entry is NULL.
     pub fn has_connect_ex(&self) -> bool {
-        self.entries().connect_ex.is_some()
+        self.connect_ex_entry().is_some()
     }
 
     pub(crate) const fn raw(&self) -> *mut WSK_SOCKET {
@@ -472,7 +500,7 @@ pub fn connect_ex(
     remote: core::net::SocketAddr,
     data: Option<PoolBuffer>,
 ) -> Result<Operation<Data>, (Error, Option<PoolBuffer>)> {
-    let Some(entry) = socket.entries().connect_ex else {
+    let Some(entry) = socket.connect_ex_entry() else {
         return Err((missing(), data));
     };
     let raw = socket.raw();

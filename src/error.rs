@@ -1,7 +1,8 @@
 //! The public error type: what a caller can act on, always with the raw
 //! `NtStatus`.
 
-use crate::NtStatus;
+use crate::kernel::irql::IrqlTooHigh;
+use crate::status::NtStatus;
 
 /// A failed operation.
 ///
@@ -47,9 +48,19 @@ pub enum Error {
     /// The local address is already in use.
     #[error("address in use: {0}")]
     AddressInUse(NtStatus),
+    /// The socket is not (or no longer) connected: e.g. a second
+    /// `WskDisconnect`, or a send after an abortive disconnect.
+    #[error("not connected: {0}")]
+    NotConnected(NtStatus),
     /// The WSK subsystem is not (or no longer) available to this client.
     #[error("WSK provider unavailable: {0}")]
     ProviderUnavailable(NtStatus),
+    /// A blocking call found the thread above `PASSIVE_LEVEL` / `APC_LEVEL`
+    /// (a token copied before a spin lock was taken, say): it refused to
+    /// wait instead of bugchecking. Anything it had in flight was cancelled.
+    /// Its status is `STATUS_INVALID_DEVICE_STATE`.
+    #[error("{0}")]
+    IrqlTooHigh(IrqlTooHigh),
     /// Any other failure.
     #[error("{0}")]
     Other(NtStatus),
@@ -86,6 +97,7 @@ impl Error {
             NtStatus::ADDRESS_ALREADY_ASSOCIATED | NtStatus::ADDRESS_ALREADY_EXISTS => {
                 Self::AddressInUse(status)
             }
+            NtStatus::INVALID_CONNECTION => Self::NotConnected(status),
             NtStatus::DEVICE_NOT_READY => Self::ProviderUnavailable(status),
             _ => Self::Other(status),
         }
@@ -108,9 +120,17 @@ impl Error {
             | Self::InsufficientResources(s)
             | Self::InvalidArgument(s)
             | Self::AddressInUse(s)
+            | Self::NotConnected(s)
             | Self::ProviderUnavailable(s)
             | Self::Other(s) => s,
+            Self::IrqlTooHigh(_) => NtStatus::INVALID_DEVICE_STATE,
         }
+    }
+}
+
+impl From<IrqlTooHigh> for Error {
+    fn from(error: IrqlTooHigh) -> Self {
+        Self::IrqlTooHigh(error)
     }
 }
 

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use crate::Result;
-use crate::kernel::event::{EventKind, RawEvent};
+use crate::kernel::event::{EventKind, RawEvent, WaitError};
 use crate::kernel::irql::PassiveLevel;
 use crate::kernel::pool::{PoolBox, PoolTag};
 
@@ -22,8 +22,10 @@ use crate::kernel::pool::{PoolBox, PoolTag};
 ///
 /// # Errors
 /// [`Error::InsufficientResources`](crate::Error::InsufficientResources)
-/// when the wake-up event cannot be allocated; otherwise the future's own
-/// output is returned.
+/// when the wake-up event cannot be allocated;
+/// [`Error::IrqlTooHigh`](crate::Error::IrqlTooHigh) when the thread turns
+/// out to run above `APC_LEVEL` when it would wait (the future is dropped);
+/// otherwise the future's own output is returned.
 pub fn block_on<F: Future>(irql: &PassiveLevel, future: F) -> Result<F::Output> {
     let signal = Signal::new()?;
     let waker = signal.waker();
@@ -35,7 +37,11 @@ pub fn block_on<F: Future>(irql: &PassiveLevel, future: F) -> Result<F::Output> 
         }
         // SAFETY: the signal lives as long as `signal` (and its wakers).
         let event = unsafe { &(*signal.0.as_ptr()).event };
-        let _ = event.wait(&irql.at_most_apc(), None);
+        if let Err(WaitError::IrqlTooHigh(error)) = event.wait(&irql.at_most_apc(), None) {
+            // The token was copied before the IRQL was raised: never spin
+            // or wait here. Dropping the future cancels what it started.
+            return Err(error.into());
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use core::time::Duration;
 use atomic_waker::AtomicWaker;
 
 use crate::abi::{IRP, NTSTATUS, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING};
-use crate::kernel::event::{EventKind, RawEvent, WaitTimedOut};
+use crate::kernel::event::{EventKind, RawEvent, WaitError};
 use crate::kernel::irql::{AtMostApc, PassiveLevel};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::time::Deadline;
@@ -318,8 +318,9 @@ impl<P: Payload> Operation<P> {
     /// Waits for completion, at most `timeout` (`None`: no limit).
     ///
     /// # Errors
-    /// [`WaitTimedOut`] when the timeout passed first.
-    pub fn wait(&self, irql: &AtMostApc, timeout: Option<Duration>) -> Result<(), WaitTimedOut> {
+    /// [`WaitError::TimedOut`] when the timeout passed first;
+    /// [`WaitError::IrqlTooHigh`] when the thread runs above `APC_LEVEL`.
+    pub fn wait(&self, irql: &AtMostApc, timeout: Option<Duration>) -> Result<(), WaitError> {
         self.block().done.wait(irql, timeout)
     }
 
@@ -492,8 +493,10 @@ unsafe fn force<P: Payload>(node: NonNull<Node>) -> bool {
 /// this.
 pub trait Waiter {
     /// Completes when `op` has completed. A blocking waiter whose deadline
-    /// passes cancels the IRP, waits for the completion, and returns
-    /// [`Error::TimedOut`].
+    /// passes cancels the IRP, waits a bounded time for the completion
+    /// (escalating, see [`Blocking`]), and returns [`Error::TimedOut`]: the
+    /// operation may then still be in flight, so a flow checks
+    /// [`Operation::is_complete`] before it touches the payload.
     fn complete<'a, P: Payload>(
         &'a mut self,
         op: &'a Operation<P>,
@@ -523,10 +526,49 @@ impl<P: Payload> Future for CompletionFuture<'_, P> {
     }
 }
 
+/// How long a timed-out blocking call waits at each step of its escalation.
+///
+/// The steps: after the cancel, after the abortive disconnect, and after
+/// closing the socket. A blocking call returns within its timeout plus
+/// three of these, whatever the provider does.
+///
+/// # IRQL
+/// Any (a constant).
+pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// What a timed-out blocking call may do, beyond `IoCancelIrp`, to make the
+/// provider give its IRP back: the socket layer's answer for the socket the
+/// call works on.
+pub trait Escalation {
+    /// Ends the connection abortively (`WskDisconnect` with
+    /// `WSK_FLAG_ABORTIVE`), waiting at most `grace` for that call.
+    fn abort(&self, irql: &AtMostApc, grace: Duration);
+    /// Closes the socket (`WskCloseSocket` cancels and completes every IRP
+    /// pending on it); the handle answers a typed error afterwards.
+    fn close(&self);
+}
+
+/// No socket to escalate on (a call that creates one).
+pub struct NoEscalation;
+
+impl Escalation for NoEscalation {
+    fn abort(&self, _irql: &AtMostApc, _grace: Duration) {}
+    fn close(&self) {}
+}
+
 /// Waits by blocking the thread, with one deadline for a whole flow.
-pub struct Blocking {
+///
+/// When the deadline passes it cancels the IRP and waits
+/// [`CANCEL_GRACE`]; if the provider still holds the IRP (a graceful
+/// disconnect to a peer that stopped reading, a provider without cancel
+/// routines) it escalates: an abortive disconnect, then closing the socket,
+/// each followed by the same grace. If even that does not bring the IRP
+/// back, the call returns anyway and leaves the operation abandoned (its
+/// block is freed whenever the provider completes it).
+pub struct Blocking<E: Escalation = NoEscalation> {
     irql: AtMostApc,
     deadline: Deadline,
+    escalation: E,
 }
 
 impl Blocking {
@@ -535,21 +577,52 @@ impl Blocking {
         Self {
             irql: irql.at_most_apc(),
             deadline: Deadline::after(timeout),
+            escalation: NoEscalation,
+        }
+    }
+}
+
+impl<E: Escalation> Blocking<E> {
+    /// The same waiter, escalating with `escalation` after a timeout.
+    pub fn escalating<F: Escalation>(self, escalation: F) -> Blocking<F> {
+        Blocking {
+            irql: self.irql,
+            deadline: self.deadline,
+            escalation,
         }
     }
 
     fn block<P: Payload>(&self, op: &Operation<P>) -> Result<()> {
-        if op.wait(&self.irql, Some(self.deadline.remaining())).is_ok() {
-            return Ok(());
+        match op.wait(&self.irql, Some(self.deadline.remaining())) {
+            Ok(()) => return Ok(()),
+            Err(WaitError::IrqlTooHigh(error)) => {
+                // Nothing may wait here: cancel and leave it abandoned.
+                op.cancel();
+                return Err(error.into());
+            }
+            Err(WaitError::TimedOut) => {}
         }
-        // Cancel, then wait for the completion: nothing is left in flight.
+        let timed_out = Err(Error::TimedOut(NtStatus::IO_TIMEOUT));
         op.cancel();
-        let _ = op.wait(&self.irql, None);
-        Err(Error::TimedOut(NtStatus::IO_TIMEOUT))
+        if self.settles(op) {
+            return timed_out;
+        }
+        self.escalation.abort(&self.irql, CANCEL_GRACE);
+        if self.settles(op) {
+            return timed_out;
+        }
+        self.escalation.close();
+        let _ = self.settles(op);
+        timed_out
+    }
+
+    /// Waits one grace period for `op`.
+    fn settles<P: Payload>(&self, op: &Operation<P>) -> bool {
+        op.wait(&self.irql, Some(CANCEL_GRACE)).is_ok()
     }
 }
 
-impl Waiter for Blocking {
+impl<E: Escalation> Waiter for Blocking<E> {
     fn complete<'a, P: Payload>(
         &'a mut self,
         op: &'a Operation<P>,

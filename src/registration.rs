@@ -149,8 +149,11 @@ impl Registration {
     /// # Errors
     /// [`Error::InsufficientResources`] when the registration block cannot
     /// be allocated; otherwise what `WskRegister` returned.
-    pub fn register(_irql: &PassiveLevel) -> Result<Self> {
+    pub fn register(irql: &PassiveLevel) -> Result<Self> {
         let image = image::current();
+        // Read once, at PASSIVE_LEVEL, before any socket exists: whether the
+        // socket dispatch tables hold `WskConnectEx`.
+        let _ = crate::kernel::version::os_build(irql);
         let init = |slot: *mut RegistrationBlock| {
             let block = RegistrationBlock {
                 registration: UnsafeCell::new(WSK_REGISTRATION {

@@ -15,8 +15,8 @@ pub use crate::emulator::exports::*;
 mod windows {
     use crate::abi::{
         BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KSPIN_LOCK, KTIMER,
-        LONG, MDL, NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, SIZE_T, SharedInterruptTime, ULONG,
-        WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+        LONG, MDL, NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, RTL_OSVERSIONINFOW, SIZE_T,
+        SharedInterruptTime, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
     };
     use core::ffi::c_void;
 
@@ -63,6 +63,7 @@ mod windows {
             Alertable: BOOLEAN,
             Timeout: *const i64,
         ) -> NTSTATUS;
+        pub fn RtlGetVersion(lpVersionInformation: *mut RTL_OSVERSIONINFOW) -> NTSTATUS;
     }
 
     #[link(name = "netio.sys", kind = "raw-dylib", modifiers = "+verbatim")]

@@ -231,6 +231,38 @@ fn connect_ex_falls_back_to_connect_then_send_without_a_working_entry() {
 }
 
 #[test]
+fn before_windows_10_1703_connect_ex_connects_then_sends_without_reading_the_entry() {
+    // Build 14393 (1607): the emulated provider's socket tables end before
+    // `WskConnectEx`, with an unmapped page right after them, so a library
+    // that read the entry would crash the test binary (SIGSEGV).
+    let old = ProviderConfig {
+        os_build: 14_393,
+        ..ProviderConfig::default()
+    };
+    with_provider(old, |_, provider, passive| {
+        // What registration is to call: it reads and caches the build.
+        assert_eq!(wsk::kernel::version::os_build(passive), 14_393);
+        assert_eq!(wsk::kernel::version::cached_os_build(), Some(14_393));
+        for kind in [SocketKind::Connection, SocketKind::Stream] {
+            let (remote, received) = echo_server("127.0.0.1:0");
+            let bound = bound_socket(provider, passive, Family::V4, kind);
+            let (connected, data) =
+                bound.connect_ex_blocking(passive, TIMEOUT, remote, Some(buffer(b"old windows")));
+            let (connection, outcome) = connected.unwrap();
+            assert_eq!(outcome.path, ConnectPath::ConnectThenSend, "{kind:?}");
+            assert_eq!(outcome.sent, 11);
+            assert_eq!(&*data.unwrap(), b"old windows", "the buffer comes back");
+            connection.close_blocking(passive, TIMEOUT).unwrap();
+            assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"old windows");
+        }
+    });
+    // The build is per emulated machine: a new one reads its own.
+    with_provider(ProviderConfig::default(), |_, _, passive| {
+        assert_eq!(wsk::kernel::version::os_build(passive), 19_045);
+    });
+}
+
+#[test]
 fn oversized_connect_ex_data_is_rejected_before_anything_is_sent() {
     with_provider(ProviderConfig::default(), |_, provider, passive| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -442,6 +474,24 @@ fn a_socket_connect_that_completes_after_its_caller_left_is_closed() {
         }
         eventually("every socket was closed", || kernel.usage().sockets == 0);
         let _ = passive;
+    });
+}
+
+#[test]
+fn a_second_disconnect_is_a_typed_not_connected_error() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        let (remote, received) = echo_server("127.0.0.1:0");
+        let connection = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+            .unwrap();
+        connection.disconnect_blocking(passive, TIMEOUT).unwrap();
+        let again = connection
+            .disconnect_blocking(passive, TIMEOUT)
+            .unwrap_err();
+        assert_eq!(again, Error::NotConnected(NtStatus::INVALID_CONNECTION));
+        assert_eq!(again.status().code(), 0xC000_0140);
+        connection.close_blocking(passive, TIMEOUT).unwrap();
+        assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"");
     });
 }
 

@@ -323,6 +323,11 @@ fn reserved_and_unknown_flags_are_invalid_parameters() {
         );
     }
     assert_eq!(socket.disconnect(None, 0).status, SUCCESS);
+    assert_eq!(
+        socket.disconnect(None, 0).status,
+        NtStatus::INVALID_CONNECTION,
+        "a second disconnect"
+    );
     assert_eq!(server.join().unwrap(), b"x", "only the valid send went out");
     assert_eq!(socket.close().status, SUCCESS);
     client.finish();

@@ -8,7 +8,7 @@ use wsk::abi::{APC_LEVEL, DISPATCH_LEVEL, KEVENT, NotificationEvent, PASSIVE_LEV
 use wsk::emulator::{FaultPlan, Kernel, exports, irql};
 use wsk::{
     AtMostApc, AtMostDispatch, Error, Event, EventKind, Irql, IrqlTooHigh, Mdl, NtStatus,
-    PassiveLevel, PoolBox, PoolBuffer, PoolTag, WaitTimedOut,
+    PassiveLevel, PoolBox, PoolBuffer, PoolTag, WaitError,
 };
 
 fn passive() -> AtMostApc {
@@ -25,7 +25,7 @@ fn a_timed_wait_expires_after_its_timeout() {
     let start = Instant::now();
     assert_eq!(
         event.wait(&passive(), Some(Duration::from_millis(60))),
-        Err(WaitTimedOut)
+        Err(WaitError::TimedOut)
     );
     assert!(
         start.elapsed() >= Duration::from_millis(60),
@@ -93,6 +93,47 @@ fn a_timed_wait_above_apc_level_bugchecks() {
     unsafe {
         exports::KeWaitForSingleObject(event.as_mut_ptr().cast(), 0, 0, 0, &raw const timeout)
     };
+}
+
+#[test]
+fn a_wait_checks_the_irql_again_instead_of_trusting_a_copied_token() {
+    // A token copied at PASSIVE_LEVEL, then the IRQL raised (as by
+    // KeAcquireSpinLock): the wait must refuse, not bugcheck or block.
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let stale = passive();
+    let event = Event::new(EventKind::Synchronization, false).unwrap();
+    for level in [DISPATCH_LEVEL, 3] {
+        irql::run_at(level, || {
+            let refused = Err(WaitError::IrqlTooHigh(IrqlTooHigh {
+                current: Irql(level),
+                required: Irql::APC,
+            }));
+            assert_eq!(event.wait(&stale, Some(Duration::from_secs(10))), refused);
+            assert_eq!(event.wait(&stale, None), refused);
+        });
+    }
+    irql::run_at(DISPATCH_LEVEL, || event.set());
+    irql::run_at(DISPATCH_LEVEL, || {
+        assert!(event.wait(&stale, None).is_err(), "even when signalled");
+    });
+    assert!(event.is_set(), "a refused wait takes nothing");
+    // At APC_LEVEL and below the same token waits as usual.
+    irql::run_at(APC_LEVEL, || assert_eq!(event.wait(&stale, None), Ok(())));
+    assert_eq!(
+        event.wait(&stale, Some(Duration::from_millis(10))),
+        Err(WaitError::TimedOut)
+    );
+    assert_eq!(
+        WaitError::from(IrqlTooHigh {
+            current: Irql::DISPATCH,
+            required: Irql::APC
+        })
+        .to_string(),
+        "refused to wait: running at DISPATCH_LEVEL, but this needs APC_LEVEL or below"
+    );
+    drop(event);
+    kernel.assert_no_leaks();
 }
 
 #[test]
@@ -192,6 +233,49 @@ fn pool_exhaustion_is_a_typed_error() {
         insufficient
     );
     assert!(PoolBuffer::zeroed(8, PoolTag::BUFFER).is_ok());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn the_zero_tag_is_rejected_before_the_kernel_sees_it() {
+    // `ExAllocatePoolWithTag` bugchecks on tag 0 (BAD_POOL_CALLER), and so
+    // does the emulator: every allocation path must stop it first.
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let zero = PoolTag::new([0; 4]);
+    assert!(!zero.is_valid());
+    assert!(PoolTag::BUFFER.is_valid());
+    let invalid = Error::InvalidArgument(NtStatus::INVALID_PARAMETER);
+    assert_eq!(PoolBuffer::zeroed(16, zero).unwrap_err(), invalid);
+    assert_eq!(PoolBuffer::zeroed(0, zero).unwrap_err(), invalid);
+    assert_eq!(PoolBuffer::from_slice(b"data", zero).unwrap_err(), invalid);
+    assert_eq!(PoolBox::new(7_u64, zero).unwrap_err(), invalid);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn an_absurd_size_is_insufficient_resources_not_a_crash() {
+    // The kernel returns NULL for a size no pool can hold; so must the
+    // emulator, whether the host cannot describe the size (`usize::MAX / 2`
+    // has no `Layout`) or cannot provide it.
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let insufficient = Error::InsufficientResources(NtStatus::INSUFFICIENT_RESOURCES);
+    for size in [usize::MAX, usize::MAX / 2, usize::MAX / 4, 1 << 50] {
+        assert_eq!(
+            PoolBuffer::zeroed(size, PoolTag::BUFFER).unwrap_err(),
+            insufficient,
+            "{size} bytes"
+        );
+    }
+    assert!(
+        kernel.usage().is_empty(),
+        "nothing recorded: {}",
+        kernel.usage()
+    );
+    let fine = PoolBuffer::zeroed(64, PoolTag::BUFFER).unwrap();
+    assert_eq!(fine.len(), 64);
+    drop(fine);
     kernel.assert_no_leaks();
 }
 

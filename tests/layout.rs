@@ -387,6 +387,25 @@ fn wdm_constants(checks: &mut Vec<Check>) {
     });
 }
 
+/// `RtlGetVersion`'s structure. The WDK declares it in `wdm.h`, mingw only
+/// in `ddk/ntddk.h` (which cannot be included here as it is installed) and
+/// in `winnt.h`, the same typedef, which the Winsock unit includes.
+fn version_layout(checks: &mut Vec<Check>) {
+    layout!(
+        checks,
+        Wsk,
+        RTL_OSVERSIONINFOW,
+        [
+            dwOSVersionInfoSize,
+            dwMajorVersion,
+            dwMinorVersion,
+            dwBuildNumber,
+            dwPlatformId,
+            szCSDVersion,
+        ]
+    );
+}
+
 /// WSK structures other than dispatch tables (Wine's wsk.h).
 fn wsk_layouts(checks: &mut Vec<Check>) {
     layout!(checks, Wsk, WSK_BUF, [Mdl, Offset, Length]);
@@ -550,6 +569,7 @@ fn all_checks() -> Vec<Check> {
     let mut checks = Vec::new();
     irp_layouts(&mut checks);
     kernel_object_layouts(&mut checks);
+    version_layout(&mut checks);
     wdm_constants(&mut checks);
     wsk_layouts(&mut checks);
     wsk_dispatch_layouts(&mut checks);

@@ -1,5 +1,6 @@
-//! Handles a driver can store, and a deregistration that ends whatever the
-//! driver forgot, within its bound, and never waits for it.
+//! Handles a driver can store; a deregistration that ends whatever the
+//! driver forgot, within its bound, and never waits for it; and timeouts
+//! that bound the call even when the provider ignores the cancel.
 
 use std::future::Future;
 use std::io::Read;
@@ -8,10 +9,10 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wsk::emulator::Kernel;
+use wsk::emulator::{Kernel, ProviderConfig};
 use wsk::{
-    Connection, Error, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Provider, Registration,
-    SocketKind, block_on, sleep, timeout,
+    CANCEL_GRACE, Connection, Error, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Provider,
+    Registration, SocketKind, block_on, sleep, timeout,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -259,6 +260,132 @@ fn a_spawned_style_future_owns_its_provider() {
     };
     let connection = block_on(&passive, future).unwrap().unwrap();
     connection.close_blocking(&passive, TIMEOUT).unwrap();
+    drop(server);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    kernel.assert_no_leaks();
+}
+
+/// A connection through `WskSocket`, `WskBind` and `WskConnect`.
+fn connect(provider: &Provider, passive: &PassiveLevel, remote: SocketAddr) -> Connection {
+    provider
+        .socket_blocking(passive, TIMEOUT, Family::V4, SocketKind::Connection)
+        .unwrap()
+        .bind_blocking(passive, TIMEOUT, Family::V4.unspecified())
+        .unwrap()
+        .connect_blocking(passive, TIMEOUT, remote)
+        .unwrap()
+}
+
+#[test]
+fn a_blocking_call_returns_within_its_bound_when_the_provider_ignores_the_cancel() {
+    let kernel = Kernel::with_provider(ProviderConfig::like_wine());
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    let connection = connect(&provider, &passive, remote);
+
+    // The peer never sends; the provider has no cancel routine and its
+    // WskDisconnect is a stub: only closing the socket gives the IRP back.
+    let timeout = Duration::from_millis(200);
+    let start = Instant::now();
+    let (received, buffer) = connection.receive_blocking(
+        &passive,
+        timeout,
+        PoolBuffer::zeroed(64, PoolTag::BUFFER).unwrap(),
+    );
+    let took = start.elapsed();
+    assert_eq!(received, Err(Error::TimedOut(NtStatus::IO_TIMEOUT)));
+    assert!(
+        took < timeout + 3 * CANCEL_GRACE + Duration::from_secs(2),
+        "took {took:?}"
+    );
+    assert!(
+        took >= timeout + CANCEL_GRACE,
+        "escalated too early: {took:?}"
+    );
+    assert_eq!(buffer.capacity(), 64, "the buffer came back");
+    // The escalation closed the socket: the handle answers a typed error.
+    let (sent, _) = connection.send_blocking(
+        &passive,
+        TIMEOUT,
+        PoolBuffer::from_slice(b"late", PoolTag::BUFFER).unwrap(),
+    );
+    assert_eq!(sent, Err(Error::ForcedClosed(NtStatus::FILE_FORCED_CLOSED)));
+    drop(connection);
+    drop(provider);
+    drop(server);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    // The stub WskDisconnect never completed its IRP: quarantined, once.
+    assert_eq!(report.quarantined_operations, 1, "{report}");
+    let usage = kernel.usage();
+    assert_eq!(
+        (usage.irps, usage.sockets, usage.captures),
+        (1, 0, 0),
+        "{usage}"
+    );
+}
+
+#[test]
+fn a_future_bounded_by_timeout_returns_at_its_expiry_under_a_provider_that_ignores_cancels() {
+    let kernel = Kernel::with_provider(ProviderConfig::like_wine());
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    let connection = connect(&provider, &passive, remote);
+    let start = Instant::now();
+    let bounded = timeout(
+        Duration::from_millis(200),
+        connection.receive(PoolBuffer::zeroed(64, PoolTag::BUFFER).unwrap()),
+    );
+    let output = block_on(&passive, bounded).unwrap();
+    assert!(matches!(output, Err(Error::TimedOut(_))));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // The abandoned receive is still pending; the close gives it back.
+    connection.close_blocking(&passive, TIMEOUT).unwrap();
+    drop(provider);
+    drop(server);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_blocking_call_with_a_stale_token_refuses_to_wait_above_apc_level() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    let connection = connect(&provider, &passive, remote);
+    // The token was made at PASSIVE_LEVEL; a spin lock was taken since.
+    let (received, buffer) = wsk::emulator::irql::run_at(wsk::abi::DISPATCH_LEVEL, || {
+        connection.receive_blocking(
+            &passive,
+            TIMEOUT,
+            PoolBuffer::zeroed(64, PoolTag::BUFFER).unwrap(),
+        )
+    });
+    assert!(
+        matches!(received, Err(Error::IrqlTooHigh(_))),
+        "{received:?}"
+    );
+    // The receive was cancelled, not waited for (this provider's cancel
+    // routine completed it at once, so the buffer came back).
+    assert_eq!(buffer.capacity(), 64);
+    drop(buffer);
+    connection.close_blocking(&passive, TIMEOUT).unwrap();
+    drop(provider);
     drop(server);
     let report = registration.deregister(&passive);
     assert!(report.is_clean(), "{report}");

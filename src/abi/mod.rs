@@ -235,6 +235,20 @@ pub struct MDL {
     pub ByteOffset: ULONG,
 }
 
+// ---------------------------------------------------------------- version
+/// `RTL_OSVERSIONINFOW`, which `RtlGetVersion` fills.
+#[repr(C)]
+pub struct RTL_OSVERSIONINFOW {
+    /// Set by the caller to the structure's size (276 bytes).
+    pub dwOSVersionInfoSize: ULONG,
+    pub dwMajorVersion: ULONG,
+    pub dwMinorVersion: ULONG,
+    pub dwBuildNumber: ULONG,
+    pub dwPlatformId: ULONG,
+    /// `WCHAR[128]`: the service pack, NUL-terminated.
+    pub szCSDVersion: [u16; 128],
+}
+
 // ---------------------------------------------------------------- ws2def.h
 pub const AF_UNSPEC: ADDRESS_FAMILY = 0;
 pub const AF_INET: ADDRESS_FAMILY = 2;
@@ -582,6 +596,8 @@ assert_layout! {
     KTIMER => 64, { DueTime @ 24 }, { TimerListEntry @ 32 }, { Dpc @ 48 }, { Period @ 60 };
     MDL => 48, { MdlFlags @ 10 }, { MappedSystemVa @ 24 }, { StartVa @ 32 },
         { ByteCount @ 40 }, { ByteOffset @ 44 };
+    RTL_OSVERSIONINFOW => 276, { dwMajorVersion @ 4 }, { dwMinorVersion @ 8 },
+        { dwBuildNumber @ 12 }, { dwPlatformId @ 16 }, { szCSDVersion @ 20 };
     WSK_BUF => 24, { Offset @ 8 }, { Length @ 16 };
     WSK_SOCKET => 8;
     WSK_CLIENT_DISPATCH => 16, { WskClientEvent @ 8 };

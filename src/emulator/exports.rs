@@ -13,11 +13,11 @@
 
 use core::ffi::c_void;
 
-use super::{event, irp, irql, mdl, pool, provider, spinlock, timer};
+use super::{event, irp, irql, mdl, pool, provider, spinlock, timer, version};
 use crate::abi::{
     BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KSPIN_LOCK, KTIMER,
-    LONG, MDL, NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, SIZE_T, ULONG, WSK_CLIENT_NPI,
-    WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    LONG, MDL, NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, RTL_OSVERSIONINFOW, SIZE_T, ULONG,
+    WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
 };
 
 #[must_use]
@@ -112,6 +112,11 @@ pub unsafe fn KeWaitForSingleObject(
 ) -> NTSTATUS {
     // SAFETY: forwarded contract.
     unsafe { event::wait(Object, Timeout) }
+}
+/// `RtlGetVersion`.
+pub unsafe fn RtlGetVersion(lpVersionInformation: *mut RTL_OSVERSIONINFOW) -> NTSTATUS {
+    // SAFETY: forwarded contract.
+    unsafe { version::get(lpVersionInformation) }
 }
 /// `WskRegister`.
 pub unsafe fn WskRegister(

@@ -96,6 +96,9 @@ type CancelHook = Arc<dyn Fn() + Send + Sync>;
 struct QueueCore {
     entries: Mutex<FxHashMap<usize, Box<dyn Any + Send>>>,
     on_cancel: Option<CancelHook>,
+    /// Whether pended IRPs get a cancel routine (Wine 8's provider sets
+    /// none: `IoCancelIrp` then changes nothing).
+    cancelable: bool,
 }
 
 impl QueueCore {
@@ -131,9 +134,24 @@ impl<T: Send + 'static> PendingQueue<T> {
             core: Arc::new(QueueCore {
                 entries: Mutex::new(FxHashMap::default()),
                 on_cancel,
+                cancelable: true,
             }),
             _payload: PhantomData,
         }
+    }
+
+    /// The same queue, but pending IRPs get no cancel routine when
+    /// `cancelable` is false, as with a provider that does not support
+    /// cancellation: they complete only when the provider completes them.
+    ///
+    /// # Panics
+    /// If the queue is already shared.
+    #[must_use]
+    pub fn cancelable(mut self, cancelable: bool) -> Self {
+        Arc::get_mut(&mut self.core)
+            .expect("configured before use")
+            .cancelable = cancelable;
+        self
     }
 
     /// Pends `irp` with `payload` and marks it pending. If the IRP was
@@ -155,6 +173,9 @@ impl<T: Send + 'static> PendingQueue<T> {
         }
         let mut entries = self.core.lock();
         entries.insert(irp.0, Box::new(payload));
+        if !self.core.cancelable {
+            return None;
+        }
         // SAFETY: owned IRP.
         unsafe { irp::set_cancel_routine(raw, Some(cancel_routine)) };
         // SAFETY: owned IRP; `Cancel` is read after publishing the routine,
@@ -183,7 +204,8 @@ impl<T: Send + 'static> PendingQueue<T> {
         let mut entries = self.core.lock();
         let payload = entries.remove(&irp.0)?;
         // SAFETY: pended in this queue, so live.
-        if unsafe { irp::set_cancel_routine(irp.as_ptr(), None) }.is_none() {
+        if self.core.cancelable && unsafe { irp::set_cancel_routine(irp.as_ptr(), None) }.is_none()
+        {
             // IoCancelIrp already claimed it; its routine will look for it.
             entries.insert(irp.0, payload);
             return None;

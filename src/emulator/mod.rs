@@ -11,6 +11,7 @@
 //!   `IoCancelIrp` with cancel routines, `IoReuseIrp`;
 //! - `KEVENT` with timed waits; a per-thread IRQL, with provider completions
 //!   delivered at `DISPATCH_LEVEL` from another thread;
+//! - `RtlGetVersion`, reporting the build [`ProviderConfig::os_build`] sets;
 //! - tagged pool with per-tag accounting of what is still outstanding;
 //! - `WskRegister`, `WskCaptureProviderNPI`, `WskReleaseProviderNPI` and
 //!   `WskDeregister` with their blocking semantics;
@@ -56,6 +57,7 @@ mod sockets;
 mod spinlock;
 mod timer;
 mod verifier;
+mod version;
 
 use std::boxed::Box;
 use std::cell::RefCell;
@@ -92,7 +94,8 @@ pub(crate) struct KernelInner {
     /// Started by the first socket that waits for the host.
     poller: OnceLock<poller::Poller>,
     pub(crate) fast_open: sockets::FastOpenCounters,
-    /// The driver image loaded on this machine: its armed timers. Leaked on
+    /// The driver image loaded on this machine: its armed timers and cached
+    /// OS build, as each machine loads its own copy of the driver. Leaked on
     /// purpose (a few dozen bytes per machine): a timer block keeps a
     /// `'static` pointer to the list it is in, as in the kernel.
     pub(crate) image: &'static crate::kernel::image::Image,

@@ -2,6 +2,7 @@
 
 use core::ffi::c_void;
 use std::alloc::{Layout, alloc, dealloc};
+use std::sync::OnceLock;
 
 use super::faults::Resource;
 use super::verifier::{PoolRecord, bugcheck, registry};
@@ -42,7 +43,13 @@ pub fn allocate(pool_type: POOL_TYPE, size: usize, tag: u32) -> *mut c_void {
     if kernel.inner().faults.should_fail(Resource::Pool) {
         return core::ptr::null_mut();
     }
-    let layout = layout(size);
+    // A size no pool can hold gets NULL, as from the kernel: one the host
+    // cannot even describe, one beyond the machine's memory (non-paged pool
+    // is resident; and a host that overcommits would hand it out, then
+    // fail filling it), or one the host allocator refuses.
+    let Some(layout) = layout(size).filter(|_| size <= physical_memory()) else {
+        return core::ptr::null_mut();
+    };
     // SAFETY: the layout has a non-zero size.
     let block = unsafe { alloc(layout) };
     if block.is_null() {
@@ -96,9 +103,10 @@ pub fn free(block: *mut c_void, tag: u32) {
     // SAFETY: the block is still allocated with at least `record.size`
     // bytes, and nobody may use it any more.
     unsafe { block.cast::<u8>().write_bytes(FREED_FILL, record.size) };
+    let layout = layout(record.size).expect("a recorded block had a layout");
     // SAFETY: the registry held this block, allocated by `allocate` with
     // this very layout, and it has just been removed, so it is freed once.
-    unsafe { dealloc(block.cast(), layout(record.size)) };
+    unsafe { dealloc(block.cast(), layout) };
 }
 
 /// Whether `[start, start + len)` lies inside one live pool block.
@@ -117,6 +125,24 @@ pub fn is_pool_range(start: usize, len: usize) -> bool {
         })
 }
 
-fn layout(size: usize) -> Layout {
-    Layout::from_size_align(size.max(1), POOL_ALIGNMENT).expect("pool request fits a layout")
+/// The host layout of a pool block of `size` bytes, if the host can
+/// describe one that large.
+fn layout(size: usize) -> Option<Layout> {
+    Layout::from_size_align(size.max(1), POOL_ALIGNMENT).ok()
+}
+
+/// The host's physical memory in bytes: no pool block can be larger.
+fn physical_memory() -> usize {
+    static BYTES: OnceLock<usize> = OnceLock::new();
+    *BYTES.get_or_init(|| {
+        // SAFETY: sysconf only reads configuration values.
+        let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+        // SAFETY: as above.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        match (usize::try_from(pages), usize::try_from(page_size)) {
+            (Ok(pages), Ok(page_size)) if pages > 0 => pages.saturating_mul(page_size),
+            // Unknown: let the host allocator decide alone.
+            _ => usize::MAX,
+        }
+    })
 }

@@ -28,8 +28,9 @@ pub struct ProviderConfig {
     pub version: USHORT,
     /// Whether `WskSocketConnect` is in the dispatch table.
     pub socket_connect: bool,
-    /// Whether `WskConnectEx` is in the socket dispatch tables (it is NULL
-    /// before Windows 10 1703).
+    /// Whether `WskConnectEx` is in the socket dispatch tables: `false`
+    /// leaves the entry NULL. Below build 15063 (see
+    /// [`os_build`](Self::os_build)) there is no entry at all.
     pub connect_ex: bool,
     /// Whether every call returns `STATUS_PENDING` and completes later from
     /// the kernel's poller thread at `DISPATCH_LEVEL`, even one that could
@@ -40,6 +41,40 @@ pub struct ProviderConfig {
     /// `STATUS_NOT_IMPLEMENTED` without completing its IRP, as Wine 8's
     /// does (only meaningful with `connect_ex`).
     pub connect_ex_stub: bool,
+    /// The Windows build the machine runs: what `RtlGetVersion` reports
+    /// (default 19045, Windows 10 22H2). Below 15063 (Windows 10 1703) the
+    /// connection and stream dispatch tables end before `WskConnectEx`, as
+    /// they did then, and the page after them is unmapped: a client that
+    /// reads the entry anyway crashes at once.
+    pub os_build: u32,
+    /// Whether pending socket IRPs get a cancel routine (default). Without
+    /// one, as in Wine 8's provider, `IoCancelIrp` changes nothing: a
+    /// pending IRP completes when its operation does, or when the socket
+    /// is closed.
+    pub cancel_routines: bool,
+    /// Whether `WskDisconnect` is a stub that answers
+    /// `STATUS_NOT_IMPLEMENTED` without completing its IRP, as Wine 8's
+    /// does.
+    pub disconnect_stub: bool,
+}
+
+impl ProviderConfig {
+    /// A provider that behaves as Wine 8's `netio.sys` where it differs
+    /// from Windows in ways a client must survive: `WskConnectEx` and
+    /// `WskDisconnect` are stubs that return `STATUS_NOT_IMPLEMENTED`
+    /// without completing their IRP; pending IRPs have no cancel routine;
+    /// and no `WskSocketConnect` (Wine's is such a stub too; the library
+    /// answers `Error::NotSupported` either way).
+    #[must_use]
+    pub fn like_wine() -> Self {
+        Self {
+            socket_connect: false,
+            connect_ex_stub: true,
+            cancel_routines: false,
+            disconnect_stub: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for ProviderConfig {
@@ -50,6 +85,9 @@ impl Default for ProviderConfig {
             connect_ex: true,
             always_pend: false,
             connect_ex_stub: false,
+            os_build: 19_045,
+            cancel_routines: true,
+            disconnect_stub: false,
         }
     }
 }

@@ -4,7 +4,7 @@
 use core::cell::UnsafeCell;
 use core::time::Duration;
 
-use super::irql::{AtMostApc, AtMostDispatch};
+use super::irql::{AtMostApc, AtMostDispatch, IrqlTooHigh};
 use super::pool::{PoolBox, PoolTag};
 use crate::abi::{
     Executive, FALSE, KEVENT, KernelMode, NotificationEvent, STATUS_SUCCESS, STATUS_TIMEOUT,
@@ -25,10 +25,22 @@ pub enum EventKind {
     Synchronization,
 }
 
-/// A wait expired before the event was signalled.
+/// Why a wait ended without the event.
+///
+/// # IRQL
+/// Any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("wait timed out")]
-pub struct WaitTimedOut;
+pub enum WaitError {
+    /// The timeout passed before the event was signalled.
+    #[error("wait timed out")]
+    TimedOut,
+    /// The thread runs above `APC_LEVEL`, where a wait that may block is not
+    /// allowed: nothing waited. A token proves the IRQL only when it was
+    /// made; a copy can outlive that (a spin lock taken since), so every
+    /// blocking wait checks again.
+    #[error("refused to wait: {0}")]
+    IrqlTooHigh(#[from] IrqlTooHigh),
+}
 
 /// A `KEVENT` embedded in a larger non-paged block.
 ///
@@ -108,18 +120,22 @@ impl RawEvent {
         unsafe { sys::KeReadStateEvent(self.raw()) != 0 }
     }
 
-    /// Waits up to `timeout` (`None`: forever).
+    /// Waits up to `timeout` (`None`: forever), after checking that the
+    /// thread still runs at `APC_LEVEL` or below: `irql` may be a copy made
+    /// before the IRQL was raised (a spin lock taken since).
     pub(crate) fn wait(
         &self,
         _irql: &AtMostApc,
         timeout: Option<Duration>,
-    ) -> Result<(), WaitTimedOut> {
+    ) -> Result<(), WaitError> {
+        // Every wait here has a NULL or non-zero timeout, so it may block.
+        AtMostApc::check()?;
         let relative = timeout.map(to_relative_100ns);
         let timeout_ptr = relative
             .as_ref()
             .map_or(core::ptr::null(), core::ptr::from_ref);
-        // SAFETY: an initialised event in non-paged memory; the token proves
-        // IRQL <= APC_LEVEL, which a wait that may block needs.
+        // SAFETY: an initialised event in non-paged memory; IRQL <=
+        // APC_LEVEL, which a wait that may block needs, checked just now.
         let status = unsafe {
             sys::KeWaitForSingleObject(self.raw().cast(), Executive, KernelMode, FALSE, timeout_ptr)
         };
@@ -144,10 +160,10 @@ impl RawEvent {
     }
 }
 
-fn wait_result(status: i32) -> Result<(), WaitTimedOut> {
+fn wait_result(status: i32) -> Result<(), WaitError> {
     match status {
         STATUS_SUCCESS => Ok(()),
-        STATUS_TIMEOUT => Err(WaitTimedOut),
+        STATUS_TIMEOUT => Err(WaitError::TimedOut),
         other => panic!(
             "KeWaitForSingleObject on an event returned {}",
             NtStatus(other)
@@ -219,11 +235,14 @@ impl Event {
     /// no limit). A synchronization event is reset by the wait.
     ///
     /// # IRQL
-    /// `APC_LEVEL` or below (the token proves it).
+    /// `APC_LEVEL` or below: the token proves it was so when the token was
+    /// made, and the wait checks again before it blocks.
     ///
     /// # Errors
-    /// [`WaitTimedOut`] when the timeout passed first.
-    pub fn wait(&self, irql: &AtMostApc, timeout: Option<Duration>) -> Result<(), WaitTimedOut> {
+    /// [`WaitError::TimedOut`] when the timeout passed first;
+    /// [`WaitError::IrqlTooHigh`], without waiting, when the thread runs
+    /// above `APC_LEVEL` (a copied token that outlived its proof).
+    pub fn wait(&self, irql: &AtMostApc, timeout: Option<Duration>) -> Result<(), WaitError> {
         self.block.wait(irql, timeout)
     }
 
@@ -244,3 +263,7 @@ impl core::fmt::Debug for Event {
             .finish()
     }
 }
+
+#[cfg(all(test, wsk_emulator))]
+#[path = "event_tests.rs"]
+mod tests;

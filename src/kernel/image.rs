@@ -1,5 +1,8 @@
 //! The driver image as a whole: what must end before it may unload.
 //!
+//! It also caches what the library reads once about the system it runs
+//! on: the Windows build.
+//!
 //! A timer DPC of [`sleep`](crate::sleep) or [`timeout`](crate::timeout)
 //! runs code of the driver image, so no timer may stay armed once the
 //! driver's last registration is gone: the image keeps its armed timers in
@@ -12,6 +15,7 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::spinlock::SpinLock;
+use super::version::BuildCache;
 use crate::tracking::{Forced, List};
 
 /// What the driver image holds across registrations.
@@ -20,6 +24,8 @@ pub struct Image {
     pub(crate) timers: SpinLock<List>,
     /// Registrations not yet deregistered.
     registrations: AtomicUsize,
+    /// The Windows build, once read (see [`version`](super::version)).
+    pub(crate) os_build: BuildCache,
 }
 
 impl Image {
@@ -29,6 +35,7 @@ impl Image {
         Self {
             timers: SpinLock::new(List::new()),
             registrations: AtomicUsize::new(0),
+            os_build: BuildCache::new(),
         }
     }
 

@@ -12,3 +12,4 @@ pub mod pool;
 pub mod spinlock;
 pub mod time;
 pub mod timer;
+pub mod version;

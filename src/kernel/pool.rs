@@ -20,6 +20,10 @@ const POOL_ALIGNMENT: usize = 16;
 /// A pool tag: four characters that identify an allocation's owner in
 /// debuggers and in Driver Verifier's leak reports.
 ///
+/// The zero tag (`PoolTag::new([0; 4])`) can be made but never allocates:
+/// `ExAllocatePoolWithTag` bugchecks on it (`BAD_POOL_CALLER`), so every
+/// allocation in this module rejects it first.
+///
 /// # IRQL
 /// Any.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +48,16 @@ impl PoolTag {
         self.0.to_le_bytes()
     }
 
+    /// Whether the kernel accepts this tag for an allocation: any tag but
+    /// zero.
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub const fn is_valid(self) -> bool {
+        self.0 != 0
+    }
+
     /// Registration blocks.
     pub const REGISTRATION: Self = Self::new(*b"WskR");
     /// Events.
@@ -61,7 +75,13 @@ impl fmt::Debug for PoolTag {
     }
 }
 
+/// The one way this module asks the kernel for pool.
 fn allocate(bytes: usize, tag: PoolTag) -> Result<NonNull<u8>> {
+    // A zero tag is a bugcheck (BAD_POOL_CALLER), not a failed allocation:
+    // refuse it with the status a bad parameter gets.
+    if !tag.is_valid() {
+        return Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
+    }
     // SAFETY: a plain non-paged allocation; valid at IRQL <= DISPATCH_LEVEL,
     // which every caller of this module runs at.
     let raw = unsafe { sys::ExAllocatePoolWithTag(NonPagedPoolNx, bytes.max(1), tag.value()) };
@@ -110,7 +130,9 @@ impl<T> PoolBox<T> {
     /// `DISPATCH_LEVEL` or below.
     ///
     /// # Errors
-    /// [`Error::InsufficientResources`] when the pool is exhausted.
+    /// [`Error::InvalidArgument`] (`STATUS_INVALID_PARAMETER`) for the zero
+    /// tag, before the kernel is called; [`Error::InsufficientResources`]
+    /// when the pool is exhausted.
     pub fn new(value: T, tag: PoolTag) -> Result<Self> {
         let init = |slot: *mut T| {
             // SAFETY: `slot` is a fresh, suitably aligned block of `T`'s size.
@@ -122,6 +144,9 @@ impl<T> PoolBox<T> {
 
     /// A new block initialised in place by `init`, for values that must not
     /// move once set up (a `KEVENT`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     ///
     /// # Safety
     /// `init` must leave a fully initialised `T` at the pointer it gets.
@@ -206,7 +231,8 @@ impl<T: fmt::Debug> fmt::Debug for PoolBox<T> {
 ///
 /// # Invariants
 /// `ptr` is a live pool block of `tag` with at least `capacity` initialised
-/// bytes; `len <= capacity`.
+/// bytes, or, with the zero tag, a dangling pointer of an empty buffer that
+/// owns no pool; `len <= capacity`.
 pub struct PoolBuffer {
     ptr: NonNull<u8>,
     len: usize,
@@ -220,13 +246,32 @@ unsafe impl Send for PoolBuffer {}
 unsafe impl Sync for PoolBuffer {}
 
 impl PoolBuffer {
+    /// A buffer of no bytes that owns no pool (nothing to allocate, nothing
+    /// to free).
+    ///
+    /// # IRQL
+    /// Any.
+    #[must_use]
+    pub const fn empty() -> Self {
+        // INVARIANT: the zero tag marks a buffer without a pool block.
+        Self {
+            ptr: NonNull::dangling(),
+            len: 0,
+            capacity: 0,
+            tag: PoolTag::new([0; 4]),
+        }
+    }
+
     /// `capacity` zeroed bytes, all of them in use (`len == capacity`).
     ///
     /// # IRQL
     /// `DISPATCH_LEVEL` or below.
     ///
     /// # Errors
-    /// [`Error::InsufficientResources`] when the pool is exhausted.
+    /// [`Error::InvalidArgument`] (`STATUS_INVALID_PARAMETER`) for the zero
+    /// tag, before the kernel is called; [`Error::InsufficientResources`]
+    /// when the pool is exhausted or cannot hold `capacity` bytes (the
+    /// kernel returns NULL for a size no pool can satisfy).
     pub fn zeroed(capacity: usize, tag: PoolTag) -> Result<Self> {
         let ptr = allocate(capacity, tag)?;
         // SAFETY: the block has at least `capacity` bytes (and one byte when
@@ -247,7 +292,9 @@ impl PoolBuffer {
     /// `DISPATCH_LEVEL` or below.
     ///
     /// # Errors
-    /// [`Error::InsufficientResources`] when the pool is exhausted.
+    /// [`Error::InvalidArgument`] (`STATUS_INVALID_PARAMETER`) for the zero
+    /// tag, before the kernel is called; [`Error::InsufficientResources`]
+    /// when the pool is exhausted.
     pub fn from_slice(data: &[u8], tag: PoolTag) -> Result<Self> {
         let mut buffer = Self::zeroed(data.len(), tag)?;
         buffer.copy_from_slice(data);
@@ -298,6 +345,10 @@ impl DerefMut for PoolBuffer {
 
 impl Drop for PoolBuffer {
     fn drop(&mut self) {
+        if !self.tag.is_valid() {
+            // `empty()`: no pool block.
+            return;
+        }
         // SAFETY: allocated by `allocate` with `self.tag`; freed once.
         unsafe { free(self.ptr, self.tag) };
     }

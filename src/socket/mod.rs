@@ -94,6 +94,12 @@ impl Drop for Raw {
     }
 }
 
+/// A blocking waiter for a call on `raw`'s socket: after a timeout whose
+/// cancel the provider ignores, it aborts and then closes that socket.
+fn blocking_on(raw: &Raw, irql: &PassiveLevel, timeout: Duration) -> Blocking<SocketRef> {
+    Blocking::new(irql, timeout).escalating(raw.socket.clone())
+}
+
 /// Waits for `op`, then turns its status into a `Result` of its information.
 async fn finish<W: Waiter, P: Payload>(waiter: &mut W, op: &Operation<P>) -> Result<usize> {
     waiter.complete(op).await?;
@@ -260,6 +266,11 @@ async fn connect_ex_flow<W: Waiter>(
             Err((error, data)) => return (Err(error), data),
         };
         let completion = waiter.complete(&op).await;
+        if !op.is_complete() {
+            // Given up on after a timeout: the data stays with the
+            // abandoned operation (see `transfer_flow`).
+            return (completion.map(|()| unreachable!("completed")), None);
+        }
         let buffer = op.payload_mut().take_buffer();
         if let Err(error) = completion {
             return (Err(error), buffer);
@@ -357,7 +368,12 @@ async fn transfer_flow<W: Waiter>(
         Err((error, buffer)) => return (Err(error), buffer, 0),
     };
     let result = finish(waiter, &op).await;
-    // Completed by now, even after a timeout (cancel, then wait).
+    if !op.is_complete() {
+        // A timeout the provider would not give the IRP back for, even once
+        // the socket was closed: the buffer stays with the abandoned
+        // operation (freed when the provider completes it, if ever).
+        return (result, PoolBuffer::empty(), 0);
+    }
     let moved = if op.status().is_success() {
         op.information()
     } else {
@@ -515,7 +531,10 @@ impl Socket {
         irql: &PassiveLevel,
         timeout: Duration,
     ) -> Result<()> {
-        run_blocking(fast_open_flow(self, &mut Blocking::new(irql, timeout)))
+        run_blocking(fast_open_flow(
+            self,
+            &mut blocking_on(&self.raw, irql, timeout),
+        ))
     }
 
     /// Binds to `local` (`WskBind`). On failure the socket is closed.
@@ -546,7 +565,8 @@ impl Socket {
         timeout: Duration,
         local: SocketAddr,
     ) -> Result<BoundSocket> {
-        run_blocking(bind_flow(self, &mut Blocking::new(irql, timeout), local))
+        let mut waiter = blocking_on(&self.raw, irql, timeout);
+        run_blocking(bind_flow(self, &mut waiter, local))
     }
 
     /// Closes the socket and waits for the close.
@@ -589,11 +609,8 @@ impl BoundSocket {
         timeout: Duration,
         remote: SocketAddr,
     ) -> Result<Connection> {
-        run_blocking(connect_flow(
-            self,
-            &mut Blocking::new(irql, timeout),
-            remote,
-        ))
+        let mut waiter = blocking_on(&self.raw, irql, timeout);
+        run_blocking(connect_flow(self, &mut waiter, remote))
     }
 
     /// Connects and sends `data` (at most [`CONNECT_EX_MAX_DATA`] bytes)
@@ -633,12 +650,8 @@ impl BoundSocket {
         remote: SocketAddr,
         data: Option<PoolBuffer>,
     ) -> (Result<(Connection, ConnectEx)>, Option<PoolBuffer>) {
-        run_blocking(connect_ex_flow(
-            self,
-            &mut Blocking::new(irql, timeout),
-            remote,
-            data,
-        ))
+        let mut waiter = blocking_on(&self.raw, irql, timeout);
+        run_blocking(connect_ex_flow(self, &mut waiter, remote, data))
     }
 
     /// Closes the socket and waits for the close.
@@ -684,7 +697,11 @@ impl Connection {
         timeout: Duration,
         buffer: PoolBuffer,
     ) -> (Result<usize>, PoolBuffer) {
-        run_blocking(send_flow(self, &mut Blocking::new(irql, timeout), buffer))
+        run_blocking(send_flow(
+            self,
+            &mut blocking_on(&self.raw, irql, timeout),
+            buffer,
+        ))
     }
 
     /// Receives into `buffer` (up to its capacity; `WskReceive`); the
@@ -721,7 +738,7 @@ impl Connection {
     ) -> (Result<usize>, PoolBuffer) {
         run_blocking(receive_flow(
             self,
-            &mut Blocking::new(irql, timeout),
+            &mut blocking_on(&self.raw, irql, timeout),
             buffer,
         ))
     }
@@ -745,7 +762,10 @@ impl Connection {
     /// # Errors
     /// As `disconnect`, and [`Error::TimedOut`].
     pub fn disconnect_blocking(&self, irql: &PassiveLevel, timeout: Duration) -> Result<()> {
-        run_blocking(disconnect_flow(self, &mut Blocking::new(irql, timeout)))
+        run_blocking(disconnect_flow(
+            self,
+            &mut blocking_on(&self.raw, irql, timeout),
+        ))
     }
 
     /// The local address (`WskGetLocalAddress`).

@@ -14,12 +14,14 @@
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::time::Duration;
 
 use crate::abi::{IRP, WSK_SOCKET};
-use crate::calls::{SocketHandle, SocketKind};
+use crate::calls::{self, SocketHandle, SocketKind};
 use crate::error::{Error, Result};
+use crate::kernel::irql::AtMostApc;
 use crate::kernel::pool::{PoolBox, PoolTag};
-use crate::op::Operation;
+use crate::op::{Escalation, Operation};
 use crate::registration::RegistrationRef;
 use crate::rundown::{Begin, RunDown};
 use crate::status::NtStatus;
@@ -163,6 +165,22 @@ impl SocketRef {
         if let Some(op) = self.close() {
             op.detach();
         }
+    }
+}
+
+impl Escalation for SocketRef {
+    fn abort(&self, irql: &AtMostApc, grace: Duration) {
+        let submitted = self
+            .enter()
+            .and_then(|entered| calls::disconnect(entered.handle(), self.registration(), true));
+        if let Ok(op) = submitted {
+            // Dropped after the grace: abandoned if still pending.
+            let _ = op.wait(irql, Some(grace));
+        }
+    }
+
+    fn close(&self) {
+        self.close_detached();
     }
 }
 

@@ -222,6 +222,7 @@ pub const fn message(error: &Error) -> &'static str {
         Error::InsufficientResources(_) => "insufficient resources",
         Error::InvalidArgument(_) => "invalid argument",
         Error::AddressInUse(_) => "address in use",
+        Error::NotConnected(_) => "not connected",
         Error::ProviderUnavailable(_) => "WSK provider unavailable",
         _ => "failed",
     }

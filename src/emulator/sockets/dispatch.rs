@@ -7,10 +7,10 @@
 //! returns it.
 
 use core::ffi::c_void;
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 use core::ptr;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::errno::status_of;
 use super::sockaddr::{self, Family};
@@ -67,6 +67,73 @@ pub(super) fn table(kind: Kind, connect_ex: ConnectEx) -> *const c_void {
         (Kind::Stream, ConnectEx::Missing) => ptr::from_ref(&STREAM_WITHOUT_EX).cast(),
         (Kind::Stream, ConnectEx::Stub) => ptr::from_ref(&STREAM_STUB_EX).cast(),
     }
+}
+
+/// The first build whose socket tables hold `WskConnectEx` (Windows 10
+/// 1703).
+pub(super) const CONNECT_EX_FIRST_BUILD: u32 = 15_063;
+
+/// The dispatch table a socket of `kind` gets from a provider before
+/// Windows 10 1703: it ends after `WskRelease`, and the page after it is
+/// unmapped, so a client that reads `WskConnectEx` anyway faults at once
+/// instead of reading whatever follows the real provider's table.
+pub(super) fn table_before_connect_ex(kind: Kind) -> *const c_void {
+    static TABLES: OnceLock<(usize, usize)> = OnceLock::new();
+    let &(connection, stream) = TABLES.get_or_init(|| {
+        (
+            end_of_page(
+                &CONNECTION_WITHOUT_EX,
+                offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskConnectEx),
+            ),
+            end_of_page(
+                &STREAM_WITHOUT_EX,
+                offset_of!(WSK_PROVIDER_STREAM_DISPATCH, WskConnectEx),
+            ),
+        )
+    });
+    match kind {
+        Kind::Connection => connection as *const c_void,
+        Kind::Stream => stream as *const c_void,
+    }
+}
+
+/// A read-only copy of the first `length` bytes of `table` that ends where
+/// an inaccessible page begins; its address. Mapped for the life of the
+/// process, as a provider's tables live as long as the system.
+fn end_of_page<T>(table: &T, length: usize) -> usize {
+    // SAFETY: sysconf only reads a configuration value.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .expect("the host has a page size");
+    assert!(length <= page && length <= size_of::<T>());
+    // SAFETY: a fresh anonymous private mapping of two pages.
+    let base = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED, "map pages for a dispatch table");
+    let base = base.cast::<u8>();
+    // Pointer-aligned: the page size and `length` (an entry's offset) are
+    // multiples of 8.
+    let start = base.wrapping_add(page - length);
+    // SAFETY: `length` bytes of `table` (checked above) into the mapping,
+    // which cannot overlap a static.
+    unsafe { ptr::copy_nonoverlapping(ptr::from_ref(table).cast::<u8>(), start, length) };
+    // SAFETY: the first page of our own mapping.
+    let readable = unsafe { libc::mprotect(base.cast(), page, libc::PROT_READ) };
+    // SAFETY: the second page of our own mapping.
+    let guard = unsafe { libc::mprotect(base.wrapping_add(page).cast(), page, libc::PROT_NONE) };
+    assert_eq!(
+        (readable, guard),
+        (0, 0),
+        "protect a dispatch table's pages"
+    );
+    start as usize
 }
 
 static CONNECTION: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(ConnectEx::Real);
@@ -488,6 +555,16 @@ unsafe extern "system" fn wsk_disconnect(
     flags: ULONG,
     irp: *mut IRP,
 ) -> NTSTATUS {
+    if crate::emulator::Kernel::current()
+        .inner()
+        .provider
+        .config
+        .disconnect_stub
+    {
+        // Wine 8's stub: returns at once, never touches the IRP.
+        require_irql("WskDisconnect");
+        return STATUS_NOT_IMPLEMENTED;
+    }
     // SAFETY: the caller's IRP (WSK contract).
     let call = unsafe { Call::begin(socket, irp, "WskDisconnect") };
     call.run(|socket, irp| {

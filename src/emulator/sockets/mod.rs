@@ -282,7 +282,11 @@ impl Socket {
             (true, false) => dispatch::ConnectEx::Real,
             (true, true) => dispatch::ConnectEx::Stub,
         };
-        let table = dispatch::table(kind, connect_ex);
+        let table = if config.os_build < dispatch::CONNECT_EX_FIRST_BUILD {
+            dispatch::table_before_connect_ex(kind)
+        } else {
+            dispatch::table(kind, connect_ex)
+        };
         let header = Header(Box::new(WSK_SOCKET { Dispatch: table }));
         let handle = core::ptr::from_ref::<WSK_SOCKET>(&header.0) as usize;
         Ok(Arc::new_cyclic(|this: &Weak<Self>| {
@@ -297,7 +301,8 @@ impl Socket {
                     if let Some(socket) = cancelled.upgrade() {
                         socket.schedule_drive();
                     }
-                }),
+                })
+                .cancelable(kernel.inner().provider.config.cancel_routines),
                 state: Mutex::new(State {
                     header: Some(header),
                     host: Some(host),
@@ -398,6 +403,11 @@ impl Socket {
     /// One attempt at `op` on the host socket, which the poller watches
     /// from the first attempt on.
     fn attempt(&self, state: &mut State, kernel: &Kernel, op: &mut Op) -> Progress {
+        // An earlier graceful disconnect sent the FIN: there is no
+        // connection left to disconnect, as Windows answers a second one.
+        if matches!(op, Op::Disconnect { .. }) && state.graceful {
+            return Progress::Done(STATUS_INVALID_CONNECTION, 0);
+        }
         if let Err(status) = self.watch(state, kernel) {
             return Progress::Done(status, 0);
         }
