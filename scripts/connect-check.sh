@@ -43,7 +43,8 @@ import socket, threading
 s = socket.socket(socket.AF_INET6); s.bind(("::1", 0)); s.listen()
 print(s.getsockname()[1], flush=True)
 def serve(c):
-    while (d := c.recv(4096)): c.sendall(d)
+    with c:  # ends its side once the client has ended its own
+        while (d := c.recv(4096)): c.sendall(d)
 while True:
     c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 ' >"$work/port6" &

@@ -42,9 +42,9 @@ readonly REPLY_SHOWN='hello from wine! \\ \x00\x7F end\r\n'
 # Windows the library supports. Every import of the driver must be here.
 readonly ALLOW_NTOSKRNL="
 DbgPrint ExAllocatePoolWithTag ExFreePoolWithTag IoAllocateIrp IoAllocateMdl
-IoCancelIrp IoFreeIrp IoFreeMdl IoReuseIrp KeBugCheckEx KeCancelTimer KeClearEvent
+IoCancelIrp IoFreeIrp IoFreeMdl IoReuseIrp KeAcquireSpinLockRaiseToDpc KeBugCheckEx KeCancelTimer KeClearEvent
 KeFlushQueuedDpcs KeInitializeDpc KeInitializeEvent KeInitializeTimer KeReadStateEvent KeSetEvent
-KeSetTimer KeWaitForSingleObject
+KeReleaseSpinLock KeSetTimer KeWaitForSingleObject
 MmBuildMdlForNonPagedPool MmGetSystemRoutineAddress ObReferenceObjectByHandle
 ObfDereferenceObject PsCreateSystemThread PsTerminateSystemThread PsThreadType RtlGetVersion
 ZwClose ZwOpenKey ZwQueryValueKey __chkstk memcmp memcpy memmove memset

@@ -48,7 +48,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use crate::abi::{
@@ -79,6 +79,16 @@ const CAPTURE_TAG: PoolTag = PoolTag::new(*b"WskN");
 /// What [`Registration::deregister`] had to end because the driver had
 /// not, and what it could not.
 pub type DeregisterReport = Forced;
+
+/// Socket functions a provider may lack although its table has an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Missing {
+    /// `WskConnectEx`.
+    ConnectEx = 1,
+    /// `WskDisconnect`.
+    Disconnect = 2,
+}
 
 /// A WSK version number (`MAKE_WSK_VERSION`).
 ///
@@ -117,10 +127,11 @@ struct RegistrationBlock {
     drained: RawEvent,
     tracked: SpinLock<List>,
     quarantined: AtomicUsize,
-    /// The provider answered `WskConnectEx` with "not implemented" once:
-    /// do not call it again (Wine 8's stub never completes its IRP, so each
-    /// call would leave a block quarantined).
-    connect_ex_missing: AtomicBool,
+    /// Socket functions the provider answered with "not implemented" (a
+    /// [`Missing`] bit each): not called again, since a stub such as Wine
+    /// 8's never completes its IRP and each call would leave a block
+    /// quarantined.
+    missing: AtomicU8,
     image: &'static Image,
 }
 
@@ -176,7 +187,7 @@ impl Registration {
                 drained: RawEvent::zeroed(),
                 tracked: SpinLock::new(List::new()),
                 quarantined: AtomicUsize::new(0),
-                connect_ex_missing: AtomicBool::new(false),
+                missing: AtomicU8::new(0),
                 image,
             };
             // SAFETY: `slot` is a fresh block of the right size and alignment.
@@ -666,14 +677,17 @@ impl RegistrationRef {
         unsafe { self.get().tracked.lock().remove(node) };
     }
 
-    /// Whether the provider said it has no working `WskConnectEx`.
-    pub(crate) fn connect_ex_missing(&self) -> bool {
-        self.get().connect_ex_missing.load(Ordering::Relaxed)
+    /// Whether the provider said it has no working `entry`.
+    pub(crate) fn is_missing(&self, entry: Missing) -> bool {
+        self.get().missing.load(Ordering::Relaxed) & entry as u8 != 0
     }
 
-    /// Remembers that the provider has no working `WskConnectEx`.
-    pub(crate) fn mark_connect_ex_missing(&self) {
-        self.get().connect_ex_missing.store(true, Ordering::Relaxed);
+    /// Remembers what `result` says of `entry`: a "not implemented" or "not
+    /// supported" answer means the provider has no working one.
+    pub(crate) fn note<T>(&self, entry: Missing, result: &Result<T>) {
+        if matches!(result, Err(Error::NotSupported(_))) {
+            self.get().missing.fetch_or(entry as u8, Ordering::Relaxed);
+        }
     }
 
     /// Counts an operation left quarantined (see `Protocol::reclaim`).

@@ -66,8 +66,11 @@ fn echo_blocking(connection: Connection, passive: &PassiveLevel, data: &[u8]) {
         echoed.extend_from_slice(&reply);
     }
     assert_eq!(echoed, data);
-    connection.disconnect_blocking(passive, TIMEOUT).unwrap();
-    connection.close_blocking(passive, TIMEOUT).unwrap();
+    assert_eq!(
+        connection.close_gracefully_blocking(passive, TIMEOUT),
+        Ok(0),
+        "nothing left to read after the echo"
+    );
 }
 
 /// Waits (at most `TIMEOUT`) until `done` holds; `what` names it on failure.
@@ -572,4 +575,104 @@ fn connect_ex_hands_its_data_back_when_the_connect_fails() {
             assert_eq!(&*data.unwrap(), b"kept");
         });
     }
+}
+
+/// How a server saw its peer's end: an orderly FIN after `bytes`, or a
+/// reset.
+#[derive(Debug, PartialEq, Eq)]
+enum PeerEnd {
+    Fin { bytes: usize },
+    Reset,
+}
+
+/// A server that reads until the end, then closes its side (after writing
+/// `farewell`, if any); reports how the end came.
+fn ending_server(farewell: &'static [u8]) -> (SocketAddr, mpsc::Receiver<PeerEnd>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (report, ends) = mpsc::channel();
+    thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut bytes = 0;
+        let mut chunk = [0_u8; 4096];
+        let end = loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => break PeerEnd::Fin { bytes },
+                Ok(n) => bytes += n,
+                Err(_) => break PeerEnd::Reset,
+            }
+        };
+        if end != PeerEnd::Reset {
+            let _ = stream.write_all(farewell);
+        }
+        let _ = report.send(end);
+    });
+    (address, ends)
+}
+
+#[test]
+fn a_graceful_close_ends_with_a_fin_and_a_plain_close_with_a_reset() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        let local = Family::V4.unspecified();
+        // Disconnect, read the peer's farewell to its end, close.
+        let (remote, ends) = ending_server(b"bye");
+        let connection = provider
+            .socket_connect_blocking(passive, TIMEOUT, local, remote)
+            .unwrap();
+        let (sent, _) = connection.send_blocking(passive, TIMEOUT, buffer(b"data"));
+        assert_eq!(sent, Ok(4));
+        assert_eq!(
+            connection.close_gracefully_blocking(passive, TIMEOUT),
+            Ok(3),
+            "the farewell was read (and discarded) before the close"
+        );
+        assert_eq!(
+            ends.recv_timeout(TIMEOUT).unwrap(),
+            PeerEnd::Fin { bytes: 4 }
+        );
+
+        // Disconnecting one direction is not enough: WskCloseSocket is
+        // abortive unless the connection is disconnected both ways.
+        let (remote, ends) = ending_server(b"");
+        let connection = provider
+            .socket_connect_blocking(passive, TIMEOUT, local, remote)
+            .unwrap();
+        let (sent, _) = connection.send_blocking(passive, TIMEOUT, buffer(b"data"));
+        assert_eq!(sent, Ok(4));
+        connection.abort_blocking(passive, TIMEOUT).unwrap();
+        connection.close_blocking(passive, TIMEOUT).unwrap();
+        assert_eq!(ends.recv_timeout(TIMEOUT).unwrap(), PeerEnd::Reset);
+    });
+}
+
+#[test]
+fn a_close_after_a_one_way_disconnect_is_still_abortive() {
+    with_provider(ProviderConfig::default(), |_, provider, passive| {
+        // The server never ends its side, so a second read shows the reset
+        // that follows our FIN.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = listener.local_addr().unwrap();
+        let connection = provider
+            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+            .unwrap();
+        let (mut server_side, _) = listener.accept().unwrap();
+        server_side.set_read_timeout(Some(TIMEOUT)).unwrap();
+        connection.disconnect_blocking(passive, TIMEOUT).unwrap();
+        let mut byte = [0_u8; 1];
+        assert_eq!(server_side.read(&mut byte).unwrap(), 0, "the FIN");
+        connection.close_blocking(passive, TIMEOUT).unwrap();
+        // Writing to a reset connection fails (the first write may still
+        // be accepted locally; the reset shows by the second).
+        let reset = (0..50).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            server_side.write_all(b"x").is_err()
+        });
+        assert!(
+            reset,
+            "the close after a one-way disconnect reset the connection"
+        );
+    });
 }

@@ -52,9 +52,9 @@ use crate::addr::Family;
 use crate::calls::{self, SocketHandle, SocketKind};
 use crate::error::{Error, Result};
 use crate::kernel::irql::PassiveLevel;
-use crate::kernel::pool::PoolBuffer;
+use crate::kernel::pool::{PoolBuffer, PoolTag};
 use crate::op::{Await, Blocking, Operation, Payload, Waiter, run_blocking};
-use crate::registration::{Provider, RegistrationRef};
+use crate::registration::{Missing, Provider, RegistrationRef};
 use crate::status::NtStatus;
 
 /// The most `WskConnectEx` sends with the connect.
@@ -249,7 +249,11 @@ async fn connect_ex_flow<W: Waiter>(
         Err(error) => return (Err(error), data),
         Ok(entered)
             if entered.handle().has_connect_ex()
-                && !bound.raw.socket.registration().connect_ex_missing() =>
+                && !bound
+                    .raw
+                    .socket
+                    .registration()
+                    .is_missing(Missing::ConnectEx) =>
         {
             Some(calls::connect_ex(
                 entered.handle(),
@@ -286,7 +290,11 @@ async fn connect_ex_flow<W: Waiter>(
             });
             return (outcome, buffer);
         }
-        bound.raw.socket.registration().mark_connect_ex_missing();
+        bound
+            .raw
+            .socket
+            .registration()
+            .note(Missing::ConnectEx, &status.ok());
         data = buffer;
     }
     let connection = match connect_flow(bound, waiter, remote).await {
@@ -387,10 +395,56 @@ async fn transfer_flow<W: Waiter>(
 }
 
 async fn disconnect_flow<W: Waiter>(connection: &Connection, waiter: &mut W) -> Result<()> {
+    disconnect_with(connection, waiter, false).await
+}
+
+async fn abort_flow<W: Waiter>(connection: &Connection, waiter: &mut W) -> Result<()> {
+    disconnect_with(connection, waiter, true).await
+}
+
+/// `WskDisconnect`, unless the provider said it has none.
+async fn disconnect_with<W: Waiter>(
+    connection: &Connection,
+    waiter: &mut W,
+    abortive: bool,
+) -> Result<()> {
+    let registration = connection.raw.socket.registration();
+    if registration.is_missing(Missing::Disconnect) {
+        return Err(Error::NotSupported(NtStatus::NOT_IMPLEMENTED));
+    }
     let op = connection
         .raw
-        .submit(|handle, registration| calls::disconnect(handle, registration, false))?;
-    finish(waiter, &op).await.map(drop)
+        .submit(|handle, registration| calls::disconnect(handle, registration, abortive))?;
+    let result = finish(waiter, &op).await.map(drop);
+    registration.note(Missing::Disconnect, &result);
+    result
+}
+
+/// What [`Connection::close_gracefully`] read while it waited for the
+/// peer's end.
+const DRAIN_CHUNK: usize = 512;
+
+async fn graceful_close_flow<W: Waiter>(connection: Connection, waiter: &mut W) -> Result<usize> {
+    // Any error below drops `connection`, which closes it abortively.
+    match disconnect_flow(&connection, waiter).await {
+        Ok(()) => {}
+        // A provider without WskDisconnect (Wine 8): its close is all there is.
+        Err(Error::NotSupported(_)) => return connection.raw.close(waiter).await.map(|()| 0),
+        Err(error) => return Err(error),
+    }
+    let mut buffer = PoolBuffer::zeroed(DRAIN_CHUNK, PoolTag::BUFFER)?;
+    let mut discarded = 0;
+    loop {
+        let (received, back) = receive_flow(&connection, waiter, buffer).await;
+        match received? {
+            0 => break,
+            read => discarded += read,
+        }
+        buffer = back;
+    }
+    // Disconnected in both directions: the close is graceful.
+    connection.raw.close(waiter).await?;
+    Ok(discarded)
 }
 
 async fn address_flow<W: Waiter>(
@@ -743,15 +797,86 @@ impl Connection {
         ))
     }
 
-    /// Graceful disconnect (`WskDisconnect`): sends FIN after pending data.
+    /// Graceful disconnect of the sending direction (`WskDisconnect`): the
+    /// FIN follows the data already sent. Receiving still works until the
+    /// peer ends its side; [`close_gracefully`](Self::close_gracefully)
+    /// does the whole dance.
     ///
     /// # IRQL
     /// Poll at `DISPATCH_LEVEL` or below.
     ///
     /// # Errors
-    /// As the provider reports.
+    /// [`Error::NotConnected`] when already disconnected; what the provider
+    /// reports ([`Error::NotSupported`] without `WskDisconnect`, as under
+    /// Wine 8).
     pub fn disconnect(&self) -> impl Future<Output = Result<()>> + Send + '_ {
         async move { disconnect_flow(self, &mut Await).await }
+    }
+
+    /// Abortive disconnect (`WskDisconnect` with `WSK_FLAG_ABORTIVE`): the
+    /// peer sees a reset, data not yet delivered is lost, and pending
+    /// operations on the connection complete with an error.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// What the provider reports ([`Error::NotSupported`] without
+    /// `WskDisconnect`).
+    pub fn abort(&self) -> impl Future<Output = Result<()>> + Send + '_ {
+        async move { abort_flow(self, &mut Await).await }
+    }
+
+    /// [`abort`](Self::abort), blocking.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `abort`, and [`Error::TimedOut`].
+    pub fn abort_blocking(&self, irql: &PassiveLevel, timeout: Duration) -> Result<()> {
+        run_blocking(abort_flow(self, &mut blocking_on(&self.raw, irql, timeout)))
+    }
+
+    /// Closes the connection gracefully: disconnects (FIN after the data
+    /// sent), receives until the peer's end (discarding what arrives, and
+    /// returning how many bytes that was), then closes, which is graceful
+    /// once the connection is disconnected in both directions. The peer
+    /// sees an orderly end, not a reset.
+    ///
+    /// On any error the connection is closed abortively. Bound it with
+    /// [`timeout`](crate::timeout): dropping the future on expiry closes
+    /// abortively too. A provider without `WskDisconnect` (Wine 8) is
+    /// closed with `WskCloseSocket` alone.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// What the disconnect, the receives or the close report;
+    /// [`Error::InsufficientResources`] when the drain buffer cannot be
+    /// allocated.
+    pub fn close_gracefully(self) -> impl Future<Output = Result<usize>> + Send + 'static {
+        async move { graceful_close_flow(self, &mut Await).await }
+    }
+
+    /// [`close_gracefully`](Self::close_gracefully), blocking: the whole
+    /// sequence within `timeout`; once it passes the connection is closed
+    /// abortively (see [`CANCEL_GRACE`](crate::CANCEL_GRACE) for the bound).
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `close_gracefully`, and [`Error::TimedOut`] when the peer did not
+    /// end its side in time.
+    pub fn close_gracefully_blocking(
+        self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+    ) -> Result<usize> {
+        let mut waiter = blocking_on(&self.raw, irql, timeout);
+        run_blocking(graceful_close_flow(self, &mut waiter))
     }
 
     /// [`disconnect`](Self::disconnect), blocking.
@@ -790,8 +915,13 @@ impl Connection {
         async move { address_flow(self, &mut Await, true).await }
     }
 
-    /// Closes the connection (`WskCloseSocket`) and waits for the close:
-    /// abortive unless [`disconnect`](Self::disconnect) ran first.
+    /// Closes the connection (`WskCloseSocket`) and waits for the close.
+    ///
+    /// The close is abortive (the peer sees a reset, and data still in
+    /// flight may be lost) unless the connection is disconnected in both
+    /// directions: [`disconnect`](Self::disconnect) ran *and* a receive saw
+    /// the peer's end. [`close_gracefully`](Self::close_gracefully) does
+    /// that; dropping a connection closes it abortively.
     ///
     /// # IRQL
     /// Poll at `DISPATCH_LEVEL` or below.

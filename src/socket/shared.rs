@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::kernel::irql::AtMostApc;
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::op::{Escalation, Operation};
-use crate::registration::RegistrationRef;
+use crate::registration::{Missing, RegistrationRef};
 use crate::rundown::{Begin, RunDown};
 use crate::status::NtStatus;
 use crate::tracking::{Kind, Node, What};
@@ -170,12 +170,17 @@ impl SocketRef {
 
 impl Escalation for SocketRef {
     fn abort(&self, irql: &AtMostApc, grace: Duration) {
+        if self.registration().is_missing(Missing::Disconnect) {
+            return;
+        }
         let submitted = self
             .enter()
             .and_then(|entered| calls::disconnect(entered.handle(), self.registration(), true));
         if let Ok(op) = submitted {
             // Dropped after the grace: abandoned if still pending.
-            let _ = op.wait(irql, Some(grace));
+            if op.wait(irql, Some(grace)).is_ok() {
+                self.registration().note(Missing::Disconnect, &op.result());
+            }
         }
     }
 

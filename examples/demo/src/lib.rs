@@ -259,7 +259,7 @@ pub struct Job<'a> {
 }
 
 /// Runs one mode: connects its way, sends the payload, reads one reply
-/// chunk, disconnects (where the provider can) and closes.
+/// chunk, and closes gracefully (disconnect, read to the peer's end, close).
 ///
 /// # Errors
 /// The first failing step's error; the socket is closed either way.
@@ -320,13 +320,10 @@ pub fn run_mode(
     let (received, reply) =
         wsk::block_on(passive, wsk::timeout(timeout, connection.receive(buffer)))??;
     received?;
-    // A provider without WskDisconnect (Wine 8) still closes; the close is
-    // then abortive.
-    match connection.disconnect_blocking(passive, timeout) {
-        Ok(()) | Err(Error::NotSupported(_)) => {}
-        Err(error) => return Err(error),
-    }
-    connection.close_blocking(passive, timeout)?;
+    // Disconnect, read to the peer's end, close: the peer sees an orderly
+    // end, not a reset (a provider without WskDisconnect, such as Wine 8's,
+    // is simply closed).
+    connection.close_gracefully_blocking(passive, timeout)?;
     Ok(Run { path, sent, reply })
 }
 

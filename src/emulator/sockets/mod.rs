@@ -249,8 +249,12 @@ struct State {
     /// Parked IRPs per lane, oldest first; a cancel may have completed some
     /// since (they are skipped).
     lanes: [VecDeque<IrpHandle>; 3],
-    /// A graceful disconnect sent the FIN: closing is then graceful too.
+    /// A graceful disconnect sent the FIN.
     graceful: bool,
+    /// A receive saw the peer's end (0 bytes): with `graceful`, the
+    /// connection is disconnected in both directions and closing it is
+    /// graceful; otherwise `WskCloseSocket` aborts it, as on Windows.
+    peer_ended: bool,
 }
 
 impl State {
@@ -313,6 +317,7 @@ impl Socket {
                     fast_open: false,
                     lanes: Default::default(),
                     graceful: false,
+                    peer_ended: false,
                 }),
                 this: this.clone(),
             }
@@ -438,6 +443,11 @@ impl Socket {
             }
             Op::Connect(_) => Self::abandon_connect(state, kernel),
             Op::Disconnect { .. } if status == STATUS_SUCCESS => state.graceful = true,
+            Op::Receive { buffer, .. }
+                if status == STATUS_SUCCESS && information == 0 && buffer.len() > 0 =>
+            {
+                state.peer_ended = true;
+            }
             _ => {}
         }
         (status, information)
@@ -609,7 +619,9 @@ impl Socket {
     }
 
     /// `WskCloseSocket`: cancels what is parked, closes the host socket
-    /// (abortively unless a graceful disconnect came first), uncounts the
+    /// (abortively unless the connection was disconnected in both
+    /// directions: a graceful disconnect, and the peer's end received, as
+    /// Microsoft's `WskCloseSocket` page says), uncounts the
     /// socket, then completes the close.
     fn close(&self, irp: IrpHandle) -> NTSTATUS {
         let kernel = self.kernel();
@@ -621,7 +633,11 @@ impl Socket {
             if let Some(header) = state.header.take() {
                 quarantine(header);
             }
-            (parked, state.host.take(), state.graceful)
+            (
+                parked,
+                state.host.take(),
+                state.graceful && state.peer_ended,
+            )
         };
         self.wait_for_cancels();
         for (parked_irp, _) in parked {
