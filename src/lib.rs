@@ -39,7 +39,7 @@ mod calls;
 #[cfg(wsk_emulator)]
 pub mod emulator;
 mod error;
-mod executor;
+pub mod executor;
 pub mod kernel;
 mod lifecycle;
 mod op;
@@ -55,7 +55,8 @@ pub mod wdk;
 pub use addr::Family;
 pub use calls::SocketKind;
 pub use error::{Error, Result};
-pub use executor::block_on;
+pub use executor::{Executor, JoinHandle, ShutdownReport, Spawner, block_on};
+pub use kernel::device::DeviceObject;
 pub use kernel::event::{Event, EventKind, WaitError};
 pub use kernel::irp::Irp;
 pub use kernel::irql::{AtMostApc, AtMostDispatch, Irql, IrqlTooHigh, PassiveLevel};

@@ -204,8 +204,7 @@ impl<P: Payload> Operation<P> {
     ) -> Result<()> {
         let guard = registration.begin_operation()?;
         // SAFETY: forwarded contract; the guard counts this operation.
-        unsafe { self.submit_with(guard, true, call) };
-        Ok(())
+        unsafe { self.submit_with(guard, true, call) }
     }
 
     /// [`submit`](Self::submit) for clean-up work that must run even while
@@ -221,8 +220,46 @@ impl<P: Payload> Operation<P> {
         let guard = registration.begin_cleanup();
         // SAFETY: forwarded contract. Clean-up (a close) is not listed for
         // the sweep: nothing is left to cancel, and deregistration waits for
-        // it through the guard.
-        unsafe { self.submit_with(guard, false, call) };
+        // it through the guard. It cannot fail (see `install_routine`).
+        let _ = unsafe { self.submit_with(guard, false, call) };
+    }
+
+    /// Installs the completion routine: through `IoSetCompletionRoutineEx`
+    /// when the registration has a device object (the I/O manager then
+    /// holds the device, and so the driver image, until the routine has
+    /// returned), else the `IoSetCompletionRoutine` port.
+    ///
+    /// # Errors
+    /// [`Error::InsufficientResources`] when `IoSetCompletionRoutineEx`
+    /// cannot allocate, unless `must_succeed` (clean-up that cannot be put
+    /// off: the port is used then).
+    #[allow(
+        clippy::needless_pass_by_ref_mut,
+        reason = "the IRP is written through the block pointer: exclusive access is the point"
+    )]
+    fn install_routine(
+        &mut self,
+        registration: &RegistrationRef,
+        must_succeed: bool,
+    ) -> Result<()> {
+        let raw = self.block.as_ptr();
+        // SAFETY: the IRP is ours (idle, so not in flight).
+        let irp: &mut Irp = unsafe { &mut (*raw).irp };
+        if let Some(device) = registration.device() {
+            // SAFETY: the IRP is not in flight; the routine and its context
+            // (this block) stay valid until the routine has run, since it
+            // holds a reference; the routine returns
+            // STATUS_MORE_PROCESSING_REQUIRED.
+            let installed = unsafe {
+                irp.set_completion_routine_ex(device, on_complete::<P>, raw.cast::<c_void>())
+            };
+            if installed.is_ok() || !must_succeed {
+                return installed;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { irp.set_completion_routine(on_complete::<P>, raw.cast::<c_void>()) };
+        Ok(())
     }
 
     unsafe fn submit_with(
@@ -230,16 +267,17 @@ impl<P: Payload> Operation<P> {
         guard: InFlight,
         tracked: bool,
         call: impl FnOnce(*mut IRP, *mut P) -> NTSTATUS,
-    ) {
+    ) -> Result<()> {
         let raw = self.block.as_ptr();
+        assert_eq!(
+            self.block().state(),
+            Lifecycle::Idle,
+            "an operation is submitted once"
+        );
+        self.install_routine(guard.registration(), !tracked)?;
         let missed_sweep;
         {
             let block = self.block();
-            assert_eq!(
-                block.state(),
-                Lifecycle::Idle,
-                "an operation is submitted once"
-            );
             // Deregistration can cancel it from now on. If it has swept
             // already (it began between `begin_operation` and here), cancel
             // it right after the call instead.
@@ -251,14 +289,8 @@ impl<P: Payload> Operation<P> {
             // The completion routine gets its reference.
             block.protocol.submit();
         }
-        // SAFETY: the IRP is ours and not yet in flight; the routine and its
-        // context (this block) stay valid until the routine has run, since
-        // it holds a reference; the routine returns
-        // STATUS_MORE_PROCESSING_REQUIRED.
-        let irp: &mut Irp = unsafe { &mut (*raw).irp };
-        // SAFETY: as above.
-        unsafe { irp.set_completion_routine(on_complete::<P>, raw.cast::<c_void>()) };
-        let irp_ptr = irp.as_ptr();
+        // SAFETY: the block is live; only the pointer is read.
+        let irp_ptr = unsafe { (*raw).irp.as_ptr() };
         // SAFETY: the payload lives in the block, which outlives the call.
         let payload = unsafe { (*raw).payload.get() };
         let returned = call(irp_ptr, payload);
@@ -284,6 +316,7 @@ impl<P: Payload> Operation<P> {
                 block.done.set();
             }
         }
+        Ok(())
     }
 
     /// Lets the operation finish on its own: the owner goes away without
@@ -522,6 +555,11 @@ struct CompletionFuture<'a, P: Payload> {
 impl<P: Payload> Future for CompletionFuture<'_, P> {
     type Output = Result<()>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // An executor task whose operations keep completing inline yields
+        // once its budget is spent (`consume_budget` wakes it again).
+        if self.op.is_complete() && !crate::executor::consume_budget(cx) {
+            return Poll::Pending;
+        }
         self.op.poll_complete(cx).map(Ok)
     }
 }

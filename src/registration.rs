@@ -56,6 +56,7 @@ use crate::abi::{
     WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
 };
 use crate::error::{Error, Result};
+use crate::kernel::device::DeviceObject;
 use crate::kernel::event::{EventKind, RawEvent};
 use crate::kernel::image::{self, Image};
 use crate::kernel::irql::{AtMostDispatch, PassiveLevel};
@@ -132,6 +133,10 @@ struct RegistrationBlock {
     /// 8's never completes its IRP and each call would leave a block
     /// quarantined.
     missing: AtomicU8,
+    /// The device object whose reference holds the driver image while a
+    /// completion routine runs (`IoSetCompletionRoutineEx`), if the driver
+    /// gave one.
+    device: Option<DeviceObject>,
     image: &'static Image,
 }
 
@@ -161,6 +166,30 @@ impl Registration {
     /// [`Error::InsufficientResources`] when the registration block cannot
     /// be allocated; otherwise what `WskRegister` returned.
     pub fn register(irql: &PassiveLevel) -> Result<Self> {
+        Self::register_inner(irql, None)
+    }
+
+    /// Registers as [`register`](Self::register) does, and installs every
+    /// completion routine with `IoSetCompletionRoutineEx` against `device`:
+    /// the I/O manager then holds the device object, and so the driver
+    /// image, until each routine has returned, so that no routine can
+    /// return into an unloaded driver. This is how a driver should
+    /// register; a KMDF driver passes `WdfDeviceWdmGetDeviceObject` of its
+    /// WDFDEVICE.
+    ///
+    /// Not under Wine 8, whose `IoSetCompletionRoutineEx` is a stub that
+    /// must not be called: drivers run there register without a device.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (the token proves it).
+    ///
+    /// # Errors
+    /// As [`register`](Self::register).
+    pub fn register_with_device(irql: &PassiveLevel, device: DeviceObject) -> Result<Self> {
+        Self::register_inner(irql, Some(device))
+    }
+
+    fn register_inner(irql: &PassiveLevel, device: Option<DeviceObject>) -> Result<Self> {
         let image = image::current();
         // Read once, at PASSIVE_LEVEL, before any socket exists: whether the
         // socket dispatch tables hold `WskConnectEx`.
@@ -188,6 +217,7 @@ impl Registration {
                 tracked: SpinLock::new(List::new()),
                 quarantined: AtomicUsize::new(0),
                 missing: AtomicU8::new(0),
+                device,
                 image,
             };
             // SAFETY: `slot` is a fresh block of the right size and alignment.
@@ -675,6 +705,11 @@ impl RegistrationRef {
     pub(crate) unsafe fn untrack(&self, node: NonNull<Node>) {
         // SAFETY: forwarded contract.
         unsafe { self.get().tracked.lock().remove(node) };
+    }
+
+    /// The device object completion routines are held by, if any.
+    pub(crate) const fn device(&self) -> Option<&DeviceObject> {
+        self.get().device.as_ref()
     }
 
     /// Whether the provider said it has no working `entry`.

@@ -14,9 +14,11 @@ pub use crate::emulator::exports::*;
 #[allow(non_snake_case, clippy::missing_safety_doc)]
 mod windows {
     use crate::abi::{
-        BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KSPIN_LOCK, KTIMER,
-        LONG, MDL, NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, RTL_OSVERSIONINFOW, SIZE_T,
-        SharedInterruptTime, ULONG, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+        BOOLEAN, CCHAR, DEVICE_OBJECT, EVENT_TYPE, IO_WORKITEM, IRP, KDPC, KEVENT, KIRQL,
+        KPROCESSOR_MODE, KSPIN_LOCK, KTIMER, LONG, MDL, NTSTATUS, PIO_COMPLETION_ROUTINE,
+        PIO_WORKITEM_ROUTINE, PKDEFERRED_ROUTINE, POOL_TYPE, RTL_OSVERSIONINFOW, SIZE_T,
+        SharedInterruptTime, ULONG, WORK_QUEUE_TYPE, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
+        WSK_REGISTRATION,
     };
     use core::ffi::c_void;
 
@@ -49,6 +51,25 @@ mod windows {
         pub fn KeSetTimer(Timer: *mut KTIMER, DueTime: i64, Dpc: *mut KDPC) -> BOOLEAN;
         pub fn KeCancelTimer(Timer: *mut KTIMER) -> BOOLEAN;
         pub fn KeFlushQueuedDpcs();
+        pub fn IoSetCompletionRoutineEx(
+            DeviceObject: *mut DEVICE_OBJECT,
+            Irp: *mut IRP,
+            CompletionRoutine: PIO_COMPLETION_ROUTINE,
+            Context: *mut c_void,
+            InvokeOnSuccess: BOOLEAN,
+            InvokeOnError: BOOLEAN,
+            InvokeOnCancel: BOOLEAN,
+        ) -> NTSTATUS;
+        pub fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT) -> *mut IO_WORKITEM;
+        pub fn IoQueueWorkItem(
+            IoWorkItem: *mut IO_WORKITEM,
+            WorkerRoutine: PIO_WORKITEM_ROUTINE,
+            QueueType: WORK_QUEUE_TYPE,
+            Context: *mut c_void,
+        );
+        pub fn IoFreeWorkItem(IoWorkItem: *mut IO_WORKITEM);
+        pub fn ObfReferenceObject(Object: *mut c_void) -> isize;
+        pub fn ObfDereferenceObject(Object: *mut c_void) -> isize;
         pub fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL;
         pub fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL);
         pub fn KeInitializeDpc(

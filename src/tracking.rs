@@ -39,6 +39,8 @@ pub enum What {
     Capture,
     /// A timer of `sleep` or `timeout`: cancelled.
     Timer,
+    /// An executor's task: aborted (counted by the executor's shutdown).
+    Task,
 }
 
 /// A list entry, embedded first in a `#[repr(C)]` block.
@@ -239,6 +241,7 @@ impl Forced {
             What::Socket => self.closed_sockets += 1,
             What::Capture => self.released_captures += 1,
             What::Timer => self.cancelled_timers += 1,
+            What::Task => {}
         }
     }
 }

@@ -446,15 +446,17 @@ fn dropping_a_pending_receive_cancels_it_and_returns_everything() {
 
 #[test]
 fn a_socket_connect_that_completes_after_its_caller_left_is_closed() {
-    // Every completion goes through the provider's poller, so the first
-    // poll is pending and the connect completes with nobody polling.
-    let config = ProviderConfig {
-        always_pend: true,
-        ..ProviderConfig::default()
-    };
-    with_provider(config, |kernel, provider, passive| {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let remote = listener.local_addr().unwrap();
+    with_provider(ProviderConfig::default(), |kernel, provider, passive| {
+        // A listener whose accept queue is full: the connect stays pending
+        // (its SYNs are dropped) until a slot frees.
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        listener.listen(0).unwrap();
+        let remote = listener.local_addr().unwrap().as_socket().unwrap();
+        let queued = TcpStream::connect(remote).unwrap();
         {
             let mut connecting =
                 Box::pin(provider.socket_connect(Family::V4.unspecified(), remote));
@@ -463,9 +465,12 @@ fn a_socket_connect_that_completes_after_its_caller_left_is_closed() {
                 .as_mut()
                 .poll(&mut std::task::Context::from_waker(waker));
             assert!(first.is_pending());
-            // The connection is established on the server side; the future
-            // is never polled again.
-            let (mut server_side, _) = listener.accept().unwrap();
+            // Free the slot: the connect completes (at the SYN's retry)
+            // with nobody polling the future.
+            let (first_accepted, _) = listener.accept().unwrap();
+            drop((first_accepted, queued));
+            let (server_side, _) = listener.accept().unwrap();
+            let mut server_side: TcpStream = server_side.into();
             eventually("the provider created the socket", || {
                 kernel.usage().sockets != 0
             });

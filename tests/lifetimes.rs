@@ -391,3 +391,57 @@ fn a_blocking_call_with_a_stale_token_refuses_to_wait_above_apc_level() {
     assert!(report.is_clean(), "{report}");
     kernel.assert_no_leaks();
 }
+
+#[test]
+fn a_completion_routine_holds_the_device_object_until_it_has_returned() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let device = wsk::emulator::Device::new();
+    // SAFETY: the emulated device outlives the registration.
+    let object = unsafe { wsk::DeviceObject::from_raw(device.as_ptr()) }.unwrap();
+    let registration = Registration::register_with_device(&passive, object).unwrap();
+    assert_eq!(device.references(), 1, "the registration's own");
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    let connection = connect(&provider, &passive, remote);
+    {
+        let mut receiving =
+            Box::pin(connection.receive(PoolBuffer::zeroed(16, PoolTag::BUFFER).unwrap()));
+        assert!(
+            receiving
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
+        assert_eq!(
+            device.references(),
+            2,
+            "the pending receive's completion routine holds the device"
+        );
+    }
+    // Dropped: cancelled; the routine ran and returned, then let go.
+    assert_eq!(device.references(), 1);
+    connection.close_blocking(&passive, TIMEOUT).unwrap();
+    drop(provider);
+    drop(server);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(device.references(), 0);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+#[should_panic(expected = "BUGCHECK DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS")]
+fn unloading_while_a_completion_routine_may_still_run_bugchecks() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let device = wsk::emulator::Device::new();
+    // SAFETY: the emulated device outlives the registration's use of it.
+    let object = unsafe { wsk::DeviceObject::from_raw(device.as_ptr()) }.unwrap();
+    let registration = Registration::register_with_device(&passive, object).unwrap();
+    std::mem::forget(registration);
+    // The driver "unloads" without deregistering.
+    drop(device);
+}

@@ -87,6 +87,29 @@ pub type PIO_COMPLETION_ROUTINE = Option<
     ) -> NTSTATUS,
 >;
 
+/// `DEVICE_OBJECT`: the library only passes pointers to it along (to
+/// `IoSetCompletionRoutineEx`, `IoAllocateWorkItem`, `ObfReferenceObject`).
+#[repr(C)]
+pub struct DEVICE_OBJECT {
+    _opaque: [u8; 0],
+}
+
+/// `IO_WORKITEM`: opaque, allocated by `IoAllocateWorkItem`.
+#[repr(C)]
+pub struct IO_WORKITEM {
+    _opaque: [u8; 0],
+}
+
+/// `PIO_WORKITEM_ROUTINE`: runs at `PASSIVE_LEVEL` on a system worker
+/// thread.
+pub type PIO_WORKITEM_ROUTINE =
+    Option<unsafe extern "system" fn(DeviceObject: *mut DEVICE_OBJECT, Context: *mut c_void)>;
+
+/// `WORK_QUEUE_TYPE`.
+pub type WORK_QUEUE_TYPE = i32;
+/// `DelayedWorkQueue`: the queue for work that may block.
+pub const DelayedWorkQueue: WORK_QUEUE_TYPE = 1;
+
 /// The cancel routine of a pending IRP.
 pub type PDRIVER_CANCEL =
     Option<unsafe extern "system" fn(DeviceObject: *mut c_void, Irp: *mut IRP)>;

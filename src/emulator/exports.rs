@@ -13,11 +13,12 @@
 
 use core::ffi::c_void;
 
-use super::{event, irp, irql, mdl, pool, provider, spinlock, timer, version};
+use super::{device, event, irp, irql, mdl, pool, provider, spinlock, timer, version};
 use crate::abi::{
-    BOOLEAN, CCHAR, EVENT_TYPE, IRP, KDPC, KEVENT, KIRQL, KPROCESSOR_MODE, KSPIN_LOCK, KTIMER,
-    LONG, MDL, NTSTATUS, PKDEFERRED_ROUTINE, POOL_TYPE, RTL_OSVERSIONINFOW, SIZE_T, ULONG,
-    WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    BOOLEAN, CCHAR, DEVICE_OBJECT, EVENT_TYPE, IO_WORKITEM, IRP, KDPC, KEVENT, KIRQL,
+    KPROCESSOR_MODE, KSPIN_LOCK, KTIMER, LONG, MDL, NTSTATUS, PIO_COMPLETION_ROUTINE,
+    PIO_WORKITEM_ROUTINE, PKDEFERRED_ROUTINE, POOL_TYPE, RTL_OSVERSIONINFOW, SIZE_T, ULONG,
+    WORK_QUEUE_TYPE, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
 };
 
 #[must_use]
@@ -197,4 +198,55 @@ pub unsafe fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL {
 /// `KeReleaseSpinLock`: frees the lock and returns to `NewIrql`.
 pub unsafe fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL) {
     spinlock::release(SpinLock, NewIrql);
+}
+
+/// `IoSetCompletionRoutineEx`: the routine runs through a wrapper that
+/// holds a reference on the device until the routine has returned.
+pub unsafe fn IoSetCompletionRoutineEx(
+    DeviceObject: *mut DEVICE_OBJECT,
+    Irp: *mut IRP,
+    CompletionRoutine: PIO_COMPLETION_ROUTINE,
+    Context: *mut c_void,
+    InvokeOnSuccess: BOOLEAN,
+    InvokeOnError: BOOLEAN,
+    InvokeOnCancel: BOOLEAN,
+) -> NTSTATUS {
+    // SAFETY: forwarded contract.
+    unsafe {
+        device::set_completion_routine_ex(
+            DeviceObject,
+            Irp,
+            CompletionRoutine,
+            Context,
+            InvokeOnSuccess,
+            InvokeOnError,
+            InvokeOnCancel,
+        )
+    }
+}
+/// `IoAllocateWorkItem`.
+pub unsafe fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT) -> *mut IO_WORKITEM {
+    device::allocate_work_item(DeviceObject)
+}
+/// `IoQueueWorkItem`: the routine runs at `PASSIVE_LEVEL` on a worker
+/// thread, holding a reference on the device.
+pub unsafe fn IoQueueWorkItem(
+    IoWorkItem: *mut IO_WORKITEM,
+    WorkerRoutine: PIO_WORKITEM_ROUTINE,
+    QueueType: WORK_QUEUE_TYPE,
+    Context: *mut c_void,
+) {
+    device::queue_work_item(IoWorkItem, WorkerRoutine, QueueType, Context);
+}
+/// `IoFreeWorkItem`.
+pub unsafe fn IoFreeWorkItem(IoWorkItem: *mut IO_WORKITEM) {
+    device::free_work_item(IoWorkItem);
+}
+/// `ObfReferenceObject` (device objects).
+pub unsafe fn ObfReferenceObject(Object: *mut c_void) -> isize {
+    device::reference_object(Object)
+}
+/// `ObfDereferenceObject` (device objects).
+pub unsafe fn ObfDereferenceObject(Object: *mut c_void) -> isize {
+    device::dereference_object(Object)
 }

@@ -43,6 +43,7 @@
     reason = "emulator code favours plain lock scopes and matches"
 )]
 
+mod device;
 mod event;
 pub mod exports;
 mod faults;
@@ -71,6 +72,7 @@ use std::thread_local;
 use std::time::Duration;
 use std::vec::Vec;
 
+pub use device::Device;
 pub use faults::FaultPlan;
 pub use provider::ProviderConfig;
 pub use sockets::FastOpenStats;

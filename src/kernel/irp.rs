@@ -3,11 +3,14 @@
 use core::ffi::c_void;
 use core::ptr::NonNull;
 
+use super::device::DeviceObject;
 use crate::abi::{
     FALSE, IO_STACK_LOCATION, IRP, NTSTATUS, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
-    SL_INVOKE_ON_SUCCESS, STATUS_UNSUCCESSFUL,
+    SL_INVOKE_ON_SUCCESS, STATUS_UNSUCCESSFUL, TRUE,
 };
-use crate::{Error, NtStatus, Result, sys};
+use crate::error::{Error, Result};
+use crate::status::NtStatus;
+use crate::sys;
 
 /// A completion routine: runs at `DISPATCH_LEVEL` or below, in any thread.
 pub type CompletionRoutine =
@@ -84,6 +87,41 @@ impl Irp {
         next.CompletionRoutine = Some(routine);
         next.Context = context;
         next.Control = SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL;
+    }
+
+    /// `IoSetCompletionRoutineEx`: installs `routine` as
+    /// [`set_completion_routine`](Self::set_completion_routine) does, but
+    /// through the I/O manager's wrapper, which holds a reference on
+    /// `device` (and so on the driver image) until the routine has
+    /// returned.
+    ///
+    /// # Errors
+    /// [`Error::InsufficientResources`] when the wrapper's context cannot be
+    /// allocated; nothing was installed then.
+    ///
+    /// # Safety
+    /// As for [`set_completion_routine`](Self::set_completion_routine).
+    pub unsafe fn set_completion_routine_ex(
+        &mut self,
+        device: &DeviceObject,
+        routine: CompletionRoutine,
+        context: *mut c_void,
+    ) -> Result<()> {
+        // SAFETY: the IRP is ours and not in flight; the device is live (the
+        // reference `device` holds); the caller's contract covers the
+        // routine and context; <= DISPATCH_LEVEL.
+        let status = unsafe {
+            sys::IoSetCompletionRoutineEx(
+                device.as_ptr(),
+                self.as_ptr(),
+                Some(routine),
+                context,
+                TRUE,
+                TRUE,
+                TRUE,
+            )
+        };
+        NtStatus(status).ok()
     }
 
     /// `IoGetNextIrpStackLocation`.

@@ -3,6 +3,7 @@
 //! Together with [`crate::abi`] and the operation layer, this is where all of
 //! the library's `unsafe` code lives.
 
+pub mod device;
 pub mod event;
 pub mod image;
 pub mod irp;

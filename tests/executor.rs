@@ -1,0 +1,275 @@
+//! The executor: tasks on a device object's work items, woken from
+//! completion routines and timer DPCs, with join handles, abort, a
+//! cooperative budget and a bounded shutdown.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::thread;
+use std::time::Duration;
+
+use wsk::emulator::{Device, Kernel};
+use wsk::{
+    DeviceObject, Error, Executor, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag,
+    Registration, block_on, sleep,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn passive() -> PassiveLevel {
+    PassiveLevel::check().expect("test threads start at PASSIVE_LEVEL")
+}
+
+fn device_object(device: &Device) -> DeviceObject {
+    // SAFETY: the emulated device lives until the end of the test.
+    unsafe { DeviceObject::from_raw(device.as_ptr()) }.unwrap()
+}
+
+/// An echo server that ends each connection when its client ends.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            thread::spawn(move || {
+                let mut chunk = [0_u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    if stream.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A server that accepts and never answers.
+fn silent_server() -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(1).collect();
+        thread::sleep(Duration::from_secs(2));
+        drop(held);
+    });
+    (address, server)
+}
+
+/// Counts the polls of the future it wraps.
+struct CountPolls<F> {
+    future: Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for CountPolls<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.future.as_mut().poll(cx)
+    }
+}
+
+#[test]
+fn tasks_run_concurrently_on_work_items_and_give_their_output() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let device = Device::new();
+    let registration =
+        Registration::register_with_device(&passive, device_object(&device)).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let executor = Executor::new(device_object(&device)).unwrap();
+    let remote = echo_server();
+    let handles: Vec<_> = (0..16_u8)
+        .map(|i| {
+            let provider = provider.clone();
+            executor
+                .spawn(async move {
+                    // A timer DPC and completion routines wake this task.
+                    sleep(Duration::from_millis(20)).await?;
+                    let connection = provider
+                        .socket_connect(Family::V4.unspecified(), remote)
+                        .await?;
+                    let (sent, _) = connection
+                        .send(PoolBuffer::from_slice(&[i; 3], PoolTag::BUFFER)?)
+                        .await;
+                    sent?;
+                    let (received, reply) = connection
+                        .receive(PoolBuffer::zeroed(16, PoolTag::BUFFER)?)
+                        .await;
+                    received?;
+                    connection.close_gracefully().await?;
+                    Ok::<_, Error>(reply.to_vec())
+                })
+                .unwrap()
+        })
+        .collect();
+    for (i, handle) in (0..16_u8).zip(handles) {
+        let reply = block_on(&passive, handle).unwrap().unwrap().unwrap();
+        assert_eq!(reply, vec![i; 3]);
+    }
+    assert_eq!(executor.live_tasks(), 0);
+    let report = executor.shutdown(&passive, TIMEOUT);
+    assert_eq!(report, wsk::ShutdownReport::default(), "nothing to abort");
+    drop(provider);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    kernel.assert_no_leaks();
+    assert_eq!(
+        device.references(),
+        0,
+        "every routine and work item returned"
+    );
+}
+
+#[test]
+fn aborting_a_task_drops_its_future_and_cancels_its_irps() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let device = Device::new();
+    let registration =
+        Registration::register_with_device(&passive, device_object(&device)).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let executor = Executor::new(device_object(&device)).unwrap();
+    let (remote, server) = silent_server();
+    let connection = provider
+        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)
+        .unwrap();
+    let receiving = executor
+        .spawn(async move {
+            let (received, _) = connection
+                .receive(PoolBuffer::zeroed(16, PoolTag::BUFFER).unwrap())
+                .await;
+            received
+        })
+        .unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(registration.in_flight(), 1, "the receive is pending");
+    receiving.abort();
+    assert_eq!(
+        block_on(&passive, receiving).unwrap(),
+        Err(Error::Cancelled(NtStatus::CANCELLED))
+    );
+    // The dropped future cancelled its receive and closed its connection.
+    let report = executor.shutdown(&passive, TIMEOUT);
+    assert!(report.is_clean(), "{report:?}");
+    drop(provider);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    kernel.assert_no_leaks();
+    server.join().unwrap();
+}
+
+#[test]
+fn a_task_whose_operations_complete_inline_yields_when_its_budget_is_spent() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let device = Device::new();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let executor = Executor::new(device_object(&device)).unwrap();
+    let remote = echo_server();
+    let connection = provider
+        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)
+        .unwrap();
+    let sends = 3 * wsk::executor::BUDGET as usize;
+    let polls = Arc::new(AtomicUsize::new(0));
+    let task = executor
+        .spawn(CountPolls {
+            polls: polls.clone(),
+            future: Box::pin(async move {
+                let mut buffer = PoolBuffer::from_slice(b"x", PoolTag::BUFFER)?;
+                for _ in 0..sends {
+                    // Each send completes inline: without a budget the
+                    // whole loop would run in one poll.
+                    let (sent, back) = connection.send(buffer).await;
+                    sent?;
+                    buffer = back;
+                }
+                connection.close_gracefully().await
+            }),
+        })
+        .unwrap();
+    block_on(&passive, task).unwrap().unwrap().unwrap();
+    let polls = polls.load(Ordering::Relaxed);
+    assert!(
+        polls > sends / wsk::executor::BUDGET as usize,
+        "{polls} poll(s) for {sends} inline sends: the task never yielded"
+    );
+    let report = executor.shutdown(&passive, TIMEOUT);
+    assert!(report.is_clean(), "{report:?}");
+    drop(provider);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn shutdown_aborts_live_and_forgotten_tasks_and_waits_for_the_workers() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let device = Device::new();
+    let registration =
+        Registration::register_with_device(&passive, device_object(&device)).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let executor = Executor::new(device_object(&device)).unwrap();
+    let (remote, server) = silent_server();
+    let connection = provider
+        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)
+        .unwrap();
+    let waiting = executor
+        .spawn(async move {
+            let (received, _) = connection
+                .receive(PoolBuffer::zeroed(16, PoolTag::BUFFER).unwrap())
+                .await;
+            received
+        })
+        .unwrap();
+    let sleeping = executor.spawn(sleep(Duration::from_hours(1))).unwrap();
+    std::mem::forget(sleeping);
+    thread::sleep(Duration::from_millis(50));
+    let spawner = executor.spawner();
+    let report = executor.shutdown(&passive, TIMEOUT);
+    assert_eq!(report.aborted_tasks, 2, "{report:?}");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(
+        block_on(&passive, waiting).unwrap(),
+        Err(Error::Cancelled(NtStatus::CANCELLED))
+    );
+    assert_eq!(
+        spawner.spawn(async {}).err(),
+        Some(Error::Cancelled(NtStatus::CANCELLED)),
+        "a shut-down executor spawns nothing"
+    );
+    drop(spawner);
+    drop(provider);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    // Only the forgotten join handle's task block is left.
+    let usage = kernel.usage();
+    assert_eq!(usage.pool_tag(*b"WskX").allocations, 1, "{usage}");
+    assert_eq!(
+        usage.pool.len(),
+        2,
+        "the task and the executor it counts: {usage}"
+    );
+    assert_eq!(
+        (usage.irps, usage.sockets, usage.captures),
+        (0, 0, 0),
+        "{usage}"
+    );
+    server.join().unwrap();
+    // The forgotten task block keeps the executor's block, which keeps a
+    // reference on the device: the emulator would bugcheck on this
+    // "unload", as Windows would wait for it.
+    std::mem::forget(device);
+}
