@@ -42,13 +42,18 @@ readonly REPLY_SHOWN='hello from wine! \\ \x00\x7F end\r\n'
 # Windows the library supports. Every import of the driver must be here.
 readonly ALLOW_NTOSKRNL="
 DbgPrint ExAllocatePoolWithTag ExFreePoolWithTag IoAllocateIrp IoAllocateMdl
-IoCancelIrp IoFreeIrp IoFreeMdl IoReuseIrp KeAcquireSpinLockRaiseToDpc KeBugCheckEx KeCancelTimer KeClearEvent
+IoAllocateWorkItem IoCancelIrp IoFreeIrp IoFreeMdl IoFreeWorkItem IoQueueWorkItem IoReuseIrp
+IoSetCompletionRoutineEx KeAcquireSpinLockRaiseToDpc KeBugCheckEx KeCancelTimer KeClearEvent
 KeFlushQueuedDpcs KeInitializeDpc KeInitializeEvent KeInitializeTimer KeReadStateEvent KeSetEvent
 KeReleaseSpinLock KeSetTimer KeWaitForSingleObject
 MmBuildMdlForNonPagedPool MmGetSystemRoutineAddress ObReferenceObjectByHandle
-ObfDereferenceObject PsCreateSystemThread PsTerminateSystemThread PsThreadType RtlGetVersion
+ObfDereferenceObject ObfReferenceObject PsCreateSystemThread PsTerminateSystemThread PsThreadType RtlGetVersion
 ZwClose ZwOpenKey ZwQueryValueKey __chkstk memcmp memcpy memmove memset
 "
+# Imported, but never called by a driver run under Wine: Wine 8 exports
+# them only as stubs. IoSetCompletionRoutineEx is used only by a
+# registration made with a device object, which the Wine runs do not make.
+readonly UNCALLED_UNDER_WINE="IoSetCompletionRoutineEx"
 readonly ALLOW_NETIO="
 WskCaptureProviderNPI WskDeregister WskRegister WskReleaseProviderNPI
 "
@@ -152,10 +157,11 @@ install_rust_target() {
 check_image() {
     local dump=$WORK/objdump.txt
     x86_64-w64-mingw32-objdump -p "$SYS" >"$dump"
-    python3 - "$dump" "$WINE_LIB" "$ALLOW_NTOSKRNL" "$ALLOW_NETIO" <<'PY'
+    python3 - "$dump" "$WINE_LIB" "$ALLOW_NTOSKRNL" "$ALLOW_NETIO" "$UNCALLED_UNDER_WINE" <<'PY'
 import re, subprocess, sys
 
-dump_path, wine_lib, allow_ntoskrnl, allow_netio = sys.argv[1:]
+dump_path, wine_lib, allow_ntoskrnl, allow_netio, uncalled = sys.argv[1:]
+uncalled = set(uncalled.split())
 dump = open(dump_path).read()
 allow = {"ntoskrnl.exe": set(allow_ntoskrnl.split()), "netio.sys": set(allow_netio.split())}
 errors = []
@@ -202,8 +208,10 @@ for dll, names in sorted(imports.items()):
             errors.append(f"{dll}!{name} is not on the Windows 10 1703 allowlist")
         if name not in exported:
             errors.append(f"{dll}!{name} is not exported by Wine's {dll}")
-        elif name in stubs:
+        elif name in stubs and name not in uncalled:
             errors.append(f"{dll}!{name} is a stub in Wine's {dll}")
+        elif name in stubs:
+            print(f"{dll}!{name}: a stub in Wine, imported but not called under Wine")
     print(f"{dll}: {len(names)} imports: {' '.join(sorted(names))}")
 
 if errors:

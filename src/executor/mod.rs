@@ -34,6 +34,20 @@
 //! # let _ = (outcome, report); Ok(()) }
 //! ```
 //!
+//! Tasks may move between worker threads, so a task cannot carry an IRQL
+//! token from the thread that spawned it (a token proves something about
+//! one thread only); a task that needs one checks for its own
+//! (`PassiveLevel::check()`: work items run at `PASSIVE_LEVEL`):
+//!
+//! ```compile_fail
+//! # fn demo(executor: &wsk::Executor) {
+//! let passive = wsk::PassiveLevel::check().unwrap();
+//! let _ = executor.spawn(async move {
+//!     let _token = passive; // error: `PassiveLevel` is not `Send`
+//! });
+//! # }
+//! ```
+//!
 //! # Shutting down
 //! [`Executor::shutdown`] (or dropping the executor at `PASSIVE_LEVEL`)
 //! aborts every task, waits within a bound for the workers to drop their

@@ -25,7 +25,7 @@ use crate::tracking::{Kind, Node, What};
 pub const TAG: PoolTag = PoolTag::new(*b"WskX");
 
 /// How many times one poll of a task may find an operation already
-/// complete before the task yields (see [`consume_budget`]).
+/// complete before the task yields.
 pub const BUDGET: u32 = 128;
 
 /// The lock-protected part of a task.

@@ -8,7 +8,7 @@
 //! never run and the owner drops both references, otherwise the DPC drops
 //! its own when it runs. Nothing is freed while the DPC may touch it.
 //!
-//! Armed timers are listed in the driver [image](super::image): the
+//! Armed timers are listed in the driver image ([`super::image`]): the
 //! driver's last deregistration cancels those still armed (a forgotten or
 //! merely long `sleep`), so no timer DPC runs after the driver unloads and
 //! nothing waits for one to fire. A timer cancelled that way ends its

@@ -165,7 +165,9 @@ impl ConnectPath {
 pub struct ConnectEx {
     /// The path taken.
     pub path: ConnectPath,
-    /// Bytes of initial data sent.
+    /// Bytes of initial data sent: all of it on success (Microsoft's
+    /// `WskConnectEx` page gives no byte count in `IoStatus.Information`;
+    /// the call sends the whole buffer or fails).
     pub sent: usize,
 }
 
@@ -282,9 +284,12 @@ async fn connect_ex_flow<W: Waiter>(
         let status = op.status();
         if status != NtStatus::NOT_IMPLEMENTED && status != NtStatus::NOT_SUPPORTED {
             let outcome = status.ok().map(|()| {
+                // Microsoft's WskConnectEx page does not say that
+                // IoStatus.Information carries a byte count (WskSend's
+                // does): a successful WskConnectEx sent all of its data.
                 let outcome = ConnectEx {
                     path: ConnectPath::ConnectEx,
-                    sent: op.information(),
+                    sent: buffer.as_ref().map_or(0, |data| data.len()),
                 };
                 (Connection { raw: bound.raw }, outcome)
             });

@@ -440,6 +440,9 @@ impl Socket {
                     self.publish(state, kernel);
                     return (status, self.handle);
                 }
+                // Microsoft documents no byte count for WskConnect or
+                // WskConnectEx: clients must not rely on one.
+                return (status, 0);
             }
             Op::Connect(_) => Self::abandon_connect(state, kernel),
             Op::Disconnect { .. } if status == STATUS_SUCCESS => state.graceful = true,
