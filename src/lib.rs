@@ -64,9 +64,10 @@ pub use kernel::mdl::Mdl;
 pub use kernel::pool::{PoolBox, PoolBuffer, PoolTag};
 pub use kernel::timer::{Sleep, Timeout, sleep, timeout};
 pub use op::CANCEL_GRACE;
-pub use registration::{DEREGISTER_BOUND, DeregisterReport, Provider, Registration, WskVersion};
+pub use registration::{DEREGISTER_BOUND, Provider, Registration, WskVersion};
 pub use socket::{BoundSocket, CONNECT_EX_MAX_DATA, ConnectEx, ConnectPath, Connection, Socket};
 pub use status::NtStatus;
+pub use tracking::DeregisterReport;
 
 /// The README's code compiles: its examples are doctests.
 #[cfg(doctest)]

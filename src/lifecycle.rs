@@ -123,10 +123,15 @@ impl Protocol {
             .is_ok()
     }
 
-    /// Another party (deregistration's sweep) takes a reference while it
-    /// knows the block is alive.
-    pub fn retain(&self) {
-        self.refs.fetch_add(1, Ordering::Relaxed);
+    /// Another party (deregistration's sweep) takes a reference, unless
+    /// the count already reached zero (the block is being freed). Returns
+    /// whether it took one.
+    pub fn retain(&self) -> bool {
+        self.refs
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |count| {
+                (count != 0).then_some(count + 1)
+            })
+            .is_ok()
     }
 
     /// The completion routine's transition.
@@ -271,7 +276,7 @@ mod model {
             let block = submitted();
             // The owner was forgotten (`mem::forget`): its reference never
             // comes back; the sweep retains under the lock, then cancels.
-            block.protocol.retain();
+            assert!(block.protocol.retain(), "the owner's count is there");
             let provider = {
                 let block = block.clone();
                 thread::spawn(move || completion_routine(&block, true))

@@ -28,7 +28,7 @@ use core::future::Future;
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use core::task::{Context, Poll};
 use core::time::Duration;
 
@@ -78,6 +78,9 @@ struct Block<P> {
     /// The status a call returned when its completion routine never ran
     /// (`STATUS_PENDING` otherwise: the result is then the IRP's).
     reclaimed: AtomicI32,
+    /// `Payload::completed` ran (or is running): it runs once even if a
+    /// rule-breaking provider's completion races the submitter's reclaim.
+    hooked: AtomicBool,
     waker: AtomicWaker,
     done: RawEvent,
     irp: ManuallyDrop<Irp>,
@@ -138,6 +141,7 @@ impl<P: Payload> Operation<P> {
                 node: Node::new(Block::<P>::KIND),
                 protocol: Protocol::new(),
                 reclaimed: AtomicI32::new(STATUS_PENDING),
+                hooked: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
                 done: RawEvent::zeroed(),
                 irp: ManuallyDrop::new(irp),
@@ -245,23 +249,33 @@ impl<P: Payload> Operation<P> {
         let raw = self.block.as_ptr();
         // SAFETY: the IRP is ours (idle, so not in flight).
         let irp: &mut Irp = unsafe { &mut (*raw).irp };
-        if let Some(device) = registration.device() {
+        let installed = registration.with_device(|device| {
+            let device = device?;
             // SAFETY: the IRP is not in flight; the routine and its context
             // (this block) stay valid until the routine has run, since it
             // holds a reference; the routine returns
-            // STATUS_MORE_PROCESSING_REQUIRED.
-            let installed = unsafe {
+            // STATUS_MORE_PROCESSING_REQUIRED. Nothing here completes an
+            // IRP, so the registration's lock held meanwhile is not taken
+            // again.
+            Some(unsafe {
                 irp.set_completion_routine_ex(device, on_complete::<P>, raw.cast::<c_void>())
-            };
-            if installed.is_ok() || !must_succeed {
-                return installed;
-            }
+            })
+        });
+        match installed {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(error)) if !must_succeed => return Err(error),
+            Some(Err(_)) | None => {}
         }
         // SAFETY: as above.
         unsafe { irp.set_completion_routine(on_complete::<P>, raw.cast::<c_void>()) };
         Ok(())
     }
 
+    /// Submits with `guard` counting the operation; `tracked` lists it for
+    /// deregistration's sweep.
+    ///
+    /// # Safety
+    /// As for [`submit`](Self::submit).
     unsafe fn submit_with(
         &mut self,
         guard: InFlight,
@@ -305,8 +319,10 @@ impl<P: Payload> Operation<P> {
                 // The routine has not run: take its part, but keep its
                 // reference (the block is quarantined, see `reclaim`).
                 block.reclaimed.store(returned, Ordering::Relaxed);
-                // SAFETY: reclaimed: the payload is the owner's (us).
-                unsafe { (*block.payload.get()).completed(NtStatus(returned), 0) };
+                if !block.hooked.swap(true, Ordering::AcqRel) {
+                    // SAFETY: reclaimed: the payload is the owner's (us).
+                    unsafe { (*block.payload.get()).completed(NtStatus(returned), 0) };
+                }
                 // SAFETY: reclaimed, so the guard slot is ours again.
                 if let Some(guard) = unsafe { (*block.guard.get()).take() } {
                     // SAFETY: our live node, tracked at submission.
@@ -458,7 +474,7 @@ unsafe extern "system" fn on_complete<P: Payload>(
     // The result stays in the IRP's IoStatus, where the provider put it; the
     // owner reads it there once it sees the transition.
     let _ = irp;
-    if block.state() != Lifecycle::Completed {
+    if block.state() != Lifecycle::Completed && !block.hooked.swap(true, Ordering::AcqRel) {
         // In flight or abandoned: until the transition below, the payload is
         // this routine's.
         // SAFETY: as just said.
@@ -492,15 +508,15 @@ unsafe extern "system" fn on_complete<P: Payload>(
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
-/// The sweep's `retain`: one more reference on a linked (so live) block.
+/// The sweep's `retain`: one more reference on a linked block.
 ///
 /// # Safety
-/// `node` is the node of a live `Block<P>`.
-unsafe fn retain<P: Payload>(node: NonNull<Node>) {
+/// `node` is the node of an allocated `Block<P>`, under the lock.
+unsafe fn retain<P: Payload>(node: NonNull<Node>) -> bool {
     // SAFETY: per the contract; the node is the block's first field.
     unsafe { node.cast::<Block<P>>().as_ref() }
         .protocol
-        .retain();
+        .retain()
 }
 
 /// The sweep's `force`: cancels the IRP if it is still in flight, then gives

@@ -62,24 +62,27 @@ use crate::kernel::image::{self, Image};
 use crate::kernel::irql::{AtMostDispatch, PassiveLevel};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::spinlock::SpinLock;
+use crate::kernel::time::Deadline;
 use crate::rundown::{Begin, RunDown};
 use crate::status::NtStatus;
 use crate::sys;
-use crate::tracking::{Forced, Kind, List, Node, What};
+use crate::tracking::{DeregisterReport, Kind, List, Node, What, try_retain};
 
 /// The WSK version this library asks for.
 const CLIENT_VERSION: USHORT = MAKE_WSK_VERSION(1, 0);
 
 /// How long [`Registration::deregister`] waits for operations to finish
 /// once it has cancelled them and closed their sockets.
+///
+/// # IRQL
+/// Any (a constant).
 pub const DEREGISTER_BOUND: Duration = Duration::from_secs(10);
+
+/// How often deregistration looks again at the operations in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// Provider capture blocks.
 const CAPTURE_TAG: PoolTag = PoolTag::new(*b"WskN");
-
-/// What [`Registration::deregister`] had to end because the driver had
-/// not, and what it could not.
-pub type DeregisterReport = Forced;
 
 /// Socket functions a provider may lack although its table has an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +139,7 @@ struct RegistrationBlock {
     /// The device object whose reference holds the driver image while a
     /// completion routine runs (`IoSetCompletionRoutineEx`), if the driver
     /// gave one.
-    device: Option<DeviceObject>,
+    device: SpinLock<Option<DeviceObject>>,
     image: &'static Image,
 }
 
@@ -163,14 +166,18 @@ impl Registration {
     /// `PASSIVE_LEVEL` (the token proves it).
     ///
     /// # Errors
-    /// [`Error::InsufficientResources`] when the registration block cannot
-    /// be allocated; otherwise what `WskRegister` returned.
+    /// [`Error::IrqlTooHigh`] when the thread is above `PASSIVE_LEVEL` after
+    /// all (a stale token); [`Error::InsufficientResources`] when the
+    /// registration block cannot be allocated; otherwise what `WskRegister`
+    /// returned.
     pub fn register(irql: &PassiveLevel) -> Result<Self> {
         Self::register_inner(irql, None)
     }
 
     /// Registers as [`register`](Self::register) does, and installs every
-    /// completion routine with `IoSetCompletionRoutineEx` against `device`:
+    /// completion routine with `IoSetCompletionRoutineEx` against `device`
+    /// (but a close's, when `IoSetCompletionRoutineEx` cannot allocate: a
+    /// close must not fail, so it then takes the plain routine):
     /// the I/O manager then holds the device object, and so the driver
     /// image, until each routine has returned, so that no routine can
     /// return into an unloaded driver. This is how a driver should
@@ -190,6 +197,8 @@ impl Registration {
     }
 
     fn register_inner(irql: &PassiveLevel, device: Option<DeviceObject>) -> Result<Self> {
+        // A token proves the IRQL only when it was made: look again.
+        PassiveLevel::check()?;
         let image = image::current();
         // Read once, at PASSIVE_LEVEL, before any socket exists: whether the
         // socket dispatch tables hold `WskConnectEx`.
@@ -217,7 +226,7 @@ impl Registration {
                 tracked: SpinLock::new(List::new()),
                 quarantined: AtomicUsize::new(0),
                 missing: AtomicU8::new(0),
-                device,
+                device: SpinLock::new(device),
                 image,
             };
             // SAFETY: `slot` is a fresh block of the right size and alignment.
@@ -265,8 +274,11 @@ impl Registration {
     /// provider did not become ready in time or deregistration has begun;
     /// [`Error::NotSupported`] (`STATUS_NOINTERFACE`) when the subsystem does
     /// not support WSK 1.0; [`Error::InsufficientResources`] when the
-    /// capture's block cannot be allocated.
+    /// capture's block cannot be allocated; [`Error::IrqlTooHigh`] when the
+    /// thread is above `PASSIVE_LEVEL` after all (a stale token).
     pub fn capture(&self, _irql: &PassiveLevel, timeout: Duration) -> Result<Provider> {
+        // A waiting capture needs PASSIVE_LEVEL; a token may be stale.
+        PassiveLevel::check()?;
         // 0 means WSK_NO_WAIT and 0xFFFFFFFF WSK_INFINITE_WAIT: keep clear of both.
         let millis = u32::try_from(timeout.as_millis())
             .unwrap_or(u32::MAX)
@@ -323,20 +335,29 @@ impl Registration {
     ///
     /// It never waits for anything the driver forgot: a forgotten future,
     /// connection, provider or timer is ended, not waited for. The report
-    /// counts what had to be ended, by kind.
+    /// counts what had to be ended, by kind. Afterwards the registration
+    /// lets go of its device object, so handles the driver forgot do not
+    /// keep the driver image loaded.
+    ///
+    /// The IRQL is checked again (a token may be a copy made before a spin
+    /// lock was taken): above `PASSIVE_LEVEL` it does what dropping the
+    /// registration there does, and the report says
+    /// [`left_registered`](DeregisterReport::left_registered).
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` (the token proves it).
     #[must_use = "the report says what the driver had left behind"]
-    pub fn deregister_within(mut self, irql: &PassiveLevel, bound: Duration) -> DeregisterReport {
-        self.deregister_in_place(Some(irql), bound)
+    pub fn deregister_within(mut self, _irql: &PassiveLevel, bound: Duration) -> DeregisterReport {
+        self.deregister_in_place(bound)
     }
 
-    fn deregister_in_place(&mut self, irql: Option<&PassiveLevel>, bound: Duration) -> Forced {
-        let mut report = Forced::default();
+    fn deregister_in_place(&mut self, bound: Duration) -> DeregisterReport {
+        let mut report = DeregisterReport::default();
         if core::mem::replace(&mut self.deregistered, true) {
             return report;
         }
+        // A token proves the IRQL only when it was made: look again.
+        let passive = PassiveLevel::check().ok();
         let block = self.block.get();
         block.draining.store(true, Ordering::SeqCst);
         loop {
@@ -347,29 +368,47 @@ impl Registration {
                 report.count(what);
             }
         }
-        if let Some(irql) = irql
-            && block.in_flight.load(Ordering::SeqCst) != 0
-        {
-            // The last completion sets the event (see `InFlight::drop`).
-            let _ = block.drained.wait(&irql.at_most_apc(), Some(bound));
+        if let Some(passive) = &passive {
+            let deadline = Deadline::after(bound);
+            while block.in_flight.load(Ordering::SeqCst) != 0 {
+                let left = deadline.remaining();
+                if left.is_zero() {
+                    break;
+                }
+                // The event may be stale (the count touched zero once, and
+                // a close raised it again): clear, look, wait a slice.
+                block.drained.clear();
+                if block.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                let _ = block
+                    .drained
+                    .wait(&passive.at_most_apc(), Some(left.min(DRAIN_POLL)));
+            }
         }
         report.unfinished_operations = block.in_flight.load(Ordering::SeqCst);
         report.quarantined_operations = block.quarantined.load(Ordering::Relaxed);
         block.image.registration_closed(&mut report);
-        let Some(_passive) = irql else {
+        if passive.is_none() {
             // Above PASSIVE_LEVEL nothing more may be done: WskDeregister
             // blocks. The WSK subsystem keeps pointing at the block, so it
             // must stay: leak this reference on purpose.
+            report.left_registered = true;
             core::mem::forget(self.block.clone());
             return report;
-        };
+        }
         // Let every DPC queued so far return (a timer DPC, a provider's
         // completion from a DPC) before the driver's last WSK call.
-        // SAFETY: PASSIVE_LEVEL, proved by the token.
+        // SAFETY: PASSIVE_LEVEL, checked above.
         unsafe { sys::KeFlushQueuedDpcs() };
-        // SAFETY: registered; PASSIVE_LEVEL proved by the token; every
-        // socket and capture was closed or released above.
+        // SAFETY: registered; PASSIVE_LEVEL checked above; every socket and
+        // capture was closed or released above.
         unsafe { sys::WskDeregister(self.block.registration()) };
+        // No operation is submitted any more: let go of the device object,
+        // so that handles the driver forgot do not hold its image. Routines
+        // still to run hold their own reference (IoSetCompletionRoutineEx).
+        let device = block.device.lock().take();
+        drop(device);
         report
     }
 }
@@ -382,8 +421,7 @@ impl Drop for Registration {
     /// the registration stays, and the driver must not unload. Deregister
     /// at `PASSIVE_LEVEL`.
     fn drop(&mut self) {
-        let passive = PassiveLevel::check().ok();
-        let _ = self.deregister_in_place(passive.as_ref(), DEREGISTER_BOUND);
+        let _ = self.deregister_in_place(DEREGISTER_BOUND);
     }
 }
 
@@ -550,11 +588,11 @@ fn release_capture(block: NonNull<CaptureBlock>) {
 /// The sweep's `retain` for a capture.
 ///
 /// # Safety
-/// `node` is the node of a live `CaptureBlock`.
-unsafe fn retain_capture(node: NonNull<Node>) {
+/// `node` is the node of an allocated `CaptureBlock`, under the lock.
+unsafe fn retain_capture(node: NonNull<Node>) -> bool {
     // SAFETY: per the contract; the node is the first field.
     let shared = unsafe { node.cast::<CaptureBlock>().as_ref() };
-    shared.refs.fetch_add(1, Ordering::Relaxed);
+    try_retain(&shared.refs)
 }
 
 /// The sweep's `force` for a capture: begins its run-down, releasing it now
@@ -707,9 +745,11 @@ impl RegistrationRef {
         unsafe { self.get().tracked.lock().remove(node) };
     }
 
-    /// The device object completion routines are held by, if any.
-    pub(crate) const fn device(&self) -> Option<&DeviceObject> {
-        self.get().device.as_ref()
+    /// Runs `f` with the device object completion routines are held by, if
+    /// the registration (still) has one, under a lock: nothing in `f` may
+    /// run a completion routine of this registration inline.
+    pub(crate) fn with_device<R>(&self, f: impl FnOnce(Option<&DeviceObject>) -> R) -> R {
+        f(self.get().device.lock().as_ref())
     }
 
     /// Whether the provider said it has no working `entry`.

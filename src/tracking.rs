@@ -13,15 +13,18 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// What kind of thing a node is, and how to end it: a hand-made vtable, so
 /// that blocks of different payload types share one list.
 pub struct Kind {
-    /// Which counter of [`Forced`] the node's end adds to.
+    /// Which counter of [`DeregisterReport`] the node's end adds to.
     pub what: What,
-    /// Under the registration's lock: takes a reference on the node's
-    /// block. A linked node's block is alive.
-    pub retain: unsafe fn(NonNull<Node>),
+    /// Under the list's lock: takes a reference on the node's block unless
+    /// its count already reached zero (its last holder is on the way to
+    /// unlinking and freeing it, and ends it itself): returns whether it
+    /// did. A linked node's block is allocated, though not always counted.
+    pub retain: unsafe fn(NonNull<Node>) -> bool,
     /// Outside the lock: ends the node's object if it is not ending
     /// already, then drops the reference `retain` took. Returns whether it
     /// had to force anything. Never waits.
@@ -75,8 +78,9 @@ impl Node {
 /// The list of one registration, behind its spin lock.
 ///
 /// # Invariants
-/// Every linked node is alive: whoever frees a block unlinks it first,
-/// under the lock.
+/// Every linked node is allocated: whoever frees a block unlinks it first,
+/// under the lock (its count may already be zero: see [`Kind`]'s
+/// `retain`).
 pub struct List {
     head: *mut Node,
     /// Deregistration has swept (or is sweeping): nothing new is linked;
@@ -145,25 +149,38 @@ impl List {
         }
     }
 
-    /// Marks the list swept and pops its first node, retained: the caller
-    /// forces it after letting the lock go.
+    /// Marks the list swept and pops its first node that can be retained:
+    /// the caller forces it after letting the lock go. A node whose count
+    /// reached zero is only unlinked: its last holder ends it.
     pub fn pop_for_sweep(&mut self) -> Option<Retained> {
         self.swept = true;
-        let node = NonNull::new(self.head)?;
-        // SAFETY: the head is linked, so alive and in this list.
-        unsafe { self.remove(node) };
-        // SAFETY: alive (it was linked until now).
-        let retain = unsafe { node.as_ref() }.kind.retain;
-        // SAFETY: a live node of that kind; under the lock.
-        unsafe { retain(node) };
-        Some(Retained { node })
+        loop {
+            let node = NonNull::new(self.head)?;
+            // SAFETY: the head is linked, so allocated and in this list.
+            unsafe { self.remove(node) };
+            // SAFETY: allocated (it was linked until now).
+            let retain = unsafe { node.as_ref() }.kind.retain;
+            // SAFETY: an allocated node of that kind; under the lock.
+            if unsafe { retain(node) } {
+                return Some(Retained { node });
+            }
+        }
     }
 
     /// Lets nodes be linked again after a sweep (the driver image's timer
-    /// list, once its last registration is gone).
+    /// list, when a registration opens again).
     pub const fn reopen(&mut self) {
         self.swept = false;
     }
+}
+
+/// Takes one more count on `refs` unless it is zero (see [`Kind`]'s
+/// `retain`).
+pub fn try_retain(refs: &AtomicUsize) -> bool {
+    refs.fetch_update(Ordering::Acquire, Ordering::Relaxed, |count| {
+        (count != 0).then_some(count + 1)
+    })
+    .is_ok()
 }
 
 /// The links of `node`.
@@ -202,7 +219,7 @@ impl Retained {
 /// Any.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Forced {
+pub struct DeregisterReport {
     /// Operations whose IRP was still in flight: cancelled.
     pub cancelled_operations: usize,
     /// Sockets still open: closed abortively.
@@ -221,11 +238,19 @@ pub struct Forced {
     /// provider that breaks the WDM rule, such as Wine 8's stubs): their
     /// blocks stay allocated in case the provider completes them after all.
     pub quarantined_operations: usize,
+    /// Deregistration ran above `PASSIVE_LEVEL` (a dropped registration, or
+    /// a stale token): it ended what it could, but could not call
+    /// `WskDeregister`; the registration stays and the driver must not
+    /// unload.
+    pub left_registered: bool,
 }
 
-impl Forced {
+impl DeregisterReport {
     /// Whether the driver had left nothing for deregistration to end (a
     /// quarantine is the provider's doing, not the driver's).
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn is_clean(&self) -> bool {
         self.cancelled_operations == 0
@@ -233,6 +258,7 @@ impl Forced {
             && self.released_captures == 0
             && self.cancelled_timers == 0
             && self.unfinished_operations == 0
+            && !self.left_registered
     }
 
     pub(crate) const fn count(&mut self, what: What) {
@@ -246,17 +272,18 @@ impl Forced {
     }
 }
 
-impl core::fmt::Display for Forced {
+impl core::fmt::Display for DeregisterReport {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "cancelled_operations={} closed_sockets={} released_captures={} cancelled_timers={} unfinished_operations={} quarantined_operations={}",
+            "cancelled_operations={} closed_sockets={} released_captures={} cancelled_timers={} unfinished_operations={} quarantined_operations={} left_registered={}",
             self.cancelled_operations,
             self.closed_sockets,
             self.released_captures,
             self.cancelled_timers,
             self.unfinished_operations,
-            self.quarantined_operations
+            self.quarantined_operations,
+            self.left_registered
         )
     }
 }

@@ -619,18 +619,21 @@ fn ending_server(farewell: &'static [u8]) -> (SocketAddr, mpsc::Receiver<PeerEnd
 }
 
 #[test]
-fn a_graceful_close_ends_with_a_fin_and_a_plain_close_with_a_reset() {
+fn a_graceful_close_ends_with_a_fin_and_a_plain_or_aborted_close_with_a_reset() {
     with_provider(ProviderConfig::default(), |_, provider, passive| {
         let local = Family::V4.unspecified();
+        let connect = |remote| {
+            let connection = provider
+                .socket_connect_blocking(passive, TIMEOUT, local, remote)
+                .unwrap();
+            let (sent, _) = connection.send_blocking(passive, TIMEOUT, buffer(b"data"));
+            assert_eq!(sent, Ok(4));
+            connection
+        };
         // Disconnect, read the peer's farewell to its end, close.
         let (remote, ends) = ending_server(b"bye");
-        let connection = provider
-            .socket_connect_blocking(passive, TIMEOUT, local, remote)
-            .unwrap();
-        let (sent, _) = connection.send_blocking(passive, TIMEOUT, buffer(b"data"));
-        assert_eq!(sent, Ok(4));
         assert_eq!(
-            connection.close_gracefully_blocking(passive, TIMEOUT),
+            connect(remote).close_gracefully_blocking(passive, TIMEOUT),
             Ok(3),
             "the farewell was read (and discarded) before the close"
         );
@@ -639,14 +642,14 @@ fn a_graceful_close_ends_with_a_fin_and_a_plain_close_with_a_reset() {
             PeerEnd::Fin { bytes: 4 }
         );
 
-        // Disconnecting one direction is not enough: WskCloseSocket is
-        // abortive unless the connection is disconnected both ways.
+        // A plain close of a connected socket is abortive.
         let (remote, ends) = ending_server(b"");
-        let connection = provider
-            .socket_connect_blocking(passive, TIMEOUT, local, remote)
-            .unwrap();
-        let (sent, _) = connection.send_blocking(passive, TIMEOUT, buffer(b"data"));
-        assert_eq!(sent, Ok(4));
+        connect(remote).close_blocking(passive, TIMEOUT).unwrap();
+        assert_eq!(ends.recv_timeout(TIMEOUT).unwrap(), PeerEnd::Reset);
+
+        // So is an explicit abort.
+        let (remote, ends) = ending_server(b"");
+        let connection = connect(remote);
         connection.abort_blocking(passive, TIMEOUT).unwrap();
         connection.close_blocking(passive, TIMEOUT).unwrap();
         assert_eq!(ends.recv_timeout(TIMEOUT).unwrap(), PeerEnd::Reset);
@@ -656,28 +659,35 @@ fn a_graceful_close_ends_with_a_fin_and_a_plain_close_with_a_reset() {
 #[test]
 fn a_close_after_a_one_way_disconnect_is_still_abortive() {
     with_provider(ProviderConfig::default(), |_, provider, passive| {
-        // The server never ends its side, so a second read shows the reset
-        // that follows our FIN.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let remote = listener.local_addr().unwrap();
-        let connection = provider
-            .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
-            .unwrap();
-        let (mut server_side, _) = listener.accept().unwrap();
-        server_side.set_read_timeout(Some(TIMEOUT)).unwrap();
-        connection.disconnect_blocking(passive, TIMEOUT).unwrap();
-        let mut byte = [0_u8; 1];
-        assert_eq!(server_side.read(&mut byte).unwrap(), 0, "the FIN");
-        connection.close_blocking(passive, TIMEOUT).unwrap();
-        // Writing to a reset connection fails (the first write may still
-        // be accepted locally; the reset shows by the second).
-        let reset = (0..50).any(|_| {
-            thread::sleep(Duration::from_millis(10));
-            server_side.write_all(b"x").is_err()
-        });
+        let local = Family::V4.unspecified();
+        // Returns the error the server side holds once the client closed
+        // after disconnecting; `both_ways` first reads the server's end.
+        let close_after_disconnect = |both_ways: bool| {
+            let connection = provider
+                .socket_connect_blocking(passive, TIMEOUT, local, remote)
+                .unwrap();
+            let (mut server_side, _) = listener.accept().unwrap();
+            server_side.set_read_timeout(Some(TIMEOUT)).unwrap();
+            connection.disconnect_blocking(passive, TIMEOUT).unwrap();
+            let mut byte = [0_u8; 1];
+            assert_eq!(server_side.read(&mut byte).unwrap(), 0, "the FIN");
+            if both_ways {
+                server_side.shutdown(std::net::Shutdown::Write).unwrap();
+                let (received, _) = connection.receive_blocking(passive, TIMEOUT, empty(16));
+                assert_eq!(received, Ok(0), "the server's end");
+            }
+            connection.close_blocking(passive, TIMEOUT).unwrap();
+            thread::sleep(Duration::from_millis(100));
+            server_side.take_error().unwrap()
+        };
+        // Disconnected one way only: WskCloseSocket resets the connection.
         assert!(
-            reset,
-            "the close after a one-way disconnect reset the connection"
+            close_after_disconnect(false).is_some(),
+            "a reset reached the peer"
         );
+        // Disconnected both ways: the close is graceful.
+        assert_eq!(close_after_disconnect(true).map(|e| e.kind()), None);
     });
 }

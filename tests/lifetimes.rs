@@ -434,6 +434,40 @@ fn a_completion_routine_holds_the_device_object_until_it_has_returned() {
 #[test]
 #[should_panic(expected = "BUGCHECK DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS")]
 fn unloading_while_a_completion_routine_may_still_run_bugchecks() {
+    // A stub WskConnectEx never completes its IRP: its completion routine
+    // may still run one day, so the device (and the image) must stay.
+    let kernel = Kernel::with_provider(ProviderConfig::like_wine());
+    let _enter = kernel.enter();
+    let passive = passive();
+    let device = wsk::emulator::Device::new();
+    // SAFETY: the emulated device outlives the registration's use of it.
+    let object = unsafe { wsk::DeviceObject::from_raw(device.as_ptr()) }.unwrap();
+    let registration = Registration::register_with_device(&passive, object).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    let bound = provider
+        .socket_blocking(&passive, TIMEOUT, Family::V4, SocketKind::Connection)
+        .unwrap()
+        .bind_blocking(&passive, TIMEOUT, Family::V4.unspecified())
+        .unwrap();
+    let (connected, _) = bound.connect_ex_blocking(&passive, TIMEOUT, remote, None);
+    connected
+        .unwrap()
+        .0
+        .close_blocking(&passive, TIMEOUT)
+        .unwrap();
+    drop(provider);
+    drop(server);
+    let report = registration.deregister(&passive);
+    assert_eq!(report.quarantined_operations, 1, "{report}");
+    // The registration let go of the device; the quarantined IRP's routine
+    // has not.
+    assert_eq!(device.references(), 1);
+    drop(device);
+}
+
+#[test]
+fn forgotten_handles_do_not_keep_the_device_object_after_deregistration() {
     let kernel = Kernel::new();
     let _enter = kernel.enter();
     let passive = passive();
@@ -441,7 +475,19 @@ fn unloading_while_a_completion_routine_may_still_run_bugchecks() {
     // SAFETY: the emulated device outlives the registration's use of it.
     let object = unsafe { wsk::DeviceObject::from_raw(device.as_ptr()) }.unwrap();
     let registration = Registration::register_with_device(&passive, object).unwrap();
-    std::mem::forget(registration);
-    // The driver "unloads" without deregistering.
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    std::mem::forget(connect(&provider, &passive, remote));
+    std::mem::forget(provider);
+    let report = registration.deregister(&passive);
+    assert_eq!(
+        (report.closed_sockets, report.released_captures),
+        (1, 1),
+        "{report}"
+    );
+    // The forgotten handles keep the registration block, not the device:
+    // the driver can unload.
+    assert_eq!(device.references(), 0);
     drop(device);
+    drop(server);
 }

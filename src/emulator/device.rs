@@ -188,6 +188,10 @@ pub unsafe fn set_completion_routine_ex(
 
 /// The I/O manager's wrapper: runs the driver's routine, and only after it
 /// has returned lets go of the device (and so of the driver image).
+///
+/// # Safety
+/// Called by the emulated I/O manager with the context that
+/// `set_completion_routine_ex` installed, once.
 unsafe extern "system" fn held_completion(
     device_object: *mut c_void,
     irp: *mut IRP,

@@ -64,7 +64,7 @@ use core::future::Future;
 use core::marker::PhantomData;
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::task::{Context, Poll};
 use core::time::Duration;
 
@@ -85,9 +85,15 @@ use crate::sys;
 use crate::tracking::List;
 
 /// How many work items of one executor may run at once.
+///
+/// # IRQL
+/// Any (a constant).
 pub const WORKERS: usize = 2;
 
 /// How many tasks one work item runs before it queues itself again.
+///
+/// # IRQL
+/// Any (a constant).
 pub const TASKS_PER_RUN: usize = 32;
 
 /// Executor blocks.
@@ -145,6 +151,9 @@ pub struct ShutdownReport {
 
 impl ShutdownReport {
     /// Whether nothing was left running.
+    ///
+    /// # IRQL
+    /// Any.
     #[must_use]
     pub const fn is_clean(&self) -> bool {
         self.unfinished_tasks == 0 && self.busy_workers == 0
@@ -161,20 +170,6 @@ impl Executor {
     /// [`Error::InsufficientResources`] when the executor block or its work
     /// items cannot be allocated.
     pub fn new(device: DeviceObject) -> Result<Self> {
-        let mut slots = [const { Slot::empty() }; WORKERS];
-        for slot in &mut slots {
-            // SAFETY: a live device (the reference `device` holds).
-            let item = unsafe { sys::IoAllocateWorkItem(device.as_ptr()) };
-            let Some(item) = NonNull::new(item) else {
-                for slot in &slots {
-                    slot.free();
-                }
-                return Err(Error::InsufficientResources(
-                    NtStatus::INSUFFICIENT_RESOURCES,
-                ));
-            };
-            slot.item = item.as_ptr();
-        }
         let init = |raw: *mut ExecutorBlock| {
             // SAFETY: a fresh block of the right size and alignment.
             unsafe {
@@ -186,8 +181,8 @@ impl Executor {
                     active_workers: AtomicUsize::new(0),
                     shut_down: AtomicBool::new(false),
                     idle: RawEvent::zeroed(),
-                    _device: device,
-                    slots,
+                    device: SpinLock::new(None),
+                    slots: [const { Slot::empty() }; WORKERS],
                 });
             };
             // SAFETY: initialised just now; nothing else refers to it yet.
@@ -203,9 +198,23 @@ impl Executor {
         // SAFETY: `init` initialises every field.
         let block = unsafe { PoolBox::new_with(EXECUTOR_TAG, init)? }.into_raw();
         // INVARIANT: the one reference counted at creation.
-        Ok(Self {
+        let executor = Self {
             block: ExecutorRef { block },
-        })
+        };
+        let shared = executor.block.get();
+        for slot in &shared.slots {
+            // SAFETY: a live device (the reference `device` holds).
+            let item = unsafe { sys::IoAllocateWorkItem(device.as_ptr()) };
+            if item.is_null() {
+                // Dropping the executor frees the work items allocated so far.
+                return Err(Error::InsufficientResources(
+                    NtStatus::INSUFFICIENT_RESOURCES,
+                ));
+            }
+            slot.item.store(item, Ordering::Release);
+        }
+        *shared.device.lock() = Some(device);
+        Ok(executor)
     }
 
     /// Spawns `future` as a task.
@@ -245,16 +254,23 @@ impl Executor {
     }
 
     /// Aborts every task and waits at most `bound` for their futures to be
-    /// dropped and for the work items to return; then frees the work items.
+    /// dropped and for the work items to return; then frees the work items
+    /// and lets go of the device object, so that join handles or spawners
+    /// the driver forgot do not keep the driver image loaded. If something
+    /// is still running when the bound passes, the report says so and
+    /// everything it may touch stays allocated.
+    ///
+    /// The IRQL is checked again (a token may be stale): above
+    /// `PASSIVE_LEVEL` it aborts the tasks without waiting.
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL` (the token proves it).
     #[must_use = "the report says what was left running"]
-    pub fn shutdown(self, irql: &PassiveLevel, bound: Duration) -> ShutdownReport {
-        self.shut_down(Some(irql), bound)
+    pub fn shutdown(self, _irql: &PassiveLevel, bound: Duration) -> ShutdownReport {
+        self.shut_down(bound)
     }
 
-    fn shut_down(&self, irql: Option<&PassiveLevel>, bound: Duration) -> ShutdownReport {
+    fn shut_down(&self, bound: Duration) -> ShutdownReport {
         let block = self.block.get();
         let mut report = ShutdownReport::default();
         if block.shut_down.swap(true, Ordering::SeqCst) {
@@ -263,37 +279,49 @@ impl Executor {
         loop {
             let next = block.tasks.lock().pop_for_sweep();
             let Some(task) = next else { break };
-            let _ = task.force();
-            report.aborted_tasks += 1;
+            if task.force().1 {
+                report.aborted_tasks += 1;
+            }
         }
-        let Some(irql) = irql else {
+        // A token proves the IRQL only when it was made: look again.
+        let Ok(passive) = PassiveLevel::check() else {
             // Above PASSIVE_LEVEL nothing may wait: the workers drop the
-            // aborted futures; the block and its work items stay.
+            // aborted futures; the block, its work items and its device
+            // reference stay.
             report.unfinished_tasks = block.live.load(Ordering::Acquire);
             report.busy_workers = block.active_workers.load(Ordering::Acquire);
             core::mem::forget(self.block.clone());
             return report;
         };
         let deadline = Deadline::after(bound);
-        let waits = irql.at_most_apc();
-        while block.live.load(Ordering::Acquire) != 0
-            || block.active_workers.load(Ordering::Acquire) != 0
-        {
+        let waits = passive.at_most_apc();
+        let busy = || {
+            block.live.load(Ordering::Acquire) != 0
+                || block.active_workers.load(Ordering::Acquire) != 0
+        };
+        while busy() {
             let left = deadline.remaining();
             if left.is_zero() {
                 break;
             }
             block.idle.clear();
-            if block.live.load(Ordering::Acquire) != 0
-                || block.active_workers.load(Ordering::Acquire) != 0
-            {
+            if busy() {
                 let _ = block.idle.wait(&waits, Some(left.min(SHUTDOWN_POLL)));
             }
         }
         report.unfinished_tasks = block.live.load(Ordering::Acquire);
         report.busy_workers = block.active_workers.load(Ordering::Acquire);
-        if report.busy_workers != 0 {
-            // A work item may still run: its item and the block must stay.
+        if report.is_clean() {
+            // Nothing can queue a work item any more (no live task, no
+            // spawn): free them, and let go of the device, so that handles
+            // the driver forgot (a join handle, a spawner) do not hold it.
+            for slot in &block.slots {
+                slot.free();
+            }
+            let device = block.device.lock().take();
+            drop(device);
+        } else {
+            // Something may still run: the block and its work items stay.
             core::mem::forget(self.block.clone());
         }
         report
@@ -305,8 +333,7 @@ impl Drop for Executor {
     /// `PASSIVE_LEVEL`; above it, aborts every task without waiting, and
     /// keeps what may still run allocated.
     fn drop(&mut self) {
-        let passive = PassiveLevel::check().ok();
-        let _ = self.shut_down(passive.as_ref(), Duration::from_secs(10));
+        let _ = self.shut_down(Duration::from_secs(10));
     }
 }
 
@@ -390,7 +417,8 @@ impl<T> core::fmt::Debug for JoinHandle<T> {
 
 /// One work item of the executor.
 struct Slot {
-    item: *mut IO_WORKITEM,
+    /// Null before allocation and once freed.
+    item: AtomicPtr<IO_WORKITEM>,
     /// Queued or running: the work item may not be queued again.
     busy: AtomicBool,
     /// The block this slot is in (the work item's context is the slot).
@@ -400,17 +428,20 @@ struct Slot {
 impl Slot {
     const fn empty() -> Self {
         Self {
-            item: ptr::null_mut(),
+            item: AtomicPtr::new(ptr::null_mut()),
             busy: AtomicBool::new(false),
             block: ptr::null(),
         }
     }
 
+    /// Frees the work item, if allocated; the caller knows it is not
+    /// queued.
     fn free(&self) {
-        if !self.item.is_null() {
+        let item = self.item.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !item.is_null() {
             // SAFETY: allocated by IoAllocateWorkItem, not queued (the
-            // caller checked), freed once.
-            unsafe { sys::IoFreeWorkItem(self.item) };
+            // caller's knowledge), freed once (swapped out).
+            unsafe { sys::IoFreeWorkItem(item) };
         }
     }
 }
@@ -493,8 +524,8 @@ struct ExecutorBlock {
     shut_down: AtomicBool,
     /// Set when the last task finishes or the last work item ends.
     idle: RawEvent,
-    /// Keeps the device object (which the work items run against) alive.
-    _device: DeviceObject,
+    /// The device object the work items run against, until shutdown.
+    device: SpinLock<Option<DeviceObject>>,
     slots: [Slot; WORKERS],
 }
 
@@ -502,7 +533,7 @@ struct ExecutorBlock {
 ///
 /// # Invariants
 /// The block is live and this value owns one reference.
-pub struct ExecutorRef {
+pub(crate) struct ExecutorRef {
     block: NonNull<ExecutorBlock>,
 }
 
@@ -554,15 +585,17 @@ impl ExecutorRef {
     fn kick(&self) {
         let block = self.get();
         for slot in &block.slots {
-            if !slot.busy.swap(true, Ordering::AcqRel) {
+            let item = slot.item.load(Ordering::Acquire);
+            if !item.is_null() && !slot.busy.swap(true, Ordering::AcqRel) {
                 block.active_workers.fetch_add(1, Ordering::AcqRel);
                 block.refs.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: an allocated work item that is not queued (`busy`
-                // was clear); the context is the slot, whose block the
+                // was clear; it is freed only once no task is live, so not
+                // under a kick); the context is the slot, whose block the
                 // reference just taken keeps alive; <= DISPATCH_LEVEL.
                 unsafe {
                     sys::IoQueueWorkItem(
-                        slot.item,
+                        item,
                         Some(worker),
                         DelayedWorkQueue,
                         ptr::from_ref(slot).cast_mut().cast(),
@@ -639,9 +672,15 @@ unsafe extern "system" fn worker(_device: *mut DEVICE_OBJECT, context: *mut core
         if ran >= TASKS_PER_RUN && !block.queue.lock().is_empty() {
             // Give the system worker thread back; carry on in a new run.
             // SAFETY: this work item's routine is running, so it may be
-            // queued again; the reference carries over.
+            // queued again (and is not freed: tasks are queued); the
+            // reference carries over.
             unsafe {
-                sys::IoQueueWorkItem(slot.item, Some(worker), DelayedWorkQueue, context);
+                sys::IoQueueWorkItem(
+                    slot.item.load(Ordering::Acquire),
+                    Some(worker),
+                    DelayedWorkQueue,
+                    context,
+                );
             };
             return;
         }

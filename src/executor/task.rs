@@ -14,18 +14,21 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::ExecutorRef;
-use super::state::{Start, State};
+use super::state::{Schedule, Start, State};
 use crate::error::{Error, Result};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::spinlock::SpinLock;
 use crate::status::NtStatus;
-use crate::tracking::{Kind, Node, What};
+use crate::tracking::{Kind, Node, What, try_retain};
 
 /// Task blocks.
 pub const TAG: PoolTag = PoolTag::new(*b"WskX");
 
 /// How many times one poll of a task may find an operation already
 /// complete before the task yields.
+///
+/// # IRQL
+/// Any (a constant).
 pub const BUDGET: u32 = 128;
 
 /// The lock-protected part of a task.
@@ -227,6 +230,9 @@ impl TaskRef {
     /// the executor's list.
     fn finish(self) {
         let header = self.header();
+        // Off the executor's books first, so that a join handle that sees
+        // the output also sees the task no longer live.
+        header.executor.task_done(&self);
         let join_waker = {
             let mut locked = header.locked.lock();
             locked.state.finish();
@@ -235,7 +241,6 @@ impl TaskRef {
         if let Some(waker) = join_waker {
             waker.wake();
         }
-        header.executor.task_done(&self);
         // The list's reference: the task is no longer live.
         release(self.header);
     }
@@ -253,7 +258,7 @@ impl TaskRef {
     pub fn poll_output<T>(&self, waker: &Waker) -> Poll<Result<T>> {
         let header = self.header();
         let mut locked = header.locked.lock();
-        if locked.state.schedule() != super::state::Schedule::Done {
+        if locked.state.schedule() != Schedule::Done {
             if !locked
                 .join_waker
                 .as_ref()
@@ -304,6 +309,11 @@ fn release(header: NonNull<Header>) {
     }
 }
 
+/// Polls the task's future once.
+///
+/// # Safety
+/// `header` heads a live `Task<F>`, and the caller is the worker that set
+/// it running (the only party touching the stage).
 unsafe fn poll<F>(header: NonNull<Header>, cx: &mut Context<'_>) -> Poll<()>
 where
     F: Future + Send + 'static,
@@ -328,6 +338,10 @@ where
     }
 }
 
+/// Drops the future in place and stores the cancelled output.
+///
+/// # Safety
+/// As for [`poll`].
 unsafe fn cancel<F>(header: NonNull<Header>)
 where
     F: Future + Send + 'static,
@@ -340,6 +354,12 @@ where
     unsafe { *task.stage.get() = Stage::Finished(Err(Error::Cancelled(NtStatus::CANCELLED))) };
 }
 
+/// Moves the output out.
+///
+/// # Safety
+/// `header` heads a live, done `Task<F>` whose output was not taken; the
+/// caller is its join handle; `out` points at a `Result<F::Output>` to
+/// write.
 unsafe fn take_output<F>(header: NonNull<Header>, out: *mut ())
 where
     F: Future + Send + 'static,
@@ -357,6 +377,10 @@ where
     }
 }
 
+/// Frees the block.
+///
+/// # Safety
+/// `header` heads a `Task<F>` whose last reference the caller dropped.
 unsafe fn dealloc<F>(header: NonNull<Header>)
 where
     F: Future + Send + 'static,
@@ -429,12 +453,10 @@ pub fn consume_budget(cx: &Context<'_>) -> bool {
 /// The sweep's `retain` for a task.
 ///
 /// # Safety
-/// `node` is the node of a live task.
-unsafe fn retain(node: NonNull<Node>) {
+/// `node` is the node of an allocated task, under the lock.
+unsafe fn retain(node: NonNull<Node>) -> bool {
     // SAFETY: per the contract; the node is the header's first field.
-    unsafe { node.cast::<Header>().as_ref() }
-        .refs
-        .fetch_add(1, Ordering::Relaxed);
+    try_retain(&unsafe { node.cast::<Header>().as_ref() }.refs)
 }
 
 /// The sweep's `force` for a task: aborts it.
@@ -444,6 +466,7 @@ unsafe fn retain(node: NonNull<Node>) {
 unsafe fn force(node: NonNull<Node>) -> bool {
     // SAFETY: the retained reference, taken over here.
     let task = unsafe { TaskRef::from_raw(node.cast()) };
+    let live = task.header().locked.lock().state.schedule() != Schedule::Done;
     task.abort();
-    true
+    live
 }

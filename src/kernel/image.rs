@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::spinlock::SpinLock;
 use super::version::BuildCache;
-use crate::tracking::{Forced, List};
+use crate::tracking::{DeregisterReport, List};
 
 /// What the driver image holds across registrations.
 pub struct Image {
@@ -39,15 +39,17 @@ impl Image {
         }
     }
 
-    /// A registration begins.
+    /// A registration begins: timers may be armed again.
     pub(crate) fn registration_opened(&self) {
-        self.registrations.fetch_add(1, Ordering::AcqRel);
+        if self.registrations.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.timers.lock().reopen();
+        }
     }
 
     /// A registration ends. The last one cancels every armed timer (their
     /// futures end with [`Error::Cancelled`](crate::Error::Cancelled)) and
     /// counts them in `forced`.
-    pub(crate) fn registration_closed(&self, forced: &mut Forced) {
+    pub(crate) fn registration_closed(&self, forced: &mut DeregisterReport) {
         if self.registrations.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
@@ -59,8 +61,8 @@ impl Image {
                 forced.count(what);
             }
         }
-        // Timers armed from now on belong to whatever comes next.
-        self.timers.lock().reopen();
+        // The list stays swept: a timer armed now fails with
+        // `Error::Cancelled` until a registration opens again.
     }
 }
 

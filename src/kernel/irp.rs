@@ -95,6 +95,9 @@ impl Irp {
     /// `device` (and so on the driver image) until the routine has
     /// returned.
     ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    ///
     /// # Errors
     /// [`Error::InsufficientResources`] when the wrapper's context cannot be
     /// allocated; nothing was installed then.

@@ -5,12 +5,12 @@
 
 pub mod device;
 pub mod event;
-pub mod image;
+pub(crate) mod image;
 pub mod irp;
 pub mod irql;
 pub mod mdl;
 pub mod pool;
-pub mod spinlock;
+pub(crate) mod spinlock;
 pub mod time;
 pub mod timer;
 pub mod version;

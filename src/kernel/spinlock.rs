@@ -6,6 +6,7 @@
 //! pre-empted by one that spins on it on the same processor.
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
 use crate::abi::{KIRQL, KSPIN_LOCK};
@@ -57,15 +58,20 @@ impl<T> SpinLock<T> {
         SpinLockGuard {
             lock: self,
             old_irql,
+            _not_send: PhantomData,
         }
     }
 }
 
 /// Holds a [`SpinLock`]; releases it (and restores the IRQL) on drop.
+///
+/// Not `Send`: the lock must be released on the processor (thread) that took
+/// it, which returns to its own previous IRQL.
 #[must_use = "the lock is released when the guard drops"]
 pub struct SpinLockGuard<'a, T> {
     lock: &'a SpinLock<T>,
     old_irql: KIRQL,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl<T> Deref for SpinLockGuard<'_, T> {

@@ -8,11 +8,13 @@
 //! never run and the owner drops both references, otherwise the DPC drops
 //! its own when it runs. Nothing is freed while the DPC may touch it.
 //!
-//! Armed timers are listed in the driver image ([`super::image`]): the
+//! Armed timers are listed in the driver image (`kernel::image`): the
 //! driver's last deregistration cancels those still armed (a forgotten or
 //! merely long `sleep`), so no timer DPC runs after the driver unloads and
 //! nothing waits for one to fire. A timer cancelled that way ends its
-//! future with [`Error::Cancelled`].
+//! future with [`Error::Cancelled`], and so does one started after the
+//! driver's last registration is gone, until it registers again (an image
+//! that has never registered arms timers freely).
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -31,7 +33,7 @@ use crate::abi::{DISPATCHER_HEADER, FALSE, KDPC, KTIMER, LIST_ENTRY};
 use crate::error::{Error, Result};
 use crate::status::NtStatus;
 use crate::sys;
-use crate::tracking::{Kind, Node, What};
+use crate::tracking::{Kind, Node, What, try_retain};
 
 /// Timer blocks.
 const TAG: PoolTag = PoolTag::new(*b"WskT");
@@ -104,23 +106,31 @@ impl Timer {
         // SAFETY: `init` initialises every field.
         let block = unsafe { PoolBox::new_with(TAG, init)? };
         let raw = block.into_raw();
-        // SAFETY: the node lives in the block, which stays until the timer's
-        // DPC ran or it was cancelled, both of which unlink it first.
-        if !unsafe { image.timers.lock().push(raw.cast::<Node>()) } {
-            // The last deregistration is sweeping the image's timers.
-            // SAFETY: never armed nor shared: ours to free.
-            drop(unsafe { PoolBox::from_raw(raw, TAG) });
-            return Err(Error::Cancelled(NtStatus::CANCELLED));
-        }
-        // INVARIANT: two references: ours and the DPC's, armed next.
-        let timer = Self { block: raw };
         let units = (duration.as_nanos() / 100).clamp(1, i64::MAX as u128);
         let due = -i64::try_from(units).unwrap_or(i64::MAX);
-        let shared = timer.shared();
-        // SAFETY: an initialised timer and DPC in the block; relative due
-        // time; <= DISPATCH_LEVEL.
-        unsafe { sys::KeSetTimer(shared.timer.get(), due, shared.dpc.get()) };
-        Ok(timer)
+        {
+            // Listed and armed under the image's lock, so that the last
+            // deregistration's sweep sees it either not yet listed or armed.
+            let mut timers = image.timers.lock();
+            // SAFETY: the node lives in the block, which stays until the
+            // timer's DPC ran or it was cancelled, both of which unlink it.
+            if !unsafe { timers.push(raw.cast::<Node>()) } {
+                drop(timers);
+                // The driver's last registration is gone (or going).
+                // SAFETY: never armed nor shared: ours to free.
+                drop(unsafe { PoolBox::from_raw(raw, TAG) });
+                return Err(Error::Cancelled(NtStatus::CANCELLED));
+            }
+            // SAFETY: the block is ours; only addresses are taken.
+            let shared = unsafe { raw.as_ref() };
+            // SAFETY: an initialised timer and DPC in the block; relative
+            // due time; DISPATCH_LEVEL (the lock). The DPC cannot run on
+            // this processor before the lock is released, and elsewhere it
+            // waits for the lock to unlink the timer.
+            unsafe { sys::KeSetTimer(shared.timer.get(), due, shared.dpc.get()) };
+        }
+        // INVARIANT: two references: ours and the DPC's, armed above.
+        Ok(Self { block: raw })
     }
 
     const fn shared(&self) -> &TimerBlock {
@@ -243,12 +253,10 @@ unsafe extern "system" fn on_expiry(
 /// The sweep's `retain` for a timer.
 ///
 /// # Safety
-/// `node` is the node of a live `TimerBlock`.
-unsafe fn retain(node: NonNull<Node>) {
+/// `node` is the node of an allocated `TimerBlock`, under the lock.
+unsafe fn retain(node: NonNull<Node>) -> bool {
     // SAFETY: per the contract; the node is the first field.
-    unsafe { node.cast::<TimerBlock>().as_ref() }
-        .refs
-        .fetch_add(1, Ordering::Relaxed);
+    try_retain(&unsafe { node.cast::<TimerBlock>().as_ref() }.refs)
 }
 
 /// The sweep's `force` for a timer: cancels it if still armed, ending its

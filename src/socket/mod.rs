@@ -67,13 +67,15 @@ struct Raw {
 }
 
 impl Raw {
-    /// Closes and waits for the close to complete (nothing to wait for if
-    /// deregistration closed it already).
+    /// Closes and waits for the close to complete. Nothing to wait for if
+    /// someone else (deregistration, a timeout's escalation) closed it
+    /// already: that close is under way, and `Ok(())` comes back at once.
     async fn close<W: Waiter>(self, waiter: &mut W) -> Result<()> {
         let Some(op) = self.socket.close() else {
             return Ok(());
         };
-        // A close that timed out still completes before this returns.
+        // A blocking waiter returns within its bound even if the provider
+        // holds on to the close; the operation is then left to finish.
         waiter.complete(&op).await?;
         op.status().ok()
     }
@@ -499,7 +501,8 @@ impl Provider {
     ///
     /// # Errors
     /// As `socket`, and [`Error::TimedOut`] when `timeout` passed (the IRP
-    /// was cancelled and has completed).
+    /// was cancelled; see [`CANCEL_GRACE`](crate::CANCEL_GRACE) for how long
+    /// the call then waits for it).
     pub fn socket_blocking(
         &self,
         irql: &PassiveLevel,
@@ -943,7 +946,9 @@ impl Connection {
     /// `PASSIVE_LEVEL`.
     ///
     /// # Errors
-    /// As `close`, and [`Error::TimedOut`] (the close still completed).
+    /// As `close`, and [`Error::TimedOut`] when the close did not complete in
+    /// `timeout` plus the escalation's bound ([`CANCEL_GRACE`](crate::CANCEL_GRACE)):
+    /// it is left to finish on its own.
     pub fn close_blocking(self, irql: &PassiveLevel, timeout: Duration) -> Result<()> {
         run_blocking(self.raw.close(&mut Blocking::new(irql, timeout)))
     }

@@ -25,7 +25,7 @@ use crate::op::{Escalation, Operation};
 use crate::registration::{Missing, RegistrationRef};
 use crate::rundown::{Begin, RunDown};
 use crate::status::NtStatus;
-use crate::tracking::{Kind, Node, What};
+use crate::tracking::{Kind, Node, What, try_retain};
 
 /// Socket blocks.
 const TAG: PoolTag = PoolTag::new(*b"WskS");
@@ -269,12 +269,10 @@ fn release(block: NonNull<SocketBlock>) {
 /// The sweep's `retain` for a socket.
 ///
 /// # Safety
-/// `node` is the node of a live `SocketBlock`.
-unsafe fn retain(node: NonNull<Node>) {
+/// `node` is the node of an allocated `SocketBlock`, under the lock.
+unsafe fn retain(node: NonNull<Node>) -> bool {
     // SAFETY: per the contract; the node is the first field.
-    unsafe { node.cast::<SocketBlock>().as_ref() }
-        .refs
-        .fetch_add(1, Ordering::Relaxed);
+    try_retain(&unsafe { node.cast::<SocketBlock>().as_ref() }.refs)
 }
 
 /// The sweep's `force` for a socket: closes it, abortively (or leaves it to
