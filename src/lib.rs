@@ -7,14 +7,21 @@
 //! gives the `NTSTATUS` result back as a typed [`Result`]. IRQL rules are
 //! checked by types ([`PassiveLevel`], [`AtMostApc`], [`AtMostDispatch`]).
 //!
-//! ## Layers
+//! ## Layers (one folder each)
 //! 1. [`abi`]: `#[repr(C)]` declarations from `wdm.h`, `wsk.h` and `ws2def.h`,
 //!    with every size and offset the library relies on asserted at compile
 //!    time (and checked against the real headers by a test).
-//! 2. [`kernel`]: kernel objects, one module each: IRQL tokens, events, IRPs,
-//!    tagged non-paged pool, MDLs.
-//! 3. [`Registration`] and [`Provider`]: `WskRegister`, provider NPI capture
-//!    and release, draining and `WskDeregister` as RAII types.
+//! 2. [`kernel`]: kernel objects, one module each: IRQL tokens, events, spin
+//!    locks, IRPs, tagged non-paged pool, MDLs, device objects, timers.
+//! 3. `operation`: one in-flight IRP and everything the provider may touch,
+//!    in one reference-counted block with a model-checked lifecycle; the WSK
+//!    entry points (`calls`).
+//! 4. `objects`: the WSK objects as owned handles: [`Registration`] and
+//!    [`Provider`], sockets as typestates ([`Socket`], [`BoundSocket`],
+//!    [`Connection`]) with their futures and blocking calls, and what
+//!    deregistration uses to end whatever is left (the tracking list,
+//!    run-down protection).
+//! 5. [`executor`]: [`block_on`] and the [`Executor`] for tasks.
 //!
 //! ## Where it runs
 //! - In the Windows kernel (`x86_64-pc-windows-msvc`), importing from
@@ -34,26 +41,18 @@
 extern crate std;
 
 pub mod abi;
-mod addr;
-mod calls;
 #[cfg(wsk_emulator)]
 pub mod emulator;
 mod error;
 pub mod executor;
 pub mod kernel;
-mod lifecycle;
-mod op;
-mod registration;
-mod rundown;
-mod socket;
+mod objects;
+mod operation;
 mod status;
 mod sys;
-mod tracking;
 #[cfg(all(windows, feature = "wdk"))]
 pub mod wdk;
 
-pub use addr::Family;
-pub use calls::SocketKind;
 pub use error::{Error, Result};
 pub use executor::{Executor, JoinHandle, ShutdownReport, Spawner, block_on};
 pub use kernel::device::DeviceObject;
@@ -63,11 +62,15 @@ pub use kernel::irql::{AtMostApc, AtMostDispatch, Irql, IrqlTooHigh, PassiveLeve
 pub use kernel::mdl::Mdl;
 pub use kernel::pool::{PoolBox, PoolBuffer, PoolTag};
 pub use kernel::timer::{Sleep, Timeout, sleep, timeout};
-pub use op::CANCEL_GRACE;
-pub use registration::{DEREGISTER_BOUND, Provider, Registration, WskVersion};
-pub use socket::{BoundSocket, CONNECT_EX_MAX_DATA, ConnectEx, ConnectPath, Connection, Socket};
+pub use objects::addr::Family;
+pub use objects::registration::{DEREGISTER_BOUND, Provider, Registration, WskVersion};
+pub use objects::socket::{
+    BoundSocket, CONNECT_EX_MAX_DATA, ConnectEx, ConnectPath, Connection, Socket,
+};
+pub use objects::tracking::DeregisterReport;
+pub use operation::CANCEL_GRACE;
+pub use operation::calls::SocketKind;
 pub use status::NtStatus;
-pub use tracking::DeregisterReport;
 
 /// The README's code compiles: its examples are doctests.
 #[cfg(doctest)]

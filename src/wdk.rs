@@ -10,7 +10,10 @@
 
 use core::mem::size_of;
 
-use crate::{Irp, Mdl, NtStatus, abi};
+use crate::abi;
+use crate::kernel::irp::Irp;
+use crate::kernel::mdl::Mdl;
+use crate::status::NtStatus;
 
 const _: () = assert!(size_of::<wdk_sys::IRP>() == size_of::<abi::IRP>());
 const _: () =

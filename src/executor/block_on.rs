@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
-use crate::Result;
+use crate::error::Result;
 use crate::kernel::event::{EventKind, RawEvent, WaitError};
 use crate::kernel::irql::PassiveLevel;
 use crate::kernel::pool::{PoolBox, PoolTag};

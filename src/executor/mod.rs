@@ -80,9 +80,9 @@ use crate::kernel::irql::PassiveLevel;
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::spinlock::SpinLock;
 use crate::kernel::time::Deadline;
+use crate::objects::tracking::List;
 use crate::status::NtStatus;
 use crate::sys;
-use crate::tracking::List;
 
 /// How many work items of one executor may run at once.
 ///

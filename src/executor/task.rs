@@ -18,8 +18,8 @@ use super::state::{Schedule, Start, State};
 use crate::error::{Error, Result};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::spinlock::SpinLock;
+use crate::objects::tracking::{Kind, Node, What, try_retain};
 use crate::status::NtStatus;
-use crate::tracking::{Kind, Node, What, try_retain};
 
 /// Task blocks.
 pub const TAG: PoolTag = PoolTag::new(*b"WskX");

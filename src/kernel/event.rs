@@ -10,7 +10,9 @@ use crate::abi::{
     Executive, FALSE, KEVENT, KernelMode, NotificationEvent, STATUS_SUCCESS, STATUS_TIMEOUT,
     SynchronizationEvent, TRUE,
 };
-use crate::{Error, NtStatus, Result, sys};
+use crate::error::{Error, Result};
+use crate::status::NtStatus;
+use crate::sys;
 
 /// Whether a satisfied wait resets the event.
 ///

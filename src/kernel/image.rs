@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::spinlock::SpinLock;
 use super::version::BuildCache;
-use crate::tracking::{DeregisterReport, List};
+use crate::objects::tracking::{DeregisterReport, List};
 
 /// What the driver image holds across registrations.
 pub struct Image {

@@ -4,7 +4,9 @@ use core::ptr::NonNull;
 
 use super::pool::PoolBuffer;
 use crate::abi::{FALSE, MDL};
-use crate::{Error, NtStatus, Result, sys};
+use crate::error::{Error, Result};
+use crate::status::NtStatus;
+use crate::sys;
 
 /// An MDL over non-paged memory (`IoAllocateMdl` +
 /// `MmBuildMdlForNonPagedPool`); freed on drop. Nothing is probed or locked,

@@ -12,7 +12,9 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use crate::abi::NonPagedPoolNx;
-use crate::{Error, NtStatus, Result, sys};
+use crate::error::{Error, Result};
+use crate::status::NtStatus;
+use crate::sys;
 
 /// Pool blocks are 16-byte aligned on x64; larger alignments are not offered.
 const POOL_ALIGNMENT: usize = 16;

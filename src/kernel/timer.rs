@@ -31,9 +31,9 @@ use super::image::{self, Image};
 use super::pool::{PoolBox, PoolTag};
 use crate::abi::{DISPATCHER_HEADER, FALSE, KDPC, KTIMER, LIST_ENTRY};
 use crate::error::{Error, Result};
+use crate::objects::tracking::{Kind, Node, What, try_retain};
 use crate::status::NtStatus;
 use crate::sys;
-use crate::tracking::{Kind, Node, What, try_retain};
 
 /// Timer blocks.
 const TAG: PoolTag = PoolTag::new(*b"WskT");

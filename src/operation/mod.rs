@@ -13,7 +13,7 @@
 //! [`Payload::unconsumed`] when the block is freed.
 //!
 //! # Lifecycle
-//! Every transition goes through [`crate::lifecycle::Protocol`], which is
+//! Every transition goes through [`crate::operation::lifecycle::Protocol`], which is
 //! model-checked on its own:
 //!
 //! ```text
@@ -21,6 +21,9 @@
 //!                     |
 //!                     +--owner dropped--> Abandoned --completion routine--> (freed)
 //! ```
+
+pub mod calls;
+pub mod lifecycle;
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -34,15 +37,17 @@ use core::time::Duration;
 
 use atomic_waker::AtomicWaker;
 
+use self::lifecycle::{Completion, Lifecycle, Protocol};
 use crate::abi::{IRP, NTSTATUS, STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING};
+use crate::error::{Error, Result};
 use crate::kernel::event::{EventKind, RawEvent, WaitError};
+use crate::kernel::irp::Irp;
 use crate::kernel::irql::{AtMostApc, PassiveLevel};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::time::Deadline;
-use crate::lifecycle::{Completion, Lifecycle, Protocol};
-use crate::registration::{InFlight, RegistrationRef};
-use crate::tracking::{Kind, Node, What};
-use crate::{Error, Irp, NtStatus, Result};
+use crate::objects::registration::{InFlight, RegistrationRef};
+use crate::objects::tracking::{Kind, Node, What};
+use crate::status::NtStatus;
 
 /// What an operation carries for the provider, and how to release a result
 /// nobody took.
@@ -699,5 +704,5 @@ pub fn run_blocking<T>(flow: impl Future<Output = T>) -> T {
 }
 
 #[cfg(all(test, wsk_emulator))]
-#[path = "op_tests.rs"]
+#[path = "tests.rs"]
 mod tests;

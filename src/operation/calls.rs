@@ -10,13 +10,13 @@ use crate::abi::{
     WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_STREAM_SOCKET, WSK_PROVIDER_BASIC_DISPATCH,
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskSetOption,
 };
-use crate::addr::{Family, RawAddress};
 use crate::error::{Error, Result};
 use crate::kernel::mdl::Mdl;
 use crate::kernel::pool::PoolBuffer;
-use crate::op::{Operation, Payload};
-use crate::registration::{Provider, RegistrationRef};
-use crate::socket::shared::SocketRef;
+use crate::objects::addr::{Family, RawAddress};
+use crate::objects::registration::{Provider, RegistrationRef};
+use crate::objects::socket::shared::SocketRef;
+use crate::operation::{Operation, Payload};
 use crate::status::NtStatus;
 
 /// The two socket kinds that can connect.

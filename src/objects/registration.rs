@@ -63,10 +63,10 @@ use crate::kernel::irql::{AtMostDispatch, PassiveLevel};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::spinlock::SpinLock;
 use crate::kernel::time::Deadline;
-use crate::rundown::{Begin, RunDown};
+use crate::objects::rundown::{Begin, RunDown};
+use crate::objects::tracking::{DeregisterReport, Kind, List, Node, What, try_retain};
 use crate::status::NtStatus;
 use crate::sys;
-use crate::tracking::{DeregisterReport, Kind, List, Node, What, try_retain};
 
 /// The WSK version this library asks for.
 const CLIENT_VERSION: USHORT = MAKE_WSK_VERSION(1, 0);

@@ -41,7 +41,7 @@ fn setup() -> (Kernel, crate::emulator::EnterGuard, Registration) {
     (kernel, enter, registration)
 }
 
-fn registration_ref(registration: &Registration) -> crate::registration::RegistrationRef {
+fn registration_ref(registration: &Registration) -> crate::objects::registration::RegistrationRef {
     let passive = PassiveLevel::check().unwrap();
     let provider = registration
         .capture(&passive, Duration::from_secs(1))
@@ -54,7 +54,7 @@ fn registration_ref(registration: &Registration) -> crate::registration::Registr
 /// complete.
 fn submit_uncancelable(
     op: &mut Operation<Sentinel>,
-    reg: &crate::registration::RegistrationRef,
+    reg: &crate::objects::registration::RegistrationRef,
 ) -> IrpHandle {
     let mut parked = None;
     let call = |irp: *mut IRP, _: *mut Sentinel| {
@@ -74,7 +74,7 @@ fn submit_uncancelable(
 /// a cancel routine, until a cancel completes it.
 fn submit_cancelable(
     op: &mut Operation<Sentinel>,
-    reg: &crate::registration::RegistrationRef,
+    reg: &crate::objects::registration::RegistrationRef,
     queue: &PendingQueue<()>,
 ) {
     let call = |irp: *mut IRP, _: *mut Sentinel| {

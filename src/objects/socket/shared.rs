@@ -17,15 +17,15 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use crate::abi::{IRP, WSK_SOCKET};
-use crate::calls::{self, SocketHandle, SocketKind};
 use crate::error::{Error, Result};
 use crate::kernel::irql::AtMostApc;
 use crate::kernel::pool::{PoolBox, PoolTag};
-use crate::op::{Escalation, Operation};
-use crate::registration::{Missing, RegistrationRef};
-use crate::rundown::{Begin, RunDown};
+use crate::objects::registration::{Missing, RegistrationRef};
+use crate::objects::rundown::{Begin, RunDown};
+use crate::objects::tracking::{Kind, Node, What, try_retain};
+use crate::operation::calls::{self, SocketHandle, SocketKind};
+use crate::operation::{Escalation, Operation};
 use crate::status::NtStatus;
-use crate::tracking::{Kind, Node, What, try_retain};
 
 /// Socket blocks.
 const TAG: PoolTag = PoolTag::new(*b"WskS");

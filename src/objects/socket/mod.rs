@@ -48,13 +48,13 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use self::shared::SocketRef;
-use crate::addr::Family;
-use crate::calls::{self, SocketHandle, SocketKind};
 use crate::error::{Error, Result};
 use crate::kernel::irql::PassiveLevel;
 use crate::kernel::pool::{PoolBuffer, PoolTag};
-use crate::op::{Await, Blocking, Operation, Payload, Waiter, run_blocking};
-use crate::registration::{Missing, Provider, RegistrationRef};
+use crate::objects::addr::Family;
+use crate::objects::registration::{Missing, Provider, RegistrationRef};
+use crate::operation::calls::{self, SocketHandle, SocketKind};
+use crate::operation::{Await, Blocking, Operation, Payload, Waiter, run_blocking};
 use crate::status::NtStatus;
 
 /// The most `WskConnectEx` sends with the connect.
