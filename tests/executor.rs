@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use wsk::emulator::{Device, Kernel};
 use wsk::{
-    DeviceObject, Error, Executor, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag,
+    DeviceObject, Error, Executor, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Provider,
     Registration, block_on, sleep,
 };
 
@@ -27,6 +27,47 @@ fn passive() -> PassiveLevel {
 fn device_object(device: &Device) -> DeviceObject {
     // SAFETY: the emulated device lives until the end of the test.
     unsafe { DeviceObject::from_raw(device.as_ptr()) }.unwrap()
+}
+
+/// A machine, entered, with a device object.
+fn machine() -> (Kernel, wsk::emulator::EnterGuard, PassiveLevel, Device) {
+    let kernel = Kernel::new();
+    let enter = kernel.enter();
+    (kernel, enter, passive(), Device::new())
+}
+
+/// A registration (holding the device when `held`), a capture, and an
+/// executor on the device's work items.
+fn register(
+    passive: &PassiveLevel,
+    device: &Device,
+    held: bool,
+) -> (Registration, Provider, Executor) {
+    let registration = if held {
+        Registration::register_with_device(passive, device_object(device))
+    } else {
+        Registration::register(passive)
+    }
+    .unwrap();
+    let provider = registration.capture(passive, TIMEOUT).unwrap();
+    let executor = Executor::new(device_object(device)).unwrap();
+    (registration, provider, executor)
+}
+
+/// Shuts down, deregisters, and checks that nothing was left.
+fn finish(
+    kernel: &Kernel,
+    passive: &PassiveLevel,
+    executor: Executor,
+    provider: Provider,
+    registration: Registration,
+) {
+    let report = executor.shutdown(passive, TIMEOUT);
+    assert!(report.is_clean(), "{report:?}");
+    drop(provider);
+    let report = registration.deregister(passive);
+    assert!(report.is_clean(), "{report}");
+    kernel.assert_no_leaks();
 }
 
 /// An echo server that ends each connection when its client ends.
@@ -77,14 +118,8 @@ impl<F: Future> Future for CountPolls<F> {
 
 #[test]
 fn tasks_run_concurrently_on_work_items_and_give_their_output() {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
-    let passive = passive();
-    let device = Device::new();
-    let registration =
-        Registration::register_with_device(&passive, device_object(&device)).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
-    let executor = Executor::new(device_object(&device)).unwrap();
+    let (kernel, _enter, passive, device) = machine();
+    let (registration, provider, executor) = register(&passive, &device, true);
     let remote = echo_server();
     let inside = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
@@ -143,14 +178,8 @@ fn tasks_run_concurrently_on_work_items_and_give_their_output() {
 
 #[test]
 fn aborting_a_task_drops_its_future_and_cancels_its_irps() {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
-    let passive = passive();
-    let device = Device::new();
-    let registration =
-        Registration::register_with_device(&passive, device_object(&device)).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
-    let executor = Executor::new(device_object(&device)).unwrap();
+    let (kernel, _enter, passive, device) = machine();
+    let (registration, provider, executor) = register(&passive, &device, true);
     let (remote, server) = silent_server();
     let connection = provider
         .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)
@@ -177,24 +206,14 @@ fn aborting_a_task_drops_its_future_and_cancels_its_irps() {
         Err(Error::Cancelled(NtStatus::CANCELLED))
     );
     // The dropped future cancelled its receive and closed its connection.
-    let report = executor.shutdown(&passive, TIMEOUT);
-    assert!(report.is_clean(), "{report:?}");
-    drop(provider);
-    let report = registration.deregister(&passive);
-    assert!(report.is_clean(), "{report}");
-    kernel.assert_no_leaks();
+    finish(&kernel, &passive, executor, provider, registration);
     server.join().unwrap();
 }
 
 #[test]
 fn a_task_whose_operations_complete_inline_yields_when_its_budget_is_spent() {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
-    let passive = passive();
-    let device = Device::new();
-    let registration = Registration::register(&passive).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
-    let executor = Executor::new(device_object(&device)).unwrap();
+    let (kernel, _enter, passive, device) = machine();
+    let (registration, provider, executor) = register(&passive, &device, false);
     let remote = echo_server();
     let connection = provider
         .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)
@@ -229,24 +248,13 @@ fn a_task_whose_operations_complete_inline_yields_when_its_budget_is_spent() {
         polls >= sends / wsk::executor::BUDGET as usize,
         "{polls} poll(s) for {sends} inline sends: the task never yielded"
     );
-    let report = executor.shutdown(&passive, TIMEOUT);
-    assert!(report.is_clean(), "{report:?}");
-    drop(provider);
-    let report = registration.deregister(&passive);
-    assert!(report.is_clean(), "{report}");
-    kernel.assert_no_leaks();
+    finish(&kernel, &passive, executor, provider, registration);
 }
 
 #[test]
 fn shutdown_aborts_live_and_forgotten_tasks_and_waits_for_the_workers() {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
-    let passive = passive();
-    let device = Device::new();
-    let registration =
-        Registration::register_with_device(&passive, device_object(&device)).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
-    let executor = Executor::new(device_object(&device)).unwrap();
+    let (kernel, _enter, passive, device) = machine();
+    let (registration, provider, executor) = register(&passive, &device, true);
     let (remote, server) = silent_server();
     let connection = provider
         .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)

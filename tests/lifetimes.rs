@@ -266,6 +266,27 @@ fn a_spawned_style_future_owns_its_provider() {
     kernel.assert_no_leaks();
 }
 
+/// A machine with `config`'s provider, entered.
+fn machine(config: ProviderConfig) -> (Kernel, wsk::emulator::EnterGuard, PassiveLevel) {
+    let kernel = Kernel::with_provider(config);
+    let enter = kernel.enter();
+    (kernel, enter, passive())
+}
+
+/// A registration (without a device) and a capture.
+fn register(passive: &PassiveLevel) -> (Registration, Provider) {
+    let registration = Registration::register(passive).unwrap();
+    let provider = registration.capture(passive, TIMEOUT).unwrap();
+    (registration, provider)
+}
+
+/// Deregisters, and checks that nothing was forced or left.
+fn deregister_cleanly(kernel: &Kernel, passive: &PassiveLevel, registration: Registration) {
+    let report = registration.deregister(passive);
+    assert!(report.is_clean(), "{report}");
+    kernel.assert_no_leaks();
+}
+
 /// A connection through `WskSocket`, `WskBind` and `WskConnect`.
 fn connect(provider: &Provider, passive: &PassiveLevel, remote: SocketAddr) -> Connection {
     provider
@@ -279,11 +300,8 @@ fn connect(provider: &Provider, passive: &PassiveLevel, remote: SocketAddr) -> C
 
 #[test]
 fn a_blocking_call_returns_within_its_bound_when_the_provider_ignores_the_cancel() {
-    let kernel = Kernel::with_provider(ProviderConfig::like_wine());
-    let _enter = kernel.enter();
-    let passive = passive();
-    let registration = Registration::register(&passive).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (kernel, _enter, passive) = machine(ProviderConfig::like_wine());
+    let (registration, provider) = register(&passive);
     let (remote, server) = silent_server();
     let connection = connect(&provider, &passive, remote);
 
@@ -331,11 +349,8 @@ fn a_blocking_call_returns_within_its_bound_when_the_provider_ignores_the_cancel
 
 #[test]
 fn a_future_bounded_by_timeout_returns_at_its_expiry_under_a_provider_that_ignores_cancels() {
-    let kernel = Kernel::with_provider(ProviderConfig::like_wine());
-    let _enter = kernel.enter();
-    let passive = passive();
-    let registration = Registration::register(&passive).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (kernel, _enter, passive) = machine(ProviderConfig::like_wine());
+    let (registration, provider) = register(&passive);
     let (remote, server) = silent_server();
     let connection = connect(&provider, &passive, remote);
     let start = Instant::now();
@@ -352,20 +367,14 @@ fn a_future_bounded_by_timeout_returns_at_its_expiry_under_a_provider_that_ignor
     );
     // The abandoned receive is still pending; the close gives it back.
     connection.close_blocking(&passive, TIMEOUT).unwrap();
-    drop(provider);
-    drop(server);
-    let report = registration.deregister(&passive);
-    assert!(report.is_clean(), "{report}");
-    kernel.assert_no_leaks();
+    drop((provider, server));
+    deregister_cleanly(&kernel, &passive, registration);
 }
 
 #[test]
 fn a_blocking_call_with_a_stale_token_refuses_to_wait_above_apc_level() {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
-    let passive = passive();
-    let registration = Registration::register(&passive).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (kernel, _enter, passive) = machine(ProviderConfig::default());
+    let (registration, provider) = register(&passive);
     let (remote, server) = silent_server();
     let connection = connect(&provider, &passive, remote);
     // The token was made at PASSIVE_LEVEL; a spin lock was taken since.
@@ -385,11 +394,8 @@ fn a_blocking_call_with_a_stale_token_refuses_to_wait_above_apc_level() {
     assert_eq!(buffer.capacity(), 64);
     drop(buffer);
     connection.close_blocking(&passive, TIMEOUT).unwrap();
-    drop(provider);
-    drop(server);
-    let report = registration.deregister(&passive);
-    assert!(report.is_clean(), "{report}");
-    kernel.assert_no_leaks();
+    drop((provider, server));
+    deregister_cleanly(&kernel, &passive, registration);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use super::{Await, Blocking, Operation, Payload, Waiter, run_blocking};
 use crate::abi::{IRP, STATUS_NOT_IMPLEMENTED, STATUS_PENDING, STATUS_SUCCESS};
 use crate::emulator::Kernel;
 use crate::emulator::io::{self, IrpHandle, PendingQueue};
+use crate::objects::registration::RegistrationRef;
 use crate::{Error, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Registration, block_on};
 
 /// A payload whose buffer is the drop sentinel (it shows in the pool
@@ -41,7 +42,7 @@ fn setup() -> (Kernel, crate::emulator::EnterGuard, Registration) {
     (kernel, enter, registration)
 }
 
-fn registration_ref(registration: &Registration) -> crate::objects::registration::RegistrationRef {
+fn registration_ref(registration: &Registration) -> RegistrationRef {
     let passive = PassiveLevel::check().unwrap();
     let provider = registration
         .capture(&passive, Duration::from_secs(1))
@@ -52,10 +53,7 @@ fn registration_ref(registration: &Registration) -> crate::objects::registration
 /// Submits `op` to a stand-in provider that pends the IRP without a cancel
 /// routine (it ignores cancellation) and hands it back for the test to
 /// complete.
-fn submit_uncancelable(
-    op: &mut Operation<Sentinel>,
-    reg: &crate::objects::registration::RegistrationRef,
-) -> IrpHandle {
+fn submit_uncancelable(op: &mut Operation<Sentinel>, reg: &RegistrationRef) -> IrpHandle {
     let mut parked = None;
     let call = |irp: *mut IRP, _: *mut Sentinel| {
         // SAFETY: the stand-in provider takes the IRP and keeps it.
@@ -74,7 +72,7 @@ fn submit_uncancelable(
 /// a cancel routine, until a cancel completes it.
 fn submit_cancelable(
     op: &mut Operation<Sentinel>,
-    reg: &crate::objects::registration::RegistrationRef,
+    reg: &RegistrationRef,
     queue: &PendingQueue<()>,
 ) {
     let call = |irp: *mut IRP, _: *mut Sentinel| {
@@ -86,6 +84,15 @@ fn submit_cancelable(
     };
     // SAFETY: one "WSK call" with the operation's IRP.
     unsafe { op.submit(reg, call).unwrap() };
+}
+
+/// Drops the test's registration reference, deregisters, and checks that
+/// nothing was forced or left.
+fn teardown(kernel: &Kernel, registration: Registration, reg: RegistrationRef) {
+    drop(reg);
+    let report = registration.deregister(&PassiveLevel::check().unwrap());
+    assert!(report.is_clean(), "deregistration had to force: {report}");
+    kernel.assert_no_leaks();
 }
 
 #[test]
@@ -112,10 +119,7 @@ fn an_inline_completion_is_the_result() {
         0,
         "consumed results are not released"
     );
-    drop(reg);
-    let report = registration.deregister(&PassiveLevel::check().unwrap());
-    assert!(report.is_clean(), "deregistration had to force: {report}");
-    kernel.assert_no_leaks();
+    teardown(&kernel, registration, reg);
 }
 
 #[test]
@@ -154,10 +158,7 @@ fn a_pending_completion_wakes_the_future() {
         1,
         "an unconsumed success is released"
     );
-    drop(reg);
-    let report = registration.deregister(&passive);
-    assert!(report.is_clean(), "deregistration had to force: {report}");
-    kernel.assert_no_leaks();
+    teardown(&kernel, registration, reg);
 }
 
 #[test]
@@ -187,10 +188,7 @@ fn dropping_the_owner_frees_nothing_until_the_completion_runs() {
         "the abandoned result is released"
     );
     assert_eq!(registration.in_flight(), 0);
-    drop(reg);
-    let report = registration.deregister(&PassiveLevel::check().unwrap());
-    assert!(report.is_clean(), "deregistration had to force: {report}");
-    kernel.assert_no_leaks();
+    teardown(&kernel, registration, reg);
 }
 
 #[test]
@@ -208,10 +206,7 @@ fn dropping_the_owner_cancels_the_irp() {
         0,
         "a cancelled result has nothing to release"
     );
-    drop(reg);
-    let report = registration.deregister(&PassiveLevel::check().unwrap());
-    assert!(report.is_clean(), "deregistration had to force: {report}");
-    kernel.assert_no_leaks();
+    teardown(&kernel, registration, reg);
 }
 
 #[test]
@@ -266,10 +261,7 @@ fn a_blocking_timeout_cancels_and_waits_for_the_completion() {
     assert!(op.is_complete(), "nothing left in flight after a timeout");
     assert_eq!(op.status(), NtStatus::CANCELLED);
     drop(op);
-    drop(reg);
-    let report = registration.deregister(&passive);
-    assert!(report.is_clean(), "deregistration had to force: {report}");
-    kernel.assert_no_leaks();
+    teardown(&kernel, registration, reg);
 }
 
 #[test]
@@ -302,8 +294,5 @@ fn a_success_that_races_the_timeout_keeps_its_result_for_the_caller() {
     assert_eq!((op.status(), op.information()), (NtStatus::SUCCESS, 5));
     op.consume();
     drop(op);
-    drop(reg);
-    let report = registration.deregister(&passive);
-    assert!(report.is_clean(), "deregistration had to force: {report}");
-    kernel.assert_no_leaks();
+    teardown(&kernel, registration, reg);
 }
