@@ -1,9 +1,12 @@
-//! What the `connect` example and the sample driver share, so that both
-//! print exactly the same result line: the modes, the payload escapes
-//! (`\r`, `\n`, `\\`, `\xHH`), and the line itself.
+//! What the `connect` example and the sample drivers share, so that all of
+//! them print exactly the same result line: the modes, the payload escapes
+//! (`\r`, `\n`, `\\`, `\xHH`), the line itself, and the request contract
+//! the drivers serve ([`request`]).
 //!
 //! `#![no_std]` and allocation-free: the sample driver runs in the kernel.
 #![no_std]
+
+pub mod request;
 
 use core::fmt;
 use core::net::SocketAddr;
