@@ -42,7 +42,9 @@ readonly REPLY_SHOWN='hello from wine! \\ \x00\x7F end\r\n'
 # Windows the library supports. Every import of the driver must be here.
 readonly ALLOW_NTOSKRNL="
 DbgPrint ExAllocatePoolWithTag ExFreePoolWithTag IoAllocateIrp IoAllocateMdl
-IoAllocateWorkItem IoCancelIrp IoFreeIrp IoFreeMdl IoFreeWorkItem IoQueueWorkItem IoReuseIrp
+IoAcquireCancelSpinLock IoAllocateWorkItem IoCancelIrp IoCreateDevice IoCreateSymbolicLink
+IoDeleteDevice IoDeleteSymbolicLink IoFreeIrp IoFreeMdl IoFreeWorkItem IoQueueWorkItem
+IoReleaseCancelSpinLock IoReuseIrp IofCompleteRequest
 IoSetCompletionRoutineEx KeAcquireSpinLockRaiseToDpc KeBugCheckEx KeCancelTimer KeClearEvent
 KeFlushQueuedDpcs KeInitializeDpc KeInitializeEvent KeInitializeTimer KeReadStateEvent KeSetEvent
 KeReleaseSpinLock KeSetTimer KeWaitForSingleObject
@@ -241,11 +243,20 @@ renamed = {
 }
 print("#include <ddk/wdm.h>\n#include <stddef.h>")
 count = 0
-for ty in re.findall(r"assert!\(size_of::<(\w+)>\(\) == (\d+)\);", ffi):
-    print(f"_Static_assert(sizeof({ty[0]}) == {ty[1]}, \"sizeof({ty[0]})\");")
+# Rust structs that are a member of a C union: the C member to measure.
+members = {"DeviceIoControlParameters": ("IO_STACK_LOCATION", "Parameters.DeviceIoControl")}
+for ty, size in re.findall(r"assert!\(size_of::<(\w+)>\(\) == (\d+)\);", ffi):
+    if ty in members:
+        continue  # an anonymous C struct: its fields' offsets are checked
+    print(f"_Static_assert(sizeof({ty}) == {size}, \"sizeof({ty})\");")
     count += 1
 for ty, field, value in re.findall(r"assert!\(offset_of!\((\w+), (\w+)\) == (\d+)\);", ffi):
-    print(f"_Static_assert(offsetof({ty}, {field}) == {value}, \"offsetof({ty}, {field})\");")
+    if ty in members:
+        outer, member = members[ty]
+        expression = f"offsetof({outer}, {member}.{field}) - offsetof({outer}, {member})"
+    else:
+        expression = f"offsetof({ty}, {field})"
+    print(f"_Static_assert({expression} == {value}, \"{ty}.{field}\");")
     count += 1
 for name, ty, value in re.findall(
         r"const (\w+): (\w+) = (0x[0-9A-Fa-f_]+|\d+)(?:_u32 as i32)?;", ffi + clock):
@@ -380,6 +391,11 @@ stop_service() {
     fail "$SERVICE is not STOPPED 30s after sc stop: $state"
 }
 
+# The device's lines: what DriverEntry says it serves with, and what
+# DriverUnload ended ({N}: whatever requests were in flight).
+readonly SERVING='wsk-sample: serving: \\.\WskSample completions=plain (Wine: IoSetCompletionRoutineEx is a stub)'
+readonly STOPPED_SERVING='wsk-sample: stopped serving: requests aborted={N} unfinished=0; deregistration: cancelled_operations={N} closed_sockets={N} released_captures=0 cancelled_timers={N} unfinished_operations=0 quarantined_operations={N} left_registered=false'
+
 run_once() {
     local run=$1
     local dir=$WORK/run$run
@@ -417,11 +433,13 @@ run_once() {
     stop_service "$from"
     local n=$PAYLOAD_LEN
     expect_lines "$from" \
+        "$SERVING" \
         "wsk-sample: loaded: remote=127.0.0.1:$port modes=3 payload_bytes=$n timeout_ms=$TIMEOUT_MS clock={WORD}" \
         "wsk-sample: socket-connect: error STATUS_NOT_IMPLEMENTED (0xC0000002) not supported by this provider" \
         "wsk-sample: connect: ok path=connect sent=$n received=$n reply=$REPLY_SHOWN elapsed_us={N}" \
         "wsk-sample: connect-ex: ok path=connect+send sent=$n received=$n reply=$REPLY_SHOWN elapsed_us={N}" \
         "wsk-sample: deregistered" \
+        "$STOPPED_SERVING" \
         "wsk-sample: unloaded" || fail "the log lines do not match the contract"
     # connect and connect-ex connected; socket-connect never did.
     local received=("$dir"/server/conn-*.bin)
@@ -440,7 +458,9 @@ run_once() {
     wait_for_line "wsk-sample: configuration error" 30 "$from"
     stop_service "$from"
     expect_lines "$from" \
+        "$SERVING" \
         'wsk-sample: configuration error: RemoteAddress "127.0.0.1:not-a-port" is not ip:port or [v6]:port with a non-zero port' \
+        "$STOPPED_SERVING" \
         "wsk-sample: unloaded" || fail "the configuration error lines do not match"
     received=("$dir"/server/conn-*.bin)
     [ ${#received[@]} -eq 2 ] || fail "the misconfigured driver connected to the server"

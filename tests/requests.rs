@@ -205,3 +205,18 @@ fn an_aborted_request_is_cancelled_and_leaves_nothing() {
         );
     });
 }
+
+#[test]
+fn a_request_task_is_small_enough_for_a_kernel_stack() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let request = Request::parse(b"--remote 127.0.0.1:7 --mode connect").unwrap();
+    let future = serve(provider, request);
+    eprintln!("serve future: {} bytes", std::mem::size_of_val(&future));
+    drop(future);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+}

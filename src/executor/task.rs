@@ -134,24 +134,31 @@ impl TaskRef {
         F: Future + Send + 'static,
         F::Output: Send,
     {
-        let task = Task {
-            header: Header {
-                node: Node::new(KIND),
-                next: UnsafeCell::new(ptr::null_mut()),
-                refs: AtomicUsize::new(2),
-                locked: SpinLock::new(Locked {
-                    state: State::queued(),
-                    join_waker: None,
-                    detached: false,
-                    taken: false,
-                }),
-                budget: AtomicU32::new(BUDGET),
-                executor,
-                vtable: Task::<F>::VTABLE,
-            },
-            stage: UnsafeCell::new(Stage::Running(future)),
+        // Built in place in pool: a future may be large, and a kernel stack
+        // is small.
+        let init = |slot: *mut Task<F>| {
+            let task = Task {
+                header: Header {
+                    node: Node::new(KIND),
+                    next: UnsafeCell::new(ptr::null_mut()),
+                    refs: AtomicUsize::new(2),
+                    locked: SpinLock::new(Locked {
+                        state: State::queued(),
+                        join_waker: None,
+                        detached: false,
+                        taken: false,
+                    }),
+                    budget: AtomicU32::new(BUDGET),
+                    executor,
+                    vtable: Task::<F>::VTABLE,
+                },
+                stage: UnsafeCell::new(Stage::Running(future)),
+            };
+            // SAFETY: a fresh block of the right size and alignment.
+            unsafe { slot.write(task) };
         };
-        let block = PoolBox::new(task, TAG)?;
+        // SAFETY: `init` initialises the whole block.
+        let block = unsafe { PoolBox::new_with(TAG, init)? };
         // INVARIANT: one of the two references counted at creation.
         Ok(Self {
             header: block.into_raw().cast(),

@@ -179,6 +179,22 @@ impl<T> PoolBox<T> {
         ptr
     }
 
+    /// Moves the value out and frees the block.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    #[must_use]
+    pub fn into_inner(self) -> T {
+        let (ptr, tag) = (self.ptr, self.tag);
+        core::mem::forget(self);
+        // SAFETY: an initialised value this box owned, read once; the
+        // block is freed below without dropping it again.
+        let value = unsafe { ptr.as_ptr().read() };
+        // SAFETY: allocated by `allocate` with `tag`; freed once.
+        unsafe { free(ptr.cast(), tag) };
+        value
+    }
+
     /// Takes back a block from [`into_raw`](Self::into_raw).
     ///
     /// # Safety

@@ -150,8 +150,7 @@ impl Request {
         let mut remote = None;
         let mut local = None;
         let mut mode = None;
-        let mut payload = [0_u8; MAX_PAYLOAD];
-        let mut payload_len = 0;
+        let mut send = None;
         let mut timeout = DEFAULT_TIMEOUT;
         let mut fast_open = false;
         let mut tokens = Tokens { rest: line };
@@ -169,10 +168,7 @@ impl Request {
                         _ => return Err(RequestError::BadMode),
                     });
                 }
-                "--send" => {
-                    payload_len = unescape(value("--send")?, &mut payload)
-                        .map_err(RequestError::BadPayload)?;
-                }
+                "--send" => send = Some(value("--send")?),
                 "--timeout-ms" => {
                     let millis: u64 = value("--timeout-ms")?
                         .parse()
@@ -192,8 +188,16 @@ impl Request {
         if Family::of(&local) != Family::of(&remote) {
             return Err(RequestError::MixedFamilies);
         }
-        let payload = PoolBuffer::from_slice(&payload[..payload_len], PoolTag::BUFFER)
+        // Decoded straight into pool: a kernel stack is small. Every escape
+        // decodes to one byte, so the text's length is enough room.
+        let text = send.unwrap_or("");
+        let mut payload = PoolBuffer::zeroed(text.len().min(MAX_PAYLOAD * 4), PoolTag::BUFFER)
             .map_err(|_| RequestError::NoMemory)?;
+        let len = unescape(text, &mut payload).map_err(RequestError::BadPayload)?;
+        if len > MAX_PAYLOAD {
+            return Err(RequestError::BadPayload(EscapeError::TooLong));
+        }
+        payload.set_len(len);
         Ok(Self {
             mode,
             local,

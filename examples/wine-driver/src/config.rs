@@ -1,8 +1,10 @@
-//! The configuration, from the service key's `Parameters` subkey:
+//! The configuration of the startup run, from the service key's
+//! `Parameters` subkey (without `RemoteAddress` there is no startup run; the
+//! device serves requests either way):
 //!
 //! | value | type | meaning |
 //! |---|---|---|
-//! | `RemoteAddress` | `REG_SZ`, required | the server, `ip:port` or `[v6]:port` |
+//! | `RemoteAddress` | `REG_SZ`, optional | the server, `ip:port` or `[v6]:port` |
 //! | `Payload` | `REG_SZ`, default `hello from wsk\r\n` | bytes to send, with the `\r` `\n` `\\` `\xHH` escapes |
 //! | `Mode` | `REG_SZ`, default `all` | `socket-connect`, `connect`, `connect-ex` or `all` |
 //! | `TimeoutMs` | `REG_DWORD`, default 5000 | the limit for every blocking call, 1 to 600000 |
@@ -78,12 +80,8 @@ impl fmt::Display for Snippet {
 
 /// Why the configuration cannot be used: one clear line each.
 pub enum ConfigError {
-    /// The service key has no `Parameters` subkey.
-    NoParameters,
     /// The `Parameters` subkey cannot be opened.
     NoKey(NtStatus),
-    /// A required value is absent.
-    Missing(&'static str),
     /// A value has the wrong registry type.
     WrongType {
         name: &'static str,
@@ -115,16 +113,9 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("configuration error: ")?;
         match self {
-            Self::NoParameters => f.write_str(
-                "the service key has no Parameters subkey (RemoteAddress, a REG_SZ, is required)",
-            ),
             Self::NoKey(status) => write!(
                 f,
                 "cannot open the service key's Parameters subkey: {status}"
-            ),
-            Self::Missing(name) => write!(
-                f,
-                "{name} is missing (a REG_SZ under the service key's Parameters subkey)"
             ),
             Self::WrongType {
                 name,
@@ -401,7 +392,7 @@ fn dword(key: &Key, name: &Name) -> Result<Option<u32>, ConfigError> {
 /// # Safety
 /// `registry_path` is the `RegistryPath` `DriverEntry` was given, still
 /// valid (it is, during `DriverEntry`).
-pub unsafe fn read(registry_path: &UNICODE_STRING) -> Result<Config, ConfigError> {
+pub unsafe fn read(registry_path: &UNICODE_STRING) -> Result<Option<Config>, ConfigError> {
     // SAFETY: per the contract.
     let service = unsafe { units(registry_path) };
     let mut path = [0_u16; MAX_KEY_PATH];
@@ -412,16 +403,16 @@ pub unsafe fn read(registry_path: &UNICODE_STRING) -> Result<Config, ConfigError
     for (slot, unit) in path.iter_mut().zip(service.iter().chain(&PARAMETERS)) {
         *slot = *unit;
     }
-    let key = Key::open(&path[..path_len]).map_err(|status| {
-        if status.0 == ffi::STATUS_OBJECT_NAME_NOT_FOUND {
-            ConfigError::NoParameters
-        } else {
-            ConfigError::NoKey(status)
-        }
-    })?;
+    let key = match Key::open(&path[..path_len]) {
+        Ok(key) => key,
+        // No Parameters subkey: no startup run.
+        Err(status) if status.0 == ffi::STATUS_OBJECT_NAME_NOT_FOUND => return Ok(None),
+        Err(status) => return Err(ConfigError::NoKey(status)),
+    };
 
-    let remote = text(&key, &REMOTE_ADDRESS, MAX_SHORT_TEXT)?
-        .ok_or(ConfigError::Missing(REMOTE_ADDRESS.text))?;
+    let Some(remote) = text(&key, &REMOTE_ADDRESS, MAX_SHORT_TEXT)? else {
+        return Ok(None);
+    };
     let remote = match remote.as_str().parse::<SocketAddr>() {
         Ok(address) if address.port() != 0 => address,
         _ => return Err(ConfigError::BadAddress(Snippet::of(remote.as_str()))),
@@ -447,10 +438,10 @@ pub unsafe fn read(registry_path: &UNICODE_STRING) -> Result<Config, ConfigError
         return Err(ConfigError::BadTimeout(timeout_ms));
     }
 
-    Ok(Config {
+    Ok(Some(Config {
         remote,
         payload,
         modes,
         timeout: Duration::from_millis(u64::from(timeout_ms)),
-    })
+    }))
 }

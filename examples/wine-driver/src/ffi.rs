@@ -27,6 +27,26 @@ pub const STATUS_BUFFER_OVERFLOW: NTSTATUS = 0x8000_0005_u32 as i32;
 #[allow(clippy::cast_possible_wrap)]
 pub const STATUS_BUFFER_TOO_SMALL: NTSTATUS = 0xC000_0023_u32 as i32;
 
+#[allow(clippy::cast_possible_wrap)]
+pub const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as i32;
+#[allow(clippy::cast_possible_wrap)]
+pub const STATUS_INVALID_DEVICE_REQUEST: NTSTATUS = 0xC000_0010_u32 as i32;
+#[allow(clippy::cast_possible_wrap)]
+pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as i32;
+#[allow(clippy::cast_possible_wrap)]
+pub const STATUS_CANCELLED: NTSTATUS = 0xC000_0120_u32 as i32;
+#[allow(clippy::cast_possible_wrap)]
+pub const STATUS_DEVICE_NOT_READY: NTSTATUS = 0xC000_00A3_u32 as i32;
+pub const STATUS_PENDING: NTSTATUS = 0x103;
+
+pub const IRP_MJ_CREATE: usize = 0x00;
+pub const IRP_MJ_CLOSE: usize = 0x02;
+pub const IRP_MJ_DEVICE_CONTROL: usize = 0x0e;
+pub const IRP_MJ_CLEANUP: usize = 0x12;
+pub const FILE_DEVICE_UNKNOWN: u32 = 0x22;
+/// `IoMarkIrpPending` sets this in the current stack location's `Control`.
+pub const SL_PENDING_RETURNED: u8 = 0x01;
+
 pub const KERNEL_MODE: KPROCESSOR_MODE = 0;
 /// `KWAIT_REASON::Executive`.
 pub const EXECUTIVE: i32 = 0;
@@ -59,6 +79,25 @@ pub struct OBJECT_ATTRIBUTES {
 }
 
 pub type PDRIVER_UNLOAD = Option<unsafe extern "system" fn(DriverObject: *mut DRIVER_OBJECT)>;
+
+/// A dispatch routine (`DRIVER_DISPATCH`).
+pub type DriverDispatch =
+    unsafe extern "system" fn(DeviceObject: *mut DEVICE_OBJECT, Irp: *mut IRP) -> NTSTATUS;
+
+pub use wsk::abi::{DEVICE_OBJECT, IO_STACK_LOCATION, IRP};
+
+/// `IO_STACK_LOCATION.Parameters.DeviceIoControl`: the first three fields
+/// of the parameters union, each pointer-aligned on x64.
+#[repr(C)]
+pub struct DeviceIoControlParameters {
+    pub OutputBufferLength: u32,
+    pub Padding1: u32,
+    pub InputBufferLength: u32,
+    pub Padding2: u32,
+    pub IoControlCode: u32,
+    pub Padding3: u32,
+    pub Type3InputBuffer: *mut c_void,
+}
 
 /// `DRIVER_OBJECT`, as far as the driver touches it (`DriverUnload`); the
 /// rest is opaque.
@@ -93,6 +132,11 @@ pub struct KEY_VALUE_PARTIAL_INFORMATION {
 pub type KSTART_ROUTINE = unsafe extern "system" fn(StartContext: *mut c_void);
 
 const _: () = {
+    assert!(size_of::<DeviceIoControlParameters>() == 32);
+    assert!(offset_of!(DeviceIoControlParameters, InputBufferLength) == 8);
+    assert!(offset_of!(DeviceIoControlParameters, IoControlCode) == 16);
+    assert!(offset_of!(IO_STACK_LOCATION, Parameters) == 8);
+    assert!(offset_of!(IRP, AssociatedIrp) == 24);
     assert!(size_of::<UNICODE_STRING>() == 16);
     assert!(offset_of!(UNICODE_STRING, Buffer) == 8);
     assert!(size_of::<OBJECT_ATTRIBUTES>() == 48);
@@ -122,6 +166,11 @@ unsafe extern "C" {
     pub fn memset(dest: *mut c_void, value: i32, count: usize) -> *mut c_void;
     #[allow(dead_code, reason = "called by compiler-generated code only")]
     pub fn memcmp(left: *const c_void, right: *const c_void, count: usize) -> i32;
+    /// The stack probe the compiler calls for frames over a page (a task's
+    /// future is built on the stack before it moves to pool); its real
+    /// convention is special, but it is only ever called by generated code.
+    #[allow(dead_code, reason = "called by compiler-generated code only")]
+    pub fn __chkstk();
 }
 
 #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
@@ -165,6 +214,25 @@ unsafe extern "system" {
         Timeout: *const i64,
     ) -> NTSTATUS;
     pub fn MmGetSystemRoutineAddress(SystemRoutineName: *mut UNICODE_STRING) -> *mut c_void;
+    pub fn IoCreateDevice(
+        DriverObject: *mut DRIVER_OBJECT,
+        DeviceExtensionSize: u32,
+        DeviceName: *mut UNICODE_STRING,
+        DeviceType: u32,
+        DeviceCharacteristics: u32,
+        Exclusive: u8,
+        DeviceObject: *mut *mut DEVICE_OBJECT,
+    ) -> NTSTATUS;
+    pub fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT);
+    pub fn IoCreateSymbolicLink(
+        SymbolicLinkName: *mut UNICODE_STRING,
+        DeviceName: *mut UNICODE_STRING,
+    ) -> NTSTATUS;
+    pub fn IoDeleteSymbolicLink(SymbolicLinkName: *mut UNICODE_STRING) -> NTSTATUS;
+    /// What wdm.h's `IoCompleteRequest` macro calls.
+    pub fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: i8);
+    pub fn IoAcquireCancelSpinLock(Irql: *mut u8);
+    pub fn IoReleaseCancelSpinLock(Irql: u8);
     pub fn ZwClose(Handle: HANDLE) -> NTSTATUS;
     pub fn ZwOpenKey(
         KeyHandle: *mut HANDLE,

@@ -27,7 +27,10 @@ mod clock;
 mod config;
 mod ffi;
 mod log;
+mod service;
 mod worker;
+
+use wsk::{NtStatus, PassiveLevel};
 
 use crate::ffi::{DRIVER_OBJECT, NTSTATUS, UNICODE_STRING};
 use crate::log::log;
@@ -52,6 +55,16 @@ pub unsafe extern "system" fn driver_entry(
     // SAFETY: the I/O manager's driver object, ours to fill in.
     unsafe { (*driver).DriverUnload = Some(driver_unload) };
     clock::init();
+    // SAFETY: DriverEntry runs at PASSIVE_LEVEL.
+    let passive = unsafe { PassiveLevel::assume() };
+    // SAFETY: the driver object DriverEntry was given; PASSIVE_LEVEL.
+    if let Err(status) = unsafe { service::start(driver, &passive) } {
+        log!(
+            "error: cannot serve {}: {}",
+            wsk_demo::request::USER_NAME,
+            NtStatus(status)
+        );
+    }
     // SAFETY: the I/O manager passes a valid path, alive during DriverEntry.
     let Some(registry_path) = (unsafe { registry_path.as_ref() }) else {
         log!("configuration error: no registry path");
@@ -59,9 +72,16 @@ pub unsafe extern "system" fn driver_entry(
     };
     // SAFETY: the registry path DriverEntry was given; PASSIVE_LEVEL.
     let config = match unsafe { config::read(registry_path) } {
-        Ok(config) => config,
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            log!(
+                "loaded: no startup run (no RemoteAddress); clock={}",
+                clock::source()
+            );
+            return ffi::STATUS_SUCCESS;
+        }
         Err(error) => {
-            // Loaded, idle: `sc stop` unloads it cleanly.
+            // Loaded, serving requests only: `sc stop` unloads it cleanly.
             log!("{error}");
             return ffi::STATUS_SUCCESS;
         }
@@ -82,12 +102,16 @@ pub unsafe extern "system" fn driver_entry(
 }
 
 /// Waits for the worker (which has closed everything and deregistered by
-/// the time it ends), then logs `unloaded`.
+/// the time it ends), stops serving (cancelling the requests in flight),
+/// then logs `unloaded`.
 ///
 /// # Safety
 /// Called once by the I/O manager at `PASSIVE_LEVEL`.
 unsafe extern "system" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
     worker::stop();
+    // SAFETY: DriverUnload runs at PASSIVE_LEVEL.
+    let passive = unsafe { PassiveLevel::assume() };
+    service::stop(&passive);
     log!("unloaded");
 }
 
