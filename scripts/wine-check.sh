@@ -62,7 +62,7 @@ WskCaptureProviderNPI WskDeregister WskRegister WskReleaseProviderNPI
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wine-check.XXXXXX")
 PREFIXES=()
-SERVER_PID=
+SERVER_PIDS=()
 CURRENT_LOG=
 
 step() {
@@ -101,11 +101,12 @@ pids_of_prefix() {
 }
 
 stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    SERVER_PIDS=()
 }
 
 cleanup() {
@@ -275,15 +276,16 @@ PY
 }
 
 # ---------------------------------------------------------------- one run
-# A loopback echo server: each connection's bytes go to conn-N.bin and back
-# to the sender. It ends itself after 15 minutes whatever happens.
+# A loopback server: each connection's bytes go to conn-N.bin and (unless
+# $2 is `silent`) back to the sender; a silent server never answers. It ends
+# itself after 15 minutes whatever happens.
 start_server() {
-    local dir=$1
+    local dir=$1 kind=${2:-echo}
     mkdir -p "$dir"
-    timeout 900 python3 - "$dir" <<'PY' &
+    timeout 900 python3 - "$dir" "$kind" <<'PY' &
 import os, socket, sys, threading
 
-out = sys.argv[1]
+out, silent = sys.argv[1], sys.argv[2] == "silent"
 listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 listener.bind(("127.0.0.1", 0))
 listener.listen(16)
@@ -302,6 +304,8 @@ def serve(conn, n):
                 break
             record.write(data)
             record.flush()
+            if silent:
+                continue
             try:
                 conn.sendall(data)
             except OSError:
@@ -313,7 +317,7 @@ while True:
     n += 1
     threading.Thread(target=serve, args=(conn, n), daemon=True).start()
 PY
-    SERVER_PID=$!
+    SERVER_PIDS+=($!)
     for _ in $(seq 100); do
         [ -f "$dir/port" ] && return 0
         sleep 0.1
@@ -465,9 +469,110 @@ run_once() {
     received=("$dir"/server/conn-*.bin)
     [ ${#received[@]} -eq 2 ] || fail "the misconfigured driver connected to the server"
 
+    serve_requests "$dir" "$port"
+
     w sc delete "$SERVICE" || fail "sc delete failed"
     stop_prefix "$WINEPREFIX"
     stop_server
+}
+
+# Runs the probe (output to $1), which must exit with $2.
+probe() {
+    local out=$1 expected=$2 status=0
+    shift 2
+    timeout 180 wine "$PROBE" "$@" >"$out" 2>>"$CURRENT_LOG" || status=$?
+    [ "$status" -eq "$expected" ] || {
+        cat "$out" >&2
+        fail "wsk-probe $* exited $status, expected $expected"
+    }
+}
+
+# Requires exactly $2 lines of $1 matching the pattern $3 ({N} a number).
+count_lines() {
+    local out=$1 expected=$2 line=$3 found
+    found=$(python3 - "$out" "$line" <<'PY'
+import re, sys
+out, line = sys.argv[1], sys.argv[2]
+pattern = "".join({"{N}": r"[0-9]+"}.get(p, re.escape(p)) for p in re.split(r"(\{N\})", line))
+print(sum(1 for l in open(out, encoding="utf-8", errors="replace").read().splitlines()
+          if re.fullmatch(pattern, l)))
+PY
+)
+    [ "$found" -eq "$expected" ] || {
+        cat "$out" >&2
+        fail "$(basename "$out"): $found line(s) '$line', expected $expected"
+    }
+}
+
+# Counts the connections a server in $1 has seen.
+connections() {
+    local files=("$1"/conn-*.bin)
+    [ -f "${files[0]}" ] && echo ${#files[@]} || echo 0
+}
+
+# The device: requests from the probe, four at once over every mode;
+# cancelled ones; and requests still in flight when the driver stops.
+serve_requests() {
+    local dir=$1 port=$2 n=$PAYLOAD_LEN
+    start_server "$dir/silent" silent
+    local silent
+    silent=$(cat "$dir/silent/port")
+    w reg delete "$KEY" /v RemoteAddress /f || fail "reg delete failed"
+    local from
+    from=$(log_lines)
+    w sc start "$SERVICE" || fail "sc start $SERVICE (requests) failed"
+    wait_for_line "wsk-sample: serving:" 30 "$from"
+
+    # Every mode, four requests at once (socket-connect is a stub in Wine,
+    # so the probe exits 1).
+    local before
+    before=$(connections "$dir/server")
+    probe "$dir/all.out" 1 --remote "127.0.0.1:$port" --mode all --concurrency 4 \
+        --send "$PAYLOAD_TEXT" --timeout-ms "$TIMEOUT_MS"
+    count_lines "$dir/all.out" 4 "socket-connect: error STATUS_NOT_IMPLEMENTED (0xC0000002) not supported by this provider"
+    count_lines "$dir/all.out" 4 "connect: ok path=connect sent=$n received=$n reply=$REPLY_SHOWN elapsed_us={N}"
+    count_lines "$dir/all.out" 4 "connect-ex: ok path=connect+send sent=$n received=$n reply=$REPLY_SHOWN elapsed_us={N}"
+    local after file
+    after=$(connections "$dir/server")
+    [ $((after - before)) -eq 8 ] || fail "the server saw $((after - before)) request connections, expected 8"
+    for file in $(seq $((before + 1)) "$after"); do
+        cmp -s "$dir/server/conn-$file.bin" "$WORK/payload.bin" ||
+            fail "conn-$file.bin: the server did not receive the payload"
+    done
+    echo "  probe: 12 requests at once; 8 connected, and the server received every payload"
+
+    # Cancelled: four requests to a server that never answers, each
+    # cancelled (CancelIoEx) after 300 ms.
+    probe "$dir/cancel.out" 0 --remote "127.0.0.1:$silent" --mode connect --concurrency 4 \
+        --timeout-ms 60000 --cancel-after-ms 300
+    count_lines "$dir/cancel.out" 4 "connect: cancelled"
+    echo "  probe: 4 requests cancelled with CancelIoEx"
+
+    # Unload with requests in flight: four requests wait on the silent
+    # server when sc stop comes; each completes with STATUS_CANCELLED.
+    local pending_before
+    pending_before=$(connections "$dir/silent")
+    timeout 180 wine "$PROBE" --remote "127.0.0.1:$silent" --mode connect-ex --concurrency 4 \
+        --timeout-ms 60000 >"$dir/unload.out" 2>>"$CURRENT_LOG" &
+    local probe_pid=$!
+    for _ in $(seq 150); do
+        [ $(($(connections "$dir/silent") - pending_before)) -ge 4 ] && break
+        sleep 0.2
+    done
+    [ $(($(connections "$dir/silent") - pending_before)) -ge 4 ] ||
+        fail "the four requests never reached the silent server"
+    stop_service "$from"
+    local status=0
+    wait "$probe_pid" || status=$?
+    [ "$status" -eq 1 ] || fail "wsk-probe (unload) exited $status, expected 1"
+    count_lines "$dir/unload.out" 4 "connect-ex: error cancelled without being asked (ERROR_OPERATION_ABORTED)"
+    wait_for_line "wsk-sample: stopped serving: requests aborted=4 " 5 "$from"
+    echo "  sc stop with 4 requests in flight: each cancelled, the driver unloaded"
+    expect_lines "$from" \
+        "$SERVING" \
+        "wsk-sample: loaded: no startup run (no RemoteAddress); clock={WORD}" \
+        "$STOPPED_SERVING" \
+        "wsk-sample: unloaded" || fail "the request lines do not match the contract"
 }
 
 # ---------------------------------------------------------------- main
@@ -486,6 +591,10 @@ check_image
 
 step "check the driver's declarations against mingw's wdm.h"
 check_declarations
+
+step "build the user-mode probe (scripts/build-probe.sh)"
+bash scripts/build-probe.sh "$WORK/probe"
+PROBE=$WORK/probe/wsk-probe.exe
 
 # shellcheck disable=SC2059 # the format is the payload, escapes and all
 printf "$PAYLOAD_PRINTF" >"$WORK/payload.bin"
