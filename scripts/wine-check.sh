@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the sample driver (examples/wine-driver) under Wine 8, an independent
+# Runs the sample driver (examples/wdm-driver) under Wine 8, an independent
 # WSK implementation, against a real loopback server: the one check that can
 # catch an ABI mistake the emulator shares with the library (an offset, a
 # calling convention, an import, a completion rule).
@@ -27,8 +27,8 @@ readonly SERVICE=wsk_sample
 readonly KEY="HKLM\\System\\CurrentControlSet\\Services\\$SERVICE\\Parameters"
 readonly RUNS=2
 readonly TARGET=x86_64-pc-windows-msvc
-readonly MANIFEST=examples/wine-driver/Cargo.toml
-readonly BUILT=examples/wine-driver/target/$TARGET/release/wsk_wine_driver.dll
+readonly MANIFEST=examples/wdm-driver/Cargo.toml
+readonly BUILT=examples/wdm-driver/target/$TARGET/release/wsk_wdm_driver.dll
 readonly WINE_LIB=/usr/lib/x86_64-linux-gnu/wine/x86_64-windows
 readonly TIMEOUT_MS=5000
 # The Payload registry value, with the escapes the driver decodes...
@@ -230,7 +230,7 @@ PY
 # header: every asserted size and offset and every named constant.
 check_declarations() {
     local source=$WORK/declarations.c
-    python3 - examples/wine-driver/src/ffi.rs examples/wine-driver/src/clock.rs >"$source" <<'PY'
+    python3 - examples/wdm-driver/src/ffi.rs examples/wdm-driver/src/clock.rs >"$source" <<'PY'
 import re, sys
 
 ffi = open(sys.argv[1]).read()

@@ -3,7 +3,7 @@
 //! `wdk-build`, `cargo make`, an `.inx`).
 //!
 //! It serves the same request contract as the no-WDK sample
-//! (`examples/wine-driver`): `wsk_demo::request`. A root-enumerated device
+//! (`examples/wdm-driver`): `wsk_demo::request`. A root-enumerated device
 //! (`root\WskSampleKmdf`) named `\Device\WskSample`, linked as
 //! `\\.\WskSample`, takes `IOCTL_WSK_SAMPLE_RUN` with one request line,
 //! runs it as a task on the library's executor and completes it with the

@@ -1,23 +1,28 @@
-//! `wsk-sample`: a kernel driver built with plain cargo, no WDK, that opens
-//! TCP connections through the `wsk` library.
+//! `wsk-sample`: a WDM kernel driver built with plain cargo, no WDK, that
+//! opens TCP connections through the `wsk` library.
 //!
-//! `DriverEntry` reads the configuration from the service key's
-//! `Parameters` subkey (see [`config`]) and starts a system thread; the
+//! `DriverEntry` creates the device `\Device\WskSample` and serves the
+//! request contract of `wsk_demo::request` from it (see [`service`]): each
+//! request a task on the library's executor, cancelable, all of them
+//! cancelled when the driver unloads.
+//!
+//! If the service key's `Parameters` subkey configures one (see
+//! [`config`]), it also starts a system thread for a startup run: the
 //! thread registers with WSK, runs each configured mode exactly as the
 //! `connect` example does (`wsk_demo::run_mode`) and logs the same result
 //! line with `DbgPrint`, prefixed `wsk-sample: `; then it deregisters.
-//! `DriverUnload` waits for the thread and logs `wsk-sample: unloaded`.
-//!
-//! A configuration problem is one `wsk-sample: configuration error: ...`
-//! line; the driver then loads without a thread and unloads cleanly.
+//! `DriverUnload` waits for the thread, stops serving, and logs
+//! `wsk-sample: unloaded`. A configuration problem is one
+//! `wsk-sample: configuration error: ...` line; the driver then only serves
+//! requests.
 //!
 //! Build (Linux or Windows, from the repository root):
 //!
 //! ```sh
-//! cargo build --release --target x86_64-pc-windows-msvc --manifest-path examples/wine-driver/Cargo.toml
+//! cargo build --release --target x86_64-pc-windows-msvc --manifest-path examples/wdm-driver/Cargo.toml
 //! ```
 //!
-//! and rename `wsk_wine_driver.dll` to `wsk_sample.sys`.
+//! and rename `wsk_wdm_driver.dll` to `wsk_sample.sys`.
 #![no_std]
 
 #[cfg(not(all(target_os = "windows", target_env = "msvc")))]
