@@ -313,9 +313,9 @@ pub const fn NT_SUCCESS(nt_status: NTSTATUS) -> bool {
 pub mod ntddk {
     use super::{LARGE_INTEGER, PLARGE_INTEGER};
 
-    pub unsafe fn KeQueryPerformanceCounter(PerformanceFrequency: PLARGE_INTEGER) -> LARGE_INTEGER {
-        let _ = PerformanceFrequency;
-        unimplemented!("compile-only stand-in")
+    // Declared, never defined: the check type-checks and never links.
+    unsafe extern "system" {
+        pub fn KeQueryPerformanceCounter(PerformanceFrequency: PLARGE_INTEGER) -> LARGE_INTEGER;
     }
 }
 
@@ -324,25 +324,21 @@ pub mod ntddk {
 pub mod wdf {
     use super::*;
 
+    // Declared, never defined: the check type-checks and never links.
     macro_rules! returning {
-        ($(fn $name:ident($($param:ident: $ty:ty),* $(,)?) -> $ret:ty;)*) => {$(
-            #[must_use]
-            #[inline(always)]
-            pub unsafe fn $name($($param: $ty),*) -> $ret {
-                $(let _ = $param;)*
-                unimplemented!("compile-only stand-in")
-            }
-        )*};
+        ($(fn $name:ident($($param:ident: $ty:ty),* $(,)?) -> $ret:ty;)*) => {
+            unsafe extern "system" {$(
+                pub fn $name($($param: $ty),*) -> $ret;
+            )*}
+        };
     }
 
     macro_rules! void {
-        ($(fn $name:ident($($param:ident: $ty:ty),* $(,)?);)*) => {$(
-            #[inline(always)]
-            pub unsafe fn $name($($param: $ty),*) {
-                $(let _ = $param;)*
-                unimplemented!("compile-only stand-in")
-            }
-        )*};
+        ($(fn $name:ident($($param:ident: $ty:ty),* $(,)?);)*) => {
+            unsafe extern "system" {$(
+                pub fn $name($($param: $ty),*);
+            )*}
+        };
     }
 
     returning! {
