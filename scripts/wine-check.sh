@@ -541,6 +541,15 @@ serve_requests() {
     done
     echo "  probe: 12 requests at once; 8 connected, and the server received every payload"
 
+    # A malformed request: rejected at once with STATUS_INVALID_PARAMETER
+    # (the reason is in the driver's log: no output comes back for an error
+    # status), and no connection.
+    before=$(connections "$dir/server")
+    probe "$dir/reject.out" 1 --request "--remote 127.0.0.1:$port --mode all"
+    count_lines "$dir/reject.out" 1 "request: rejected STATUS_INVALID_PARAMETER: (no reason came back with the error)"
+    [ "$(connections "$dir/server")" -eq "$before" ] || fail "a rejected request connected"
+    echo "  probe: a malformed request rejected with STATUS_INVALID_PARAMETER"
+
     # Cancelled: four requests to a server that never answers, each
     # cancelled (CancelIoEx) after 300 ms.
     probe "$dir/cancel.out" 0 --remote "127.0.0.1:$silent" --mode connect --concurrency 4 \
@@ -571,6 +580,7 @@ serve_requests() {
     expect_lines "$from" \
         "$SERVING" \
         "wsk-sample: loaded: no startup run (no RemoteAddress); clock={WORD}" \
+        "wsk-sample: rejected a request: --mode is socket-connect, connect or connect-ex" \
         "$STOPPED_SERVING" \
         "wsk-sample: unloaded" || fail "the request lines do not match the contract"
 }

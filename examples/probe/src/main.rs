@@ -4,7 +4,11 @@
 //! wsk-probe [--remote ADDR] [--mode socket-connect|connect|connect-ex|all]
 //!           [--send TEXT | --send-file PATH] [--timeout-ms N] [--tfo]
 //!           [--concurrency N] [--cancel-after-ms N] [--device PATH]
+//!           [--request LINE]
 //! ```
+//!
+//! `--request LINE` sends that request line as it is, labelled `request`
+//! (to see how the driver answers a malformed one).
 //!
 //! Prints one line per request: the driver's result line as it returned
 //! it, `MODE: cancelled`, `MODE: rejected STATUS_INVALID_PARAMETER: REASON`
@@ -50,6 +54,18 @@ fn main() -> ExitCode {
         },
     };
     let mut all_ok = true;
+    if let Some(request) = &options.request {
+        for outcome in batch::run(&options, request.as_bytes()) {
+            let (text, ok) = outcome.report("request", options.cancel_after.is_some());
+            println!("{text}");
+            all_ok &= ok;
+        }
+        return if all_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     for &mode in options.modes {
         let request = line::request_line(
             remote,

@@ -10,7 +10,7 @@ use crate::line;
 /// The one usage line.
 pub const USAGE: &str = "usage: wsk-probe [--remote ADDR] [--mode socket-connect|connect|connect-ex|all] \
 [--send TEXT | --send-file PATH] [--timeout-ms N] [--tfo] [--concurrency N] [--cancel-after-ms N] \
-[--device PATH]";
+[--device PATH] [--request LINE]";
 
 /// What is sent without `--send` or `--send-file` (the `connect`
 /// example's payload).
@@ -87,6 +87,9 @@ pub struct Options {
     pub cancel_after: Option<Duration>,
     /// The device to open.
     pub device: String,
+    /// `--request LINE`: send this request line as it is (to see how the
+    /// driver rejects a malformed one), instead of building one per mode.
+    pub request: Option<String>,
 }
 
 impl Options {
@@ -112,6 +115,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         concurrency: 1,
         cancel_after: None,
         device: USER_NAME.to_owned(),
+        request: None,
     };
     let mut text = None;
     let mut file = None;
@@ -148,6 +152,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 options.cancel_after = Some(Duration::from_millis(millis));
             }
             "--device" => options.device = value()?,
+            "--request" => options.request = Some(value()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -191,6 +196,23 @@ fn number(flag: &str, text: &str, min: u64, max: u64) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_request_line_is_kept_as_given() {
+        let options = run(&[
+            "--request",
+            "--remote 127.0.0.1:7 --mode all",
+            "--concurrency",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            options.request.as_deref(),
+            Some("--remote 127.0.0.1:7 --mode all")
+        );
+        assert_eq!(options.concurrency, 2);
+        assert_eq!(run(&["--request"]).unwrap_err(), "--request needs a value");
+    }
 
     fn run(args: &[&str]) -> Result<Options, String> {
         match parse(args.iter().map(OsString::from))? {
