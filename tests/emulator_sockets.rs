@@ -806,9 +806,16 @@ fn a_peer_reset_fails_a_pending_receive_with_connection_reset() {
     go.send(()).unwrap();
     server.join().unwrap();
     assert_eq!(receive.wait().status, NtStatus::CONNECTION_RESET);
+    // As on Windows, the reset stays: later calls answer it too, where the
+    // host socket would report end-of-stream.
+    let again = socket.submit_receive(&mut buffer, 0);
+    assert_eq!(again.wait().status, NtStatus::CONNECTION_RESET);
+    let mut data = Data::from(b"late");
+    let send = socket.submit_send(&mut data, 0);
+    assert_eq!(send.wait().status, NtStatus::CONNECTION_RESET);
     assert_eq!(socket.close().status, SUCCESS);
     client.finish();
-    drop(buffer);
+    drop((buffer, data));
     kernel.assert_no_leaks();
 }
 

@@ -50,8 +50,8 @@ use super::provider::EmulatedClient;
 use super::verifier::bugcheck;
 use super::{Kernel, KernelInner};
 use crate::abi::{
-    NTSTATUS, STATUS_CANCELLED, STATUS_CONNECTION_ABORTED, STATUS_INVALID_CONNECTION,
-    STATUS_PENDING, STATUS_SUCCESS, WSK_SOCKET,
+    NTSTATUS, STATUS_CANCELLED, STATUS_CONNECTION_ABORTED, STATUS_CONNECTION_RESET,
+    STATUS_INVALID_CONNECTION, STATUS_PENDING, STATUS_SUCCESS, WSK_SOCKET,
 };
 
 /// What the host's TCP Fast Open did for `WskConnectEx` on one kernel
@@ -251,6 +251,10 @@ struct State {
     lanes: [VecDeque<IrpHandle>; 3],
     /// A graceful disconnect sent the FIN.
     graceful: bool,
+    /// The connection was reset (or aborted): every later transfer answers
+    /// this status, as Windows keeps answering `STATUS_CONNECTION_RESET`
+    /// (the host socket would report end-of-stream after the first error).
+    reset: Option<NTSTATUS>,
     /// A receive saw the peer's end (0 bytes): with `graceful`, the
     /// connection is disconnected in both directions and closing it is
     /// graceful; otherwise `WskCloseSocket` aborts it, as on Windows.
@@ -318,6 +322,7 @@ impl Socket {
                     lanes: Default::default(),
                     graceful: false,
                     peer_ended: false,
+                    reset: None,
                 }),
                 this: this.clone(),
             }
@@ -413,6 +418,11 @@ impl Socket {
         if matches!(op, Op::Disconnect { .. }) && state.graceful {
             return Progress::Done(STATUS_INVALID_CONNECTION, 0);
         }
+        if let (Some(status), Op::Send { .. } | Op::Receive { .. } | Op::Disconnect { .. }) =
+            (state.reset, &*op)
+        {
+            return Progress::Done(status, 0);
+        }
         if let Err(status) = self.watch(state, kernel) {
             return Progress::Done(status, 0);
         }
@@ -450,6 +460,11 @@ impl Socket {
                 if status == STATUS_SUCCESS && information == 0 && buffer.len() > 0 =>
             {
                 state.peer_ended = true;
+            }
+            Op::Send { .. } | Op::Receive { .. } | Op::Disconnect { .. }
+                if status == STATUS_CONNECTION_RESET || status == STATUS_CONNECTION_ABORTED =>
+            {
+                state.reset.get_or_insert(status);
             }
             _ => {}
         }
