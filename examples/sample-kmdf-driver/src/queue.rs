@@ -563,10 +563,17 @@ unsafe extern "C" fn evt_request_cancel(request: WDFREQUEST) {
     let block = pending.get();
     block.cancelled.store(true, Ordering::SeqCst);
     block.abort();
-    if block.arrivals.fetch_add(1, Ordering::AcqRel) == 1 {
-        // The completion came first and stored what to complete with.
-        let status = block.final_status.load(Ordering::Relaxed);
-        let information = block.final_information.load(Ordering::Relaxed);
+    // The completion came first and stored what to complete with?
+    let last = (block.arrivals.fetch_add(1, Ordering::AcqRel) == 1).then(|| {
+        (
+            block.final_status.load(Ordering::Relaxed),
+            block.final_information.load(Ordering::Relaxed),
+        )
+    });
+    // Our reference goes before the request does: completing is the last
+    // thing this routine does.
+    drop(pending);
+    if let Some((status, information)) = last {
         // SAFETY: this routine was called for it; the completion left it
         // to us; completed once, here.
         unsafe { complete(request, status, information) };

@@ -44,6 +44,8 @@ pub const IRP_MJ_CLOSE: usize = 0x02;
 pub const IRP_MJ_DEVICE_CONTROL: usize = 0x0e;
 pub const IRP_MJ_CLEANUP: usize = 0x12;
 pub const FILE_DEVICE_UNKNOWN: u32 = 0x22;
+/// Opens of `\\.\WskSample\anything` get the device's own security check.
+pub const FILE_DEVICE_SECURE_OPEN: u32 = 0x100;
 /// `IoMarkIrpPending` sets this in the current stack location's `Control`.
 pub const SL_PENDING_RETURNED: u8 = 0x01;
 

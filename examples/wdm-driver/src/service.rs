@@ -109,7 +109,7 @@ pub unsafe fn start(driver: *mut DRIVER_OBJECT, passive: &PassiveLevel) -> Resul
             0,
             &raw mut device_name,
             ffi::FILE_DEVICE_UNKNOWN,
-            0,
+            ffi::FILE_DEVICE_SECURE_OPEN,
             0,
             &raw mut device,
         )
@@ -135,7 +135,7 @@ pub unsafe fn start(driver: *mut DRIVER_OBJECT, passive: &PassiveLevel) -> Resul
             return Err(status);
         }
     };
-    SERVICE.store(service.into_raw().as_ptr(), Ordering::Release);
+    SERVICE.store(service.into_raw().as_ptr(), Ordering::SeqCst);
     // SAFETY: the driver's object, filled in during DriverEntry.
     let major = unsafe { &mut (*driver).MajorFunction };
     let dispatch: ffi::DriverDispatch = dispatch;
@@ -199,12 +199,12 @@ fn build(
 /// # IRQL
 /// `PASSIVE_LEVEL` (`DriverUnload`).
 pub fn stop(passive: &PassiveLevel) {
-    let Some(service) = NonNull::new(SERVICE.swap(ptr::null_mut(), Ordering::AcqRel)) else {
+    let Some(service) = NonNull::new(SERVICE.swap(ptr::null_mut(), Ordering::SeqCst)) else {
         return;
     };
     // A dispatch routine that loaded the service before the swap finishes
     // first (it only spawns; it never waits).
-    while DISPATCHING.load(Ordering::Acquire) != 0 {
+    while DISPATCHING.load(Ordering::SeqCst) != 0 {
         let _ = wsk::block_on(passive, wsk::sleep(Duration::from_millis(1)));
     }
     // SAFETY: from `start`'s `into_raw`, taken back once (swapped out).
@@ -237,10 +237,10 @@ pub fn stop(passive: &PassiveLevel) {
 /// # Safety
 /// Called by the I/O manager with the device's IRP, at `PASSIVE_LEVEL`.
 unsafe extern "system" fn dispatch(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
-    DISPATCHING.fetch_add(1, Ordering::AcqRel);
+    DISPATCHING.fetch_add(1, Ordering::SeqCst);
     // SAFETY: the I/O manager's IRP, ours until completed.
     let status = unsafe { dispatch_irp(irp) };
-    DISPATCHING.fetch_sub(1, Ordering::AcqRel);
+    DISPATCHING.fetch_sub(1, Ordering::SeqCst);
     status
 }
 
@@ -251,6 +251,10 @@ unsafe fn dispatch_irp(irp: *mut IRP) -> NTSTATUS {
     let irp_ref = unsafe { &mut *irp };
     // SAFETY: its current stack location is the driver's.
     let location = unsafe { &mut *irp_ref.Tail.CurrentStackLocation };
+    if usize::from(location.MajorFunction) == ffi::IRP_MJ_CLEANUP {
+        // The handle is closing: its requests still pending are cancelled.
+        cancel_requests_of(location.FileObject);
+    }
     if usize::from(location.MajorFunction) != ffi::IRP_MJ_DEVICE_CONTROL {
         // SAFETY: ours to complete.
         return unsafe { complete_now(irp, ffi::STATUS_SUCCESS, 0) };
@@ -276,7 +280,7 @@ unsafe fn dispatch_irp(irp: *mut IRP) -> NTSTATUS {
         // SAFETY: the I/O manager's system buffer holds the input.
         unsafe { core::slice::from_raw_parts(buffer, input_len) }
     };
-    let service = SERVICE.load(Ordering::Acquire);
+    let service = SERVICE.load(Ordering::SeqCst);
     // SAFETY: live while DISPATCHING counts this call (see `stop`).
     let Some(service) = (unsafe { service.as_ref() }) else {
         // SAFETY: ours to complete.
@@ -341,6 +345,10 @@ unsafe fn complete_now(irp: *mut IRP, status: NTSTATUS, information: usize) -> N
 struct Pending {
     refs: AtomicUsize,
     irp: *mut IRP,
+    /// The handle's file object: a cleanup of that handle cancels it.
+    file: *mut c_void,
+    /// Links in the list of pending requests, under the cancel spin lock.
+    links: UnsafeCell<Links>,
     buffer: *mut u8,
     output_len: usize,
     start_us: u128,
@@ -353,9 +361,112 @@ struct Pending {
     dropped_status: AtomicI32,
 }
 
+/// A pending request's place in [`PENDING`], guarded by the cancel spin lock.
+struct Links {
+    prev: *mut Pending,
+    next: *mut Pending,
+    linked: bool,
+}
+
+/// Requests pended and not yet completed (the head of a list through
+/// `Pending::links`), touched only under the cancel spin lock.
+static PENDING: AtomicPtr<Pending> = AtomicPtr::new(ptr::null_mut());
+
+/// Holds the I/O manager's cancel spin lock; releases it on drop.
+struct CancelLock(u8);
+
+impl CancelLock {
+    fn acquire() -> Self {
+        let mut irql = 0;
+        // SAFETY: at or below DISPATCH_LEVEL; released by the drop.
+        unsafe { ffi::IoAcquireCancelSpinLock(&raw mut irql) };
+        Self(irql)
+    }
+}
+
+impl Drop for CancelLock {
+    fn drop(&mut self) {
+        // SAFETY: acquired by `acquire`, released once.
+        unsafe { ffi::IoReleaseCancelSpinLock(self.0) };
+    }
+}
+
+/// The links of `pending`.
+///
+/// # Safety
+/// The cancel spin lock is held; `pending` is live; no other reference to
+/// its links is in use.
+unsafe fn links_of<'a>(pending: *mut Pending) -> &'a mut Links {
+    // SAFETY: live per the contract.
+    let pending = unsafe { &*pending };
+    // SAFETY: under the lock, nobody else touches the links.
+    unsafe { &mut *pending.links.get() }
+}
+
+/// Links `pending` into the list.
+///
+/// # Safety
+/// The cancel spin lock is held; `pending` is live and unlinked, and stays
+/// live until unlinked.
+unsafe fn link(pending: *mut Pending) {
+    let head = PENDING.load(Ordering::Relaxed);
+    // SAFETY: per the contract.
+    let links = unsafe { links_of(pending) };
+    links.prev = ptr::null_mut();
+    links.next = head;
+    links.linked = true;
+    if !head.is_null() {
+        // SAFETY: a linked block is live; under the lock.
+        unsafe { links_of(head) }.prev = pending;
+    }
+    PENDING.store(pending, Ordering::Relaxed);
+}
+
+/// Unlinks `pending` if linked.
+///
+/// # Safety
+/// The cancel spin lock is held; `pending` is live.
+unsafe fn unlink(pending: *mut Pending) {
+    // SAFETY: per the contract.
+    let links = unsafe { links_of(pending) };
+    if !links.linked {
+        return;
+    }
+    let (prev, next) = (links.prev, links.next);
+    links.linked = false;
+    if prev.is_null() {
+        PENDING.store(next, Ordering::Relaxed);
+    } else {
+        // SAFETY: a linked neighbour is live; under the lock.
+        unsafe { links_of(prev) }.next = next;
+    }
+    if !next.is_null() {
+        // SAFETY: as above.
+        unsafe { links_of(next) }.prev = prev;
+    }
+}
+
+/// `IRP_MJ_CLEANUP`: the handle is closing; cancels its requests still
+/// pending (their tasks complete them with `STATUS_CANCELLED`).
+fn cancel_requests_of(file: *mut c_void) {
+    let _lock = CancelLock::acquire();
+    let mut current = PENDING.load(Ordering::Relaxed);
+    while !current.is_null() {
+        // SAFETY: a linked block is live; under the lock.
+        let pending = unsafe { &*current };
+        if pending.file == file {
+            cancel_task(pending);
+        }
+        // SAFETY: as above.
+        current = unsafe { links_of(current) }.next;
+    }
+}
+
 // SAFETY: the IRP and buffer are handed between threads on purpose (the
 // I/O manager allows any thread to complete a pended IRP); the task handle
-// is written once before `published` and only read after.
+// is written once before `published` and only read after; the links are
+// touched only under the cancel spin lock.
+#[allow(clippy::non_send_fields_in_send_ty, reason = "see the SAFETY comment")]
 unsafe impl Send for Pending {}
 // SAFETY: as above.
 unsafe impl Sync for Pending {}
@@ -377,25 +488,27 @@ impl PendingRef {
         Self(self.0)
     }
 
-    /// Completes the request once: takes the IRP back from its cancel
-    /// routine, writes the output, and completes it.
+    /// Completes the request, once: takes the IRP back from its cancel
+    /// routine and the list of pending requests, writes the output, and
+    /// completes it. A second call touches nothing of the IRP, which may be
+    /// gone.
     fn complete(&self, status: NTSTATUS, write: impl FnOnce(&mut [u8]) -> usize) {
         let pending = self.get();
-        let mut irql = 0;
-        // Under the cancel lock, so that a cancel routine already called
-        // has taken its reference before the IRP (and the block) can go.
-        // SAFETY: PASSIVE_LEVEL or DISPATCH_LEVEL; released just below.
-        unsafe { ffi::IoAcquireCancelSpinLock(&raw mut irql) };
-        // SAFETY: a pended IRP (not completed: only this function does).
-        let field = unsafe { &raw mut (*pending.irp).CancelRoutine };
-        // SAFETY: IoSetCancelRoutine(irp, NULL): an atomic store on the
-        // pointer-sized field, as every access to it is.
-        let field = unsafe { AtomicPtr::<c_void>::from_ptr(field.cast()) };
-        field.store(ptr::null_mut(), Ordering::Release);
-        // SAFETY: acquired above.
-        unsafe { ffi::IoReleaseCancelSpinLock(irql) };
         if pending.completed.swap(true, Ordering::AcqRel) {
             return;
+        }
+        {
+            // Under the cancel lock: a cancel routine already called runs
+            // to its end before the IRP can go (it releases the lock last).
+            let _lock = CancelLock::acquire();
+            // SAFETY: a pended IRP, not completed (the flag above).
+            let field = unsafe { &raw mut (*pending.irp).CancelRoutine };
+            // SAFETY: IoSetCancelRoutine(irp, NULL): an atomic store on the
+            // pointer-sized field, as every access to it is.
+            let field = unsafe { AtomicPtr::<c_void>::from_ptr(field.cast()) };
+            field.store(ptr::null_mut(), Ordering::Release);
+            // SAFETY: under the lock; our live block.
+            unsafe { unlink(self.0.as_ptr()) };
         }
         let written = output(pending.buffer, pending.output_len, write);
         // SAFETY: pended, completed once (the flag above): ours until then.
@@ -417,14 +530,26 @@ impl Drop for PendingRef {
 }
 
 /// Held by the task: completes the request with its result line, or, if the
-/// task is dropped before it finished (aborted by a cancel or by unload),
-/// with `STATUS_CANCELLED`.
-struct Completion(PendingRef);
+/// task is dropped before it finished (aborted by a cancel, a cleanup or
+/// unload), with `STATUS_CANCELLED`.
+struct Completion(Option<PendingRef>);
+
+impl Completion {
+    /// Completes with the task's result; the drop then does nothing.
+    fn finish(mut self, status: NTSTATUS, write: impl FnOnce(&mut [u8], u128) -> usize) {
+        if let Some(pending) = self.0.take() {
+            let elapsed_us = clock::now_us().saturating_sub(pending.get().start_us);
+            pending.complete(status, |out| write(out, elapsed_us));
+        }
+    }
+}
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let status = self.0.get().dropped_status.load(Ordering::Acquire);
-        self.0.complete(status, |_| 0);
+        if let Some(pending) = self.0.take() {
+            let status = pending.get().dropped_status.load(Ordering::Acquire);
+            pending.complete(status, |_| 0);
+        }
     }
 }
 
@@ -441,9 +566,19 @@ unsafe fn pend(
     provider: Provider,
     request: Request,
 ) -> NTSTATUS {
+    // SAFETY: the dispatch routine's IRP, not visible to anyone else yet.
+    let location = unsafe { (*irp).Tail.CurrentStackLocation };
+    // SAFETY: its current location is the driver's.
+    let file = unsafe { (*location).FileObject };
     let block = Pending {
         refs: AtomicUsize::new(1),
         irp,
+        file,
+        links: UnsafeCell::new(Links {
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+            linked: false,
+        }),
         buffer,
         output_len,
         start_us: clock::now_us(),
@@ -458,27 +593,41 @@ unsafe fn pend(
         return unsafe { complete_now(irp, ffi::STATUS_INSUFFICIENT_RESOURCES, 0) };
     };
     let pending = PendingRef(block.into_raw());
-    // SAFETY: the dispatch routine's IRP, not completed.
-    let irp_ref = unsafe { &mut *irp };
-    // SAFETY: its current stack location is the driver's: IoMarkIrpPending.
-    unsafe { (*irp_ref.Tail.CurrentStackLocation).Control |= ffi::SL_PENDING_RETURNED };
-    // The cancel routine's context, then IoSetCancelRoutine (an atomic
-    // store on the field).
-    irp_ref.Tail.DriverContext[0] = pending.0.as_ptr().cast();
-    // SAFETY: a live pointer-sized field.
-    let field = unsafe { AtomicPtr::<c_void>::from_ptr((&raw mut irp_ref.CancelRoutine).cast()) };
-    let routine: unsafe extern "system" fn(*mut c_void, *mut IRP) = cancel;
-    field.store(routine as *mut c_void, Ordering::SeqCst);
-    if irp_ref.Cancel != 0 {
-        // Cancelled before the routine was set: it may never be called.
-        pending.get().cancelled.store(true, Ordering::SeqCst);
+    {
+        // SAFETY: the dispatch routine's IRP, not completed, not yet
+        // visible to a cancel routine.
+        let irp_ref = unsafe { &mut *irp };
+        // SAFETY: its current stack location is the driver's:
+        // IoMarkIrpPending.
+        unsafe { (*irp_ref.Tail.CurrentStackLocation).Control |= ffi::SL_PENDING_RETURNED };
+        irp_ref.Tail.DriverContext[0] = pending.0.as_ptr().cast();
     }
-    let completion = Completion(pending.clone_ref());
+    {
+        // Listed (for a cleanup of its handle) and given its cancel routine
+        // under the cancel lock; from here on, only raw accesses: the I/O
+        // manager may touch the IRP.
+        let _lock = CancelLock::acquire();
+        // SAFETY: under the lock; the block lives until `complete` unlinks
+        // it (the completion's reference, taken below, outlives that).
+        unsafe { link(pending.0.as_ptr()) };
+        // SAFETY: a live IRP: only the field's address is taken.
+        let field = unsafe { &raw mut (*irp).CancelRoutine };
+        // SAFETY: a live pointer-sized field: IoSetCancelRoutine.
+        let field = unsafe { AtomicPtr::<c_void>::from_ptr(field.cast()) };
+        let routine: unsafe extern "system" fn(*mut c_void, *mut IRP) = cancel;
+        field.store(routine as *mut c_void, Ordering::SeqCst);
+        // SAFETY: a live IRP: only the flag's address is taken.
+        let flag = unsafe { &raw const (*irp).Cancel };
+        // SAFETY: the flag, which IoCancelIrp may write: read volatile.
+        if unsafe { ptr::read_volatile(flag) } != 0 {
+            // Cancelled before the routine was set: it may never be called.
+            pending.get().cancelled.store(true, Ordering::SeqCst);
+        }
+    }
+    let completion = Completion(Some(pending.clone_ref()));
     let task = executor.spawn(async move {
         let served = serve(provider, request).await;
-        let completion = completion;
-        let elapsed_us = clock::now_us().saturating_sub(completion.0.get().start_us);
-        completion.0.complete(ffi::STATUS_SUCCESS, |out| {
+        completion.finish(ffi::STATUS_SUCCESS, |out, elapsed_us| {
             served.write_line(elapsed_us, out)
         });
     });
@@ -500,6 +649,16 @@ unsafe fn pend(
     ffi::STATUS_PENDING
 }
 
+/// Marks the request cancelled and aborts its task if it was published
+/// (otherwise `pend` aborts it when it publishes). At or below
+/// `DISPATCH_LEVEL`.
+fn cancel_task(pending: &Pending) {
+    pending.cancelled.store(true, Ordering::SeqCst);
+    if pending.published.load(Ordering::SeqCst) {
+        abort(pending);
+    }
+}
+
 fn abort(pending: &Pending) {
     // SAFETY: published: the handle was written and is only read now.
     if let Some(task) = unsafe { &*pending.task.get() } {
@@ -508,33 +667,24 @@ fn abort(pending: &Pending) {
 }
 
 /// The cancel routine (`CancelIoEx`, a thread ending): aborts the request's
-/// task, whose completion then completes the request.
+/// task, whose completion then completes the request. Everything happens
+/// under the cancel spin lock the routine is called with, released last:
+/// `complete` takes that lock before the IRP (and the block) can go, and
+/// no driver code runs after the release but the routine's return.
 ///
 /// # Safety
 /// Called by the I/O manager with the cancel spin lock held, for an IRP
 /// `pend` set up.
 unsafe extern "system" fn cancel(_device: *mut c_void, irp: *mut IRP) {
-    // SAFETY: set by `pend`; the block is alive: the IRP is not completed
-    // (completing takes the cancel lock, held here).
-    let pending = unsafe { (*irp).Tail.DriverContext[0] }.cast::<Pending>();
-    // SAFETY: as above.
-    let pending = PendingRef(unsafe { NonNull::new_unchecked(pending) }).clone_ref_raw();
+    // SAFETY: the IRP is live: it is not completed (completing takes the
+    // cancel lock, held here).
+    let context = unsafe { (*irp).Tail.DriverContext[0] };
+    // SAFETY: set by `pend` to the request's block, which lives until the
+    // IRP is completed.
+    let pending = unsafe { &*context.cast::<Pending>() };
+    cancel_task(pending);
     // SAFETY: the IRP is live (see above).
     let irql = unsafe { (*irp).CancelIrql };
     // SAFETY: the cancel routine releases the lock it was called with.
     unsafe { ffi::IoReleaseCancelSpinLock(irql) };
-    pending.get().cancelled.store(true, Ordering::SeqCst);
-    if pending.get().published.load(Ordering::SeqCst) {
-        abort(pending.get());
-    }
-}
-
-impl PendingRef {
-    /// Takes a new reference through a borrowed pointer (the cancel
-    /// routine's), without giving one up.
-    fn clone_ref_raw(self) -> Self {
-        let cloned = self.clone_ref();
-        core::mem::forget(self);
-        cloned
-    }
 }
