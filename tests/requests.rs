@@ -218,7 +218,10 @@ fn a_request_task_is_small_enough_for_a_kernel_stack() {
     // A driver builds it on the requesting thread's kernel stack (12 to 24
     // KiB in all) before it moves to pool: keep it well under a page.
     let size = std::mem::size_of_val(&future);
-    assert!(size <= 2048, "the request task's future grew to {size} bytes");
+    assert!(
+        size <= 2048,
+        "the request task's future grew to {size} bytes"
+    );
     drop(future);
     let report = registration.deregister(&passive);
     assert!(report.is_clean(), "{report}");
