@@ -20,7 +20,7 @@ use super::faults::Resource;
 use super::verifier::bugcheck;
 use super::{Kernel, irql};
 use crate::abi::{
-    BOOLEAN, DEVICE_OBJECT, DISPATCH_LEVEL, FALSE, IO_WORKITEM, IRP, NTSTATUS, PASSIVE_LEVEL,
+    BOOLEAN, DEVICE_OBJECT, FALSE, IO_WORKITEM, IRP, NTSTATUS, PASSIVE_LEVEL,
     PIO_COMPLETION_ROUTINE, PIO_WORKITEM_ROUTINE, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
     SL_INVOKE_ON_SUCCESS, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, WORK_QUEUE_TYPE,
 };
@@ -120,12 +120,14 @@ fn dereference(device: &DeviceObject, function: &str) {
 }
 
 pub fn reference_object(object: *mut c_void) -> isize {
+    irql::require("ObfReferenceObject");
     let device = device(object, "ObfReferenceObject");
     let count = device.references.fetch_add(1, Ordering::AcqRel) + 1;
     isize::try_from(count).unwrap_or(isize::MAX)
 }
 
 pub fn dereference_object(object: *mut c_void) -> isize {
+    irql::require("ObfDereferenceObject");
     let device = device(object, "ObfDereferenceObject");
     dereference(device, "ObfDereferenceObject");
     isize::try_from(device.references.load(Ordering::Acquire)).unwrap_or(isize::MAX)
@@ -150,11 +152,7 @@ pub unsafe fn set_completion_routine_ex(
     on_error: BOOLEAN,
     on_cancel: BOOLEAN,
 ) -> NTSTATUS {
-    irql::require_at_most(
-        DISPATCH_LEVEL,
-        "IoSetCompletionRoutineEx",
-        "it allocates from non-paged pool",
-    );
+    irql::require("IoSetCompletionRoutineEx");
     let device = device(device_object.cast(), "IoSetCompletionRoutineEx");
     if Kernel::current().inner().faults.should_fail(Resource::Pool) {
         return STATUS_INSUFFICIENT_RESOURCES;
@@ -228,7 +226,7 @@ fn work_item<'a>(item: *mut IO_WORKITEM, function: &str) -> &'a WorkItem {
 }
 
 pub fn allocate_work_item(device_object: *mut DEVICE_OBJECT) -> *mut IO_WORKITEM {
-    irql::require_at_most(DISPATCH_LEVEL, "IoAllocateWorkItem", "it allocates");
+    irql::require("IoAllocateWorkItem");
     let device = device(device_object.cast(), "IoAllocateWorkItem");
     if Kernel::current().inner().faults.should_fail(Resource::Pool) {
         return ptr::null_mut();
@@ -261,7 +259,7 @@ pub fn queue_work_item(
     _queue: WORK_QUEUE_TYPE,
     context: *mut c_void,
 ) {
-    irql::require_at_most(DISPATCH_LEVEL, "IoQueueWorkItem", "queueing work");
+    irql::require("IoQueueWorkItem");
     let work = work_item(item, "IoQueueWorkItem");
     if work.queued.swap(true, Ordering::AcqRel) {
         bugcheck(
@@ -294,6 +292,7 @@ pub fn queue_work_item(
 }
 
 pub fn free_work_item(item: *mut IO_WORKITEM) {
+    irql::require("IoFreeWorkItem");
     let work = work_item(item, "IoFreeWorkItem");
     if work.queued.load(Ordering::Acquire) {
         bugcheck(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::irql;
 use super::verifier::bugcheck;
 use crate::abi::{
-    APC_LEVEL, BOOLEAN, DISPATCH_LEVEL, EVENT_TYPE, KEVENT, LIST_ENTRY, LONG, NTSTATUS,
-    NotificationEvent, STATUS_SUCCESS, STATUS_TIMEOUT, SynchronizationEvent,
+    BOOLEAN, EVENT_TYPE, KEVENT, LIST_ENTRY, LONG, NTSTATUS, NotificationEvent, STATUS_SUCCESS,
+    STATUS_TIMEOUT, SynchronizationEvent,
 };
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -31,7 +31,7 @@ unsafe fn signal_state<'a>(event: *mut KEVENT) -> &'a AtomicI32 {
 /// # Safety
 /// `event` points to writable memory for a `KEVENT`.
 pub unsafe fn initialize(event: *mut KEVENT, kind: EVENT_TYPE, state: BOOLEAN) {
-    irql::require_at_most(DISPATCH_LEVEL, "KeInitializeEvent", "initialising an event");
+    irql::require("KeInitializeEvent");
     if kind != NotificationEvent && kind != SynchronizationEvent {
         bugcheck(
             "INVALID_PARAMETER",
@@ -70,7 +70,7 @@ fn check(event: *mut KEVENT, function: &str) {
 }
 
 pub unsafe fn set(event: *mut KEVENT) -> LONG {
-    irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent", "signalling an event");
+    irql::require("KeSetEvent");
     check(event, "KeSetEvent");
     let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     // SAFETY: checked to be an initialised event.
@@ -80,14 +80,14 @@ pub unsafe fn set(event: *mut KEVENT) -> LONG {
 }
 
 pub unsafe fn clear(event: *mut KEVENT) {
-    irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent", "clearing an event");
+    irql::require("KeClearEvent");
     check(event, "KeClearEvent");
     // SAFETY: checked to be an initialised event.
     unsafe { signal_state(event) }.store(0, Ordering::Release);
 }
 
 pub unsafe fn read(event: *mut KEVENT) -> LONG {
-    irql::require_at_most(DISPATCH_LEVEL, "KeReadStateEvent", "reading an event");
+    irql::require("KeReadStateEvent");
     check(event, "KeReadStateEvent");
     // SAFETY: checked to be an initialised event.
     unsafe { signal_state(event) }.load(Ordering::Acquire)
@@ -99,17 +99,9 @@ pub unsafe fn wait(object: *mut c_void, timeout: *const i64) -> NTSTATUS {
     // SAFETY: the caller's timeout pointer is NULL or valid.
     let timeout = unsafe { timeout.as_ref() }.copied();
     if timeout == Some(0) {
-        irql::require_at_most(
-            DISPATCH_LEVEL,
-            "KeWaitForSingleObject",
-            "a zero-timeout wait",
-        );
+        irql::require("KeWaitForSingleObject (zero timeout)");
     } else {
-        irql::require_at_most(
-            APC_LEVEL,
-            "KeWaitForSingleObject",
-            "a wait with a NULL or non-zero timeout may block, so it needs IRQL <= APC_LEVEL",
-        );
+        irql::require("KeWaitForSingleObject");
     }
     let event = object.cast::<KEVENT>();
     check(event, "KeWaitForSingleObject");

@@ -46,7 +46,7 @@ fn set_owner(irp: *mut IRP, owner: IrpOwner) {
 }
 
 pub fn allocate(stack_size: CCHAR, _charge_quota: BOOLEAN) -> *mut IRP {
-    irql::require_at_most(DISPATCH_LEVEL, "IoAllocateIrp", "IRP allocation");
+    irql::require("IoAllocateIrp");
     let Ok(count @ 1..) = usize::try_from(stack_size) else {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -105,7 +105,7 @@ pub fn free(irp: *mut IRP) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require_at_most(DISPATCH_LEVEL, "IoFreeIrp", "IRP free");
+    irql::require("IoFreeIrp");
     if owner_of(irp, "IoFreeIrp") == IrpOwner::Provider {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -127,6 +127,7 @@ pub fn free(irp: *mut IRP) {
 }
 
 pub fn reuse(irp: *mut IRP, status: NTSTATUS) {
+    irql::require("IoReuseIrp");
     if owner_of(irp, "IoReuseIrp") == IrpOwner::Provider {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -219,7 +220,7 @@ pub fn release_cancel_lock(old: KIRQL) {
 }
 
 pub fn cancel(irp: *mut IRP) -> BOOLEAN {
-    irql::require_at_most(DISPATCH_LEVEL, "IoCancelIrp", "cancelling an IRP");
+    irql::require("IoCancelIrp");
     owner_of(irp, "IoCancelIrp");
     let old = acquire_cancel_lock();
     // SAFETY: live per the registry; `Cancel` is only written under the
@@ -242,7 +243,7 @@ pub fn cancel(irp: *mut IRP) -> BOOLEAN {
 }
 
 pub fn complete(irp: *mut IRP) {
-    irql::require_at_most(DISPATCH_LEVEL, "IoCompleteRequest", "completing an IRP");
+    irql::require("IoCompleteRequest");
     if owner_of(irp, "IoCompleteRequest") != IrpOwner::Provider {
         bugcheck(
             "MULTIPLE_IRP_COMPLETE_REQUESTS",

@@ -114,3 +114,140 @@ pub const fn name(irql: KIRQL) -> &'static str {
         _ => "DIRQL",
     }
 }
+
+/// The highest IRQL a kernel or WSK function allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IrqlRule {
+    /// The function (and, where its rule depends on an argument, which use).
+    pub function: &'static str,
+    /// The highest IRQL it may be called at.
+    pub max: KIRQL,
+    /// Why, in the bugcheck's words.
+    pub why: &'static str,
+}
+
+const fn rule(function: &'static str, max: KIRQL, why: &'static str) -> IrqlRule {
+    IrqlRule { function, max, why }
+}
+
+/// Every function the library calls, with its highest IRQL.
+///
+/// The levels are the ones Microsoft's documentation allows. This is the
+/// one table each emulated function checks itself against: a call above it
+/// bugchecks with `IRQL_NOT_LESS_OR_EQUAL`, naming the function and the
+/// rule.
+pub const IRQL_RULES: &[IrqlRule] = &[
+    rule(
+        "ExAllocatePoolWithTag",
+        DISPATCH_LEVEL,
+        "non-paged allocations",
+    ),
+    rule("ExFreePoolWithTag", DISPATCH_LEVEL, "non-paged frees"),
+    rule("IoAllocateIrp", DISPATCH_LEVEL, "IRP allocation"),
+    rule("IoFreeIrp", DISPATCH_LEVEL, "IRP free"),
+    rule("IoReuseIrp", DISPATCH_LEVEL, "reusing an IRP"),
+    rule("IoCancelIrp", DISPATCH_LEVEL, "cancelling an IRP"),
+    rule("IoCompleteRequest", DISPATCH_LEVEL, "completing an IRP"),
+    rule("IoAllocateMdl", DISPATCH_LEVEL, "MDL allocation"),
+    rule("IoFreeMdl", DISPATCH_LEVEL, "MDL free"),
+    rule(
+        "MmBuildMdlForNonPagedPool",
+        DISPATCH_LEVEL,
+        "building an MDL",
+    ),
+    rule("KeInitializeEvent", DISPATCH_LEVEL, "initialising an event"),
+    rule("KeSetEvent", DISPATCH_LEVEL, "signalling an event"),
+    rule("KeClearEvent", DISPATCH_LEVEL, "clearing an event"),
+    rule("KeReadStateEvent", DISPATCH_LEVEL, "reading an event"),
+    rule(
+        "KeWaitForSingleObject (zero timeout)",
+        DISPATCH_LEVEL,
+        "a zero-timeout wait",
+    ),
+    rule(
+        "KeWaitForSingleObject",
+        APC_LEVEL,
+        "a wait with a NULL or non-zero timeout may block, so it needs IRQL <= APC_LEVEL",
+    ),
+    rule("KeInitializeDpc", DISPATCH_LEVEL, "initialising a DPC"),
+    rule("KeInitializeTimer", DISPATCH_LEVEL, "initialising a timer"),
+    rule("KeSetTimer", DISPATCH_LEVEL, "arming a timer"),
+    rule("KeCancelTimer", DISPATCH_LEVEL, "cancelling a timer"),
+    rule(
+        "KeFlushQueuedDpcs",
+        PASSIVE_LEVEL,
+        "flushing DPCs waits for them",
+    ),
+    rule(
+        "KeAcquireSpinLockRaiseToDpc",
+        DISPATCH_LEVEL,
+        "acquiring a spin lock raises to DISPATCH_LEVEL",
+    ),
+    rule("RtlGetVersion", PASSIVE_LEVEL, "it is PASSIVE_LEVEL only"),
+    rule(
+        "IoSetCompletionRoutineEx",
+        DISPATCH_LEVEL,
+        "it allocates from non-paged pool",
+    ),
+    rule("IoAllocateWorkItem", DISPATCH_LEVEL, "it allocates"),
+    rule("IoQueueWorkItem", DISPATCH_LEVEL, "queueing work"),
+    rule("IoFreeWorkItem", DISPATCH_LEVEL, "freeing a work item"),
+    rule(
+        "ObfReferenceObject",
+        DISPATCH_LEVEL,
+        "referencing an object",
+    ),
+    rule(
+        "ObfDereferenceObject",
+        DISPATCH_LEVEL,
+        "dereferencing an object",
+    ),
+    rule("WskRegister", PASSIVE_LEVEL, "registering a WSK client"),
+    rule(
+        "WskDeregister",
+        PASSIVE_LEVEL,
+        "deregistering blocks until captures and sockets are gone",
+    ),
+    rule(
+        "WskCaptureProviderNPI (WSK_NO_WAIT)",
+        DISPATCH_LEVEL,
+        "capturing with WSK_NO_WAIT",
+    ),
+    rule(
+        "WskCaptureProviderNPI",
+        PASSIVE_LEVEL,
+        "capturing with a wait needs PASSIVE_LEVEL (use WSK_NO_WAIT above it)",
+    ),
+    rule(
+        "WskReleaseProviderNPI",
+        DISPATCH_LEVEL,
+        "releasing the provider NPI",
+    ),
+    rule("WskSocket", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskSocketConnect", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskControlSocket", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskBind", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskConnect", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskConnectEx", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskSend", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskReceive", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskDisconnect", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskGetLocalAddress", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskGetRemoteAddress", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskCloseSocket", DISPATCH_LEVEL, WSK_CALLS),
+];
+
+const WSK_CALLS: &str = "WSK functions are called at IRQL <= DISPATCH_LEVEL";
+
+/// Bugchecks unless the current IRQL is within `function`'s rule in
+/// [`IRQL_RULES`].
+///
+/// # Panics
+/// If `function` has no rule: every emulated function must have one.
+#[track_caller]
+pub(crate) fn require(function: &str) {
+    let Some(rule) = IRQL_RULES.iter().find(|rule| rule.function == function) else {
+        panic!("the emulator's IRQL table has no rule for {function}");
+    };
+    require_at_most(rule.max, rule.function, rule.why);
+}

@@ -8,9 +8,7 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use super::faults::Resource;
 use super::verifier::{MdlRecord, bugcheck, registry};
 use super::{Kernel, irql, pool};
-use crate::abi::{
-    BOOLEAN, DISPATCH_LEVEL, IRP, MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, ULONG,
-};
+use crate::abi::{BOOLEAN, IRP, MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, ULONG};
 
 const PAGE_SIZE: usize = 4096;
 
@@ -21,7 +19,7 @@ fn pages_spanned(va: usize, length: usize) -> usize {
 }
 
 pub fn allocate(va: *mut c_void, length: ULONG, secondary: BOOLEAN, irp: *mut IRP) -> *mut MDL {
-    irql::require_at_most(DISPATCH_LEVEL, "IoAllocateMdl", "MDL allocation");
+    irql::require("IoAllocateMdl");
     let kernel = Kernel::current();
     if length == 0 || kernel.inner().faults.should_fail(Resource::Mdl) {
         return ptr::null_mut();
@@ -58,11 +56,7 @@ pub fn allocate(va: *mut c_void, length: ULONG, secondary: BOOLEAN, irp: *mut IR
 }
 
 pub fn build_for_non_paged_pool(mdl: *mut MDL) {
-    irql::require_at_most(
-        DISPATCH_LEVEL,
-        "MmBuildMdlForNonPagedPool",
-        "building an MDL",
-    );
+    irql::require("MmBuildMdlForNonPagedPool");
     if !registry().mdls.contains_key(&(mdl as usize)) {
         bugcheck(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
@@ -89,7 +83,7 @@ pub fn free(mdl: *mut MDL) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl", "MDL free");
+    irql::require("IoFreeMdl");
     let Some(record) = registry().mdls.remove(&(mdl as usize)) else {
         bugcheck(
             "BAD_POOL_CALLER",

@@ -74,6 +74,7 @@ use std::vec::Vec;
 
 pub use device::Device;
 pub use faults::FaultPlan;
+pub use irql::{IRQL_RULES, IrqlRule};
 pub use provider::ProviderConfig;
 pub use sockets::FastOpenStats;
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use super::faults::Resource;
 use super::verifier::{PoolRecord, bugcheck, registry};
 use super::{Kernel, irql};
-use crate::abi::{DISPATCH_LEVEL, NonPagedPoolNx, POOL_TYPE};
+use crate::abi::{NonPagedPoolNx, POOL_TYPE};
 
 /// `NonPagedPool`, accepted like `NonPagedPoolNx`.
 const NON_PAGED_POOL: POOL_TYPE = 0;
@@ -20,11 +20,7 @@ const FRESH_FILL: u8 = 0xC5;
 const FREED_FILL: u8 = 0xDF;
 
 pub fn allocate(pool_type: POOL_TYPE, size: usize, tag: u32) -> *mut c_void {
-    irql::require_at_most(
-        DISPATCH_LEVEL,
-        "ExAllocatePoolWithTag",
-        "non-paged allocations",
-    );
+    irql::require("ExAllocatePoolWithTag");
     if pool_type != NonPagedPoolNx && pool_type != NON_PAGED_POOL {
         bugcheck(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
@@ -72,7 +68,7 @@ pub fn free(block: *mut c_void, tag: u32) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag", "non-paged frees");
+    irql::require("ExFreePoolWithTag");
     let record = {
         let mut registry = registry();
         match registry.pool.get(&(block as usize)) {

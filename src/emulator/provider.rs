@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use super::verifier::bugcheck;
 use super::{Kernel, KernelInner, irql, sockets};
 use crate::abi::{
-    DISPATCH_LEVEL, MAKE_WSK_VERSION, NTSTATUS, PASSIVE_LEVEL, STATUS_DEVICE_NOT_READY,
-    STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_SUCCESS, ULONG, USHORT, WSK_CLIENT,
-    WSK_CLIENT_NPI, WSK_INFINITE_WAIT, WSK_MAJOR_VERSION, WSK_NO_WAIT, WSK_PROVIDER_DISPATCH,
-    WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    MAKE_WSK_VERSION, NTSTATUS, STATUS_DEVICE_NOT_READY, STATUS_INVALID_PARAMETER,
+    STATUS_NOINTERFACE, STATUS_SUCCESS, ULONG, USHORT, WSK_CLIENT, WSK_CLIENT_NPI,
+    WSK_INFINITE_WAIT, WSK_MAJOR_VERSION, WSK_NO_WAIT, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI,
+    WSK_REGISTRATION,
 };
 
 /// What the emulated provider offers.
@@ -258,7 +258,7 @@ pub unsafe fn register(
     npi: *const WSK_CLIENT_NPI,
     registration: *mut WSK_REGISTRATION,
 ) -> NTSTATUS {
-    irql::require_at_most(PASSIVE_LEVEL, "WskRegister", "registering a WSK client");
+    irql::require("WskRegister");
     if npi.is_null() || registration.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
@@ -311,17 +311,9 @@ pub unsafe fn capture(
     npi: *mut WSK_PROVIDER_NPI,
 ) -> NTSTATUS {
     if wait_timeout == WSK_NO_WAIT {
-        irql::require_at_most(
-            DISPATCH_LEVEL,
-            "WskCaptureProviderNPI",
-            "capturing with WSK_NO_WAIT",
-        );
+        irql::require("WskCaptureProviderNPI (WSK_NO_WAIT)");
     } else {
-        irql::require_at_most(
-            PASSIVE_LEVEL,
-            "WskCaptureProviderNPI",
-            "capturing with a wait needs PASSIVE_LEVEL (use WSK_NO_WAIT above it)",
-        );
+        irql::require("WskCaptureProviderNPI");
     }
     // SAFETY: the caller passes its registration block.
     let kernel = unsafe { kernel_of(registration, "WskCaptureProviderNPI") };
@@ -377,11 +369,7 @@ pub unsafe fn release(registration: *mut WSK_REGISTRATION) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require_at_most(
-        DISPATCH_LEVEL,
-        "WskReleaseProviderNPI",
-        "releasing the provider NPI",
-    );
+    irql::require("WskReleaseProviderNPI");
     // SAFETY: the caller passes its registration block.
     let kernel = unsafe { kernel_of(registration, "WskReleaseProviderNPI") };
     let provider = &kernel.inner().provider;
@@ -404,11 +392,7 @@ pub unsafe fn deregister(registration: *mut WSK_REGISTRATION) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require_at_most(
-        PASSIVE_LEVEL,
-        "WskDeregister",
-        "deregistering blocks until captures and sockets are gone",
-    );
+    irql::require("WskDeregister");
     // SAFETY: the caller passes its registration block.
     let kernel = unsafe { kernel_of(registration, "WskDeregister") };
     let provider = &kernel.inner().provider;

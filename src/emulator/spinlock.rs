@@ -31,11 +31,7 @@ fn word<'a>(lock: *mut KSPIN_LOCK) -> &'a AtomicUsize {
 }
 
 pub fn acquire(lock: *mut KSPIN_LOCK) -> KIRQL {
-    irql::require_at_most(
-        DISPATCH_LEVEL,
-        "KeAcquireSpinLockRaiseToDpc",
-        "acquiring a spin lock raises to DISPATCH_LEVEL",
-    );
+    irql::require("KeAcquireSpinLockRaiseToDpc");
     let word = word(lock);
     let me = holder();
     if word.load(Ordering::Relaxed) == me {

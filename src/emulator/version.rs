@@ -3,7 +3,7 @@
 //! [`ProviderConfig`]: super::ProviderConfig
 
 use super::{Kernel, irql};
-use crate::abi::{NTSTATUS, PASSIVE_LEVEL, RTL_OSVERSIONINFOW, STATUS_SUCCESS};
+use crate::abi::{NTSTATUS, RTL_OSVERSIONINFOW, STATUS_SUCCESS};
 
 /// `VER_PLATFORM_WIN32_NT` (winnt.h): every Windows the library targets.
 const PLATFORM_NT: u32 = 2;
@@ -11,7 +11,7 @@ const PLATFORM_NT: u32 = 2;
 /// # Safety
 /// `info` points to a writable `RTL_OSVERSIONINFOW`.
 pub unsafe fn get(info: *mut RTL_OSVERSIONINFOW) -> NTSTATUS {
-    irql::require_at_most(PASSIVE_LEVEL, "RtlGetVersion", "it is PASSIVE_LEVEL only");
+    irql::require("RtlGetVersion");
     let build = Kernel::current().inner().provider.config.os_build;
     let (major, minor) = major_minor(build);
     // SAFETY: the caller's structure, per the contract.

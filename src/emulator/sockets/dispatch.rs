@@ -17,7 +17,7 @@ use super::sockaddr::{self, Family};
 use super::transfer::{Buffer, Connect, Op, Stage};
 use super::{Kind, Lane, Phase, Socket, State, finish, live, retire};
 use crate::abi::{
-    ADDRESS_FAMILY, DISPATCH_LEVEL, IPPROTO_TCP, IRP, NTSTATUS, SIZE_T, SOCK_STREAM, SOCKADDR,
+    ADDRESS_FAMILY, IPPROTO_TCP, IRP, NTSTATUS, SIZE_T, SOCK_STREAM, SOCKADDR,
     STATUS_ADDRESS_ALREADY_ASSOCIATED, STATUS_BUFFER_OVERFLOW, STATUS_CONNECTION_ACTIVE,
     STATUS_FILE_FORCED_CLOSED, STATUS_INVALID_CONNECTION, STATUS_INVALID_DEVICE_STATE,
     STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, TCP_FASTOPEN, ULONG, USHORT,
@@ -203,11 +203,7 @@ const fn stream_table(connect_ex: ConnectEx) -> WSK_PROVIDER_STREAM_DISPATCH {
 }
 
 fn require_irql(function: &str) {
-    irql::require_at_most(
-        DISPATCH_LEVEL,
-        function,
-        "WSK functions are called at IRQL <= DISPATCH_LEVEL",
-    );
+    irql::require(function);
 }
 
 /// Takes the IRP of a call that must have one.

@@ -1,0 +1,185 @@
+//! The emulator's IRQL table: every function the library calls has its
+//! rule (Microsoft's highest IRQL for it) in `IRQL_RULES`, and calling it
+//! one level above bugchecks with `IRQL_NOT_LESS_OR_EQUAL`, naming it.
+//!
+//! The WSK socket functions (`WskBind` and the rest) are dispatch-table
+//! entries: a bugcheck inside one cannot unwind, so they all share one
+//! check (`sockets::dispatch::require_irql`, which reads this table) and
+//! `WskBind` is tripped in a child process
+//! (`emulator_sockets::a_socket_call_above_dispatch_level_bugchecks`).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+
+use wsk::abi::{DISPATCH_LEVEL, KIRQL, NonPagedPoolNx};
+use wsk::emulator::{IRQL_RULES, Kernel, exports, irql};
+
+/// The provider's dispatch-table functions, in the table's order.
+const SOCKET_FUNCTIONS: &[&str] = &[
+    "WskSocket",
+    "WskSocketConnect",
+    "WskControlSocket",
+    "WskBind",
+    "WskConnect",
+    "WskConnectEx",
+    "WskSend",
+    "WskReceive",
+    "WskDisconnect",
+    "WskGetLocalAddress",
+    "WskGetRemoteAddress",
+    "WskCloseSocket",
+];
+
+/// Calls `function`'s export (with arguments it never reaches: the IRQL
+/// check comes first), or returns `false` for the socket functions.
+#[allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "one argument covers every arm: each call stops at its IRQL check"
+)]
+fn call(function: &str) -> bool {
+    let null = ptr::null_mut();
+    // SAFETY: every call below bugchecks on its IRQL check before it
+    // touches an argument.
+    unsafe {
+        match function {
+            "ExAllocatePoolWithTag" => {
+                let _ = exports::ExAllocatePoolWithTag(
+                    NonPagedPoolNx,
+                    16,
+                    u32::from_le_bytes(*b"Test"),
+                );
+            }
+            "ExFreePoolWithTag" => exports::ExFreePoolWithTag(null, 1),
+            "IoAllocateIrp" => {
+                let _ = exports::IoAllocateIrp(1, 0);
+            }
+            "IoFreeIrp" => exports::IoFreeIrp(null.cast()),
+            "IoReuseIrp" => exports::IoReuseIrp(null.cast(), 0),
+            "IoCancelIrp" => {
+                let _ = exports::IoCancelIrp(null.cast());
+            }
+            "IoCompleteRequest" => exports::IofCompleteRequest(null.cast(), 0),
+            "IoAllocateMdl" => {
+                let _ = exports::IoAllocateMdl(null, 16, 0, 0, null.cast());
+            }
+            "IoFreeMdl" => exports::IoFreeMdl(null.cast()),
+            "MmBuildMdlForNonPagedPool" => exports::MmBuildMdlForNonPagedPool(null.cast()),
+            "KeInitializeEvent" => exports::KeInitializeEvent(null.cast(), 0, 0),
+            "KeSetEvent" => {
+                let _ = exports::KeSetEvent(null.cast(), 0, 0);
+            }
+            "KeClearEvent" => exports::KeClearEvent(null.cast()),
+            "KeReadStateEvent" => {
+                let _ = exports::KeReadStateEvent(null.cast());
+            }
+            "KeWaitForSingleObject (zero timeout)" => {
+                let zero = 0_i64;
+                let _ = exports::KeWaitForSingleObject(null, 0, 0, 0, &raw const zero);
+            }
+            "KeWaitForSingleObject" => {
+                let _ = exports::KeWaitForSingleObject(null, 0, 0, 0, ptr::null());
+            }
+            "KeInitializeDpc" => exports::KeInitializeDpc(null.cast(), None, null),
+            "KeInitializeTimer" => exports::KeInitializeTimer(null.cast()),
+            "KeSetTimer" => {
+                let _ = exports::KeSetTimer(null.cast(), -1, null.cast());
+            }
+            "KeCancelTimer" => {
+                let _ = exports::KeCancelTimer(null.cast());
+            }
+            "KeFlushQueuedDpcs" => exports::KeFlushQueuedDpcs(),
+            "KeAcquireSpinLockRaiseToDpc" => {
+                let mut lock = 0;
+                let _ = exports::KeAcquireSpinLockRaiseToDpc(&raw mut lock);
+            }
+            "RtlGetVersion" => {
+                let _ = exports::RtlGetVersion(null.cast());
+            }
+            "IoSetCompletionRoutineEx" => {
+                let _ = exports::IoSetCompletionRoutineEx(
+                    null.cast(),
+                    null.cast(),
+                    None,
+                    null,
+                    1,
+                    1,
+                    1,
+                );
+            }
+            "IoAllocateWorkItem" => {
+                let _ = exports::IoAllocateWorkItem(null.cast());
+            }
+            "IoQueueWorkItem" => exports::IoQueueWorkItem(null.cast(), None, 1, null),
+            "IoFreeWorkItem" => exports::IoFreeWorkItem(null.cast()),
+            "ObfReferenceObject" => {
+                let _ = exports::ObfReferenceObject(null);
+            }
+            "ObfDereferenceObject" => {
+                let _ = exports::ObfDereferenceObject(null);
+            }
+            "WskRegister" => {
+                let _ = exports::WskRegister(ptr::null(), null.cast());
+            }
+            "WskDeregister" => exports::WskDeregister(null.cast()),
+            "WskCaptureProviderNPI (WSK_NO_WAIT)" => {
+                let _ = exports::WskCaptureProviderNPI(null.cast(), 0, null.cast());
+            }
+            "WskCaptureProviderNPI" => {
+                let _ = exports::WskCaptureProviderNPI(null.cast(), 1000, null.cast());
+            }
+            "WskReleaseProviderNPI" => exports::WskReleaseProviderNPI(null.cast()),
+            other if SOCKET_FUNCTIONS.contains(&other) => return false,
+            other => panic!("no call for {other}: add one"),
+        }
+    }
+    true
+}
+
+#[test]
+fn every_function_above_its_irql_bugchecks_by_the_table() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut tripped = 0;
+    let mut in_child = Vec::new();
+    for rule in IRQL_RULES {
+        let above: KIRQL = rule.max + 1;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            irql::run_at(above, || call(rule.function))
+        }));
+        let message = match outcome {
+            Ok(false) => {
+                in_child.push(rule.function);
+                continue;
+            }
+            Ok(true) => panic!("{} at IRQL {above} did not bugcheck", rule.function),
+            Err(payload) => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(ToString::to_string))
+                .unwrap_or_default(),
+        };
+        let name = rule.function.split(' ').next().unwrap();
+        assert!(
+            message.starts_with("BUGCHECK IRQL_NOT_LESS_OR_EQUAL: ")
+                && message.contains(name)
+                && message.contains(rule.why),
+            "{}: {message}",
+            rule.function
+        );
+        tripped += 1;
+    }
+    std::panic::set_hook(previous);
+    assert_eq!(
+        in_child, SOCKET_FUNCTIONS,
+        "only the socket functions are left to the child process"
+    );
+    assert_eq!(tripped, IRQL_RULES.len() - SOCKET_FUNCTIONS.len());
+    assert!(
+        IRQL_RULES
+            .iter()
+            .any(|rule| rule.function == "WskBind" && rule.max == DISPATCH_LEVEL),
+        "the socket functions have their rule too"
+    );
+}
