@@ -8,14 +8,14 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Client, Data, PENDING, SUCCESS, Sock, thread_count};
+use support::{
+    Client, Data, PENDING, SUCCESS, Sock, expect_bugcheck_in_child, in_fatal_child, thread_count,
+};
 use wsk::NtStatus;
 use wsk::abi::{
     AF_INET, DISPATCH_LEVEL, IPPROTO_TCP, SOCK_STREAM, TCP_FASTOPEN, WSK_FLAG_ABORTIVE,
@@ -970,34 +970,6 @@ fn eventually(condition: impl Fn() -> bool) -> bool {
         thread::sleep(Duration::from_millis(5));
     }
     true
-}
-
-/// Set in a child process of this test binary that is to run a fatal case.
-const FATAL_CASE: &str = "WSK_EMULATOR_FATAL_CASE";
-
-/// Runs `test` alone in a child process with [`FATAL_CASE`] set and
-/// expects it to stop like a bugcheck: a panic inside a dispatch function
-/// cannot unwind through `extern "system"`, so the process aborts.
-fn expect_bugcheck_in_child(test: &str, expected: &str) {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(FATAL_CASE, "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGABRT),
-        "the child must abort; stderr:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(expected),
-        "expected {expected:?} in the child's stderr:\n{stderr}"
-    );
-}
-
-fn in_fatal_child() -> bool {
-    std::env::var_os(FATAL_CASE).is_some()
 }
 
 #[test]

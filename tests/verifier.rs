@@ -8,10 +8,21 @@
 //! `WskBind` is tripped in a child process
 //! (`emulator_sockets::a_socket_call_above_dispatch_level_bugchecks`).
 
+mod support;
+
+use core::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
+use std::sync::mpsc;
+use std::time::Duration;
 
-use wsk::abi::{DISPATCH_LEVEL, KIRQL, NonPagedPoolNx};
+use support::{expect_bugcheck_in_child, in_fatal_child};
+use wsk::Irp;
+use wsk::abi::{
+    DISPATCH_LEVEL, IRP, KEVENT, KIRQL, NTSTATUS, NonPagedPoolNx, STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_SUCCESS,
+};
+use wsk::emulator::io;
 use wsk::emulator::{IRQL_RULES, Kernel, exports, irql};
 
 /// The provider's dispatch-table functions, in the table's order.
@@ -181,5 +192,74 @@ fn every_function_above_its_irql_bugchecks_by_the_table() {
             .iter()
             .any(|rule| rule.function == "WskBind" && rule.max == DISPATCH_LEVEL),
         "the socket functions have their rule too"
+    );
+}
+
+/// Waits (wrongly, where this is called) for 1 ms on an event nobody sets.
+fn wait_a_millisecond() {
+    // SAFETY: an all-zero KEVENT is a valid block for KeInitializeEvent.
+    let mut event: KEVENT = unsafe { core::mem::zeroed() };
+    // SAFETY: a local event, initialised before use.
+    unsafe { exports::KeInitializeEvent(&raw mut event, 1, 0) };
+    let timeout = -10_000_i64;
+    // SAFETY: the initialised local event; the wait is the misuse under
+    // test and bugchecks before it blocks.
+    let _ = unsafe {
+        exports::KeWaitForSingleObject((&raw mut event).cast(), 0, 0, 0, &raw const timeout)
+    };
+}
+
+unsafe extern "system" fn waiting_routine(
+    _device: *mut c_void,
+    _irp: *mut IRP,
+    _context: *mut c_void,
+) -> NTSTATUS {
+    wait_a_millisecond();
+    STATUS_MORE_PROCESSING_REQUIRED
+}
+
+#[test]
+fn a_wait_in_a_completion_routine_bugchecks_even_at_passive_level() {
+    if !in_fatal_child() {
+        expect_bugcheck_in_child(
+            "a_wait_in_a_completion_routine_bugchecks_even_at_passive_level",
+            "BUGCHECK DRIVER_VERIFIER_DETECTED_VIOLATION: KeWaitForSingleObject waits in a completion routine",
+        );
+        return;
+    }
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let mut irp = Irp::allocate(1).unwrap();
+    // SAFETY: the routine takes no context; the IRP is not in flight.
+    unsafe { irp.set_completion_routine(waiting_routine, ptr::null_mut()) };
+    // SAFETY: the provider takes the IRP and completes it at PASSIVE_LEVEL,
+    // where the wait would happen to work; the verifier stops it anyway
+    // (the panic cannot unwind through `extern "system"`: the child aborts).
+    let handle = unsafe { io::start(irp.as_ptr(), "provider") };
+    assert_eq!(irql::current(), 0);
+    // SAFETY: owned by the provider.
+    unsafe { io::complete(handle, STATUS_SUCCESS, 0) };
+    unreachable!("the verifier stops a wait in a completion routine");
+}
+
+#[test]
+fn a_wait_in_a_dpc_bugchecks_naming_the_dpc() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let (sender, receiver) = mpsc::channel();
+    kernel.queue_dpc(move || {
+        let outcome = catch_unwind(wait_a_millisecond);
+        let message = outcome
+            .err()
+            .and_then(|payload| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        sender.send(message).unwrap();
+    });
+    let message = receiver.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        message.starts_with(
+            "BUGCHECK DRIVER_VERIFIER_DETECTED_VIOLATION: KeWaitForSingleObject waits in a DPC"
+        ),
+        "{message}"
     );
 }

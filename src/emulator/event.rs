@@ -101,6 +101,7 @@ pub unsafe fn wait(object: *mut c_void, timeout: *const i64) -> NTSTATUS {
     if timeout == Some(0) {
         irql::require("KeWaitForSingleObject (zero timeout)");
     } else {
+        irql::forbid_wait("KeWaitForSingleObject");
         irql::require("KeWaitForSingleObject");
     }
     let event = object.cast::<KEVENT>();

@@ -303,9 +303,11 @@ pub fn complete(irp: *mut IRP) {
             ptr::null_mut()
         };
         if let (true, Some(routine)) = (wanted, routine) {
-            // SAFETY: the routine and context were installed by the owner of
-            // that location, which keeps them valid until this call.
-            let result = unsafe { routine(device, irp, context) };
+            let result = irql::run_as_callback("a completion routine", || {
+                // SAFETY: the routine and context were installed by the owner
+                // of that location, which keeps them valid until this call.
+                unsafe { routine(device, irp, context) }
+            });
             if result == STATUS_MORE_PROCESSING_REQUIRED {
                 // Below the top, the routine's driver owns the IRP again and
                 // will complete it once more; at the top, the allocator owns

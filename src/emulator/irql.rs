@@ -8,6 +8,35 @@ use crate::abi::{APC_LEVEL, DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
 
 thread_local! {
     static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL) };
+    /// The callback the thread is in, if it is one that must not wait.
+    static CALLBACK: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Runs `f` as a callback that must not wait (a completion routine or a
+/// DPC): a wait inside it with a timeout other than zero bugchecks, even
+/// when this call happens to be at `PASSIVE_LEVEL`, since the next may not.
+pub(crate) fn run_as_callback<R>(callback: &'static str, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<&'static str>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CALLBACK.with(|current| current.set(self.0));
+        }
+    }
+    let _restore = Restore(CALLBACK.with(|current| current.replace(Some(callback))));
+    f()
+}
+
+/// Bugchecks if the thread is in a callback that must not wait.
+#[track_caller]
+pub(crate) fn forbid_wait(function: &str) {
+    if let Some(callback) = CALLBACK.with(Cell::get) {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!(
+                "{function} waits in {callback}: it may run at DISPATCH_LEVEL, where a wait is fatal"
+            ),
+        );
+    }
 }
 
 /// The current thread's IRQL (`KeGetCurrentIrql`).

@@ -297,7 +297,9 @@ fn dpc_thread(kernel: &Weak<KernelInner>, receiver: &mpsc::Receiver<Job>) {
             return;
         };
         let _enter = Kernel { inner }.enter();
-        irql::run_at(crate::abi::DISPATCH_LEVEL, job);
+        irql::run_at(crate::abi::DISPATCH_LEVEL, || {
+            irql::run_as_callback("a DPC", job);
+        });
     }
 }
 

@@ -230,9 +230,11 @@ fn fire(armed: &Armed) {
     let (routine, context) = (dpc_fields.DeferredRoutine, dpc_fields.DeferredContext);
     if let Some(routine) = routine {
         irql::run_at(DISPATCH_LEVEL, || {
-            // SAFETY: the routine and context its owner installed with
-            // KeInitializeDpc; called as the kernel calls a DPC.
-            unsafe { routine(dpc, context, ptr::null_mut(), ptr::null_mut()) };
+            irql::run_as_callback("a DPC", || {
+                // SAFETY: the routine and context its owner installed with
+                // KeInitializeDpc; called as the kernel calls a DPC.
+                unsafe { routine(dpc, context, ptr::null_mut(), ptr::null_mut()) };
+            });
         });
     }
 }

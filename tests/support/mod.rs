@@ -673,3 +673,32 @@ pub fn thread_count() -> usize {
         .and_then(|count| count.trim().parse().ok())
         .expect("/proc/self/status has a Threads: line")
 }
+
+/// Set in a child process of this test binary that is to run a fatal case.
+pub const FATAL_CASE: &str = "WSK_EMULATOR_FATAL_CASE";
+
+/// Runs `test` alone in a child process with [`FATAL_CASE`] set and
+/// expects it to stop like a bugcheck: a panic inside a dispatch function
+/// cannot unwind through `extern "system"`, so the process aborts.
+pub fn expect_bugcheck_in_child(test: &str, expected: &str) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(FATAL_CASE, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&output.status),
+        Some(libc::SIGABRT),
+        "the child must abort; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in the child's stderr:\n{stderr}"
+    );
+}
+
+/// Whether this process is such a child.
+pub fn in_fatal_child() -> bool {
+    std::env::var_os(FATAL_CASE).is_some()
+}
