@@ -6,9 +6,11 @@
 
 mod support;
 
+use core::ffi::c_void;
+use core::ptr;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,13 +18,14 @@ use std::time::{Duration, Instant};
 use support::{
     Client, Data, PENDING, SUCCESS, Sock, expect_bugcheck_in_child, in_fatal_child, thread_count,
 };
-use wsk::NtStatus;
 use wsk::abi::{
-    AF_INET, DISPATCH_LEVEL, IPPROTO_TCP, SOCK_STREAM, TCP_FASTOPEN, WSK_FLAG_ABORTIVE,
-    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY,
-    WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL, WskSetOption,
+    AF_INET, DISPATCH_LEVEL, IPPROTO_TCP, IRP, NTSTATUS, SOCK_STREAM, TCP_FASTOPEN,
+    WSK_FLAG_ABORTIVE, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
+    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL,
+    WskSetOption,
 };
 use wsk::emulator::{Kernel, ProviderConfig, irql};
+use wsk::{Irp, NtStatus};
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -996,6 +999,89 @@ fn a_call_on_a_closed_socket_bugchecks() {
     let mut data = Data::from(b"late");
     stale.send(&mut data, 0);
     unreachable!("the verifier stops a call on a closed socket");
+}
+
+#[test]
+fn closing_a_socket_twice_bugchecks() {
+    if !in_fatal_child() {
+        expect_bugcheck_in_child(
+            "closing_a_socket_twice_bugchecks",
+            "BUGCHECK DRIVER_VERIFIER_DETECTED_VIOLATION: WskCloseSocket(0x",
+        );
+        expect_bugcheck_in_child(
+            "closing_a_socket_twice_bugchecks",
+            "use after WskCloseSocket",
+        );
+        return;
+    }
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let client = Client::register();
+    let socket = client.open(V4, WSK_FLAG_CONNECTION_SOCKET);
+    let (raw, functions) = (socket.raw, socket.functions);
+    assert_eq!(socket.close().status, SUCCESS);
+    let _ = Sock { raw, functions }.close();
+    unreachable!("the verifier stops a second WskCloseSocket");
+}
+
+/// Set by [`spinning_routine`] once the call it completes is stuck in it.
+static STUCK_IN_BIND: AtomicBool = AtomicBool::new(false);
+
+/// A completion routine that never returns, so the call that completed its
+/// IRP inline (a `WskBind`) stays in progress.
+unsafe extern "system" fn spinning_routine(
+    _device: *mut c_void,
+    _irp: *mut IRP,
+    _context: *mut c_void,
+) -> NTSTATUS {
+    STUCK_IN_BIND.store(true, Ordering::Release);
+    loop {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn closing_a_socket_while_another_call_on_it_is_in_progress_bugchecks() {
+    if !in_fatal_child() {
+        expect_bugcheck_in_child(
+            "closing_a_socket_while_another_call_on_it_is_in_progress_bugchecks",
+            "BUGCHECK DRIVER_VERIFIER_DETECTED_VIOLATION: WskCloseSocket(0x",
+        );
+        expect_bugcheck_in_child(
+            "closing_a_socket_while_another_call_on_it_is_in_progress_bugchecks",
+            "while 1 other call(s) on the socket have not returned",
+        );
+        return;
+    }
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let client = Client::register();
+    let socket = client.open(V4, WSK_FLAG_CONNECTION_SOCKET);
+    let (shared, kernel) = (&socket, &kernel);
+    thread::scope(|scope| {
+        scope.spawn(move || {
+            let socket = shared;
+            let _enter = kernel.enter();
+            let mut irp = Irp::allocate(1).unwrap();
+            // SAFETY: the routine takes no context; the IRP is not in flight.
+            unsafe { irp.set_completion_routine(spinning_routine, ptr::null_mut()) };
+            let mut local = support::WinAddr::new(any_port(V4));
+            let bind = socket.functions.bind.unwrap();
+            // SAFETY: the provider's function, a live socket, valid
+            // arguments; the bind completes inline into a routine that never
+            // returns, so this call stays in progress.
+            unsafe { bind(socket.raw, local.as_ptr(), 0, irp.as_ptr()) };
+        });
+        while !STUCK_IN_BIND.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        // The misuse: WskBind has not returned on the other thread.
+        let _ = socket.submit_close();
+        // Not stopped: leave at once (the other thread never returns), so
+        // the parent sees an exit instead of the abort it expects.
+        eprintln!("WskCloseSocket was not stopped");
+        std::process::exit(3);
+    });
 }
 
 #[test]

@@ -8,8 +8,10 @@
 
 use core::ffi::c_void;
 use core::mem::{offset_of, size_of};
+use core::ops::Deref;
 use core::ptr;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use super::errno::status_of;
@@ -246,9 +248,35 @@ const fn require_connected(state: &State) -> Result<(), NTSTATUS> {
     }
 }
 
+/// A call on a live socket that has not returned yet: while one is in
+/// progress, `WskCloseSocket` on the socket bugchecks (Microsoft's page for
+/// it: no other call may be in progress when it is called).
+struct InProgress(Arc<Socket>);
+
+impl InProgress {
+    fn new(socket: Arc<Socket>) -> Self {
+        socket.calls.fetch_add(1, Ordering::AcqRel);
+        Self(socket)
+    }
+}
+
+impl Deref for InProgress {
+    type Target = Arc<Socket>;
+
+    fn deref(&self) -> &Arc<Socket> {
+        &self.0
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A socket-level call in progress: the live socket and its IRP.
 struct Call {
-    socket: Arc<Socket>,
+    socket: InProgress,
     irp: IrpHandle,
 }
 
@@ -261,7 +289,7 @@ impl Call {
     /// `irp` is as for [`take_irp`].
     unsafe fn begin(socket: *mut WSK_SOCKET, irp: *mut IRP, function: &str) -> Self {
         require_irql(function);
-        let socket = live(socket, function);
+        let socket = InProgress::new(live(socket, function));
         // SAFETY: forwarded contract.
         let irp = unsafe { take_irp(irp, function) };
         Self { socket, irp }
@@ -643,7 +671,7 @@ unsafe extern "system" fn wsk_control_socket(
     irp: *mut IRP,
 ) -> NTSTATUS {
     require_irql("WskControlSocket");
-    let socket = live(socket, "WskControlSocket");
+    let socket = InProgress::new(live(socket, "WskControlSocket"));
     let irp = (!irp.is_null()).then(|| {
         // SAFETY: a non-NULL IRP handed over (WSK contract).
         unsafe { io::start(irp, "WskControlSocket") }
@@ -712,7 +740,17 @@ unsafe fn get_fast_open(
 
 unsafe extern "system" fn wsk_close_socket(socket: *mut WSK_SOCKET, irp: *mut IRP) -> NTSTATUS {
     require_irql("WskCloseSocket");
-    let socket = retire(socket, "WskCloseSocket");
+    let handle = socket;
+    let socket = retire(handle, "WskCloseSocket");
+    let calls = socket.calls.load(Ordering::Acquire);
+    if calls != 0 {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!(
+                "WskCloseSocket({handle:p}) while {calls} other call(s) on the socket have not returned"
+            ),
+        );
+    }
     // SAFETY: the caller's IRP (WSK contract).
     let irp = unsafe { take_irp(irp, "WskCloseSocket") };
     socket.close(irp)

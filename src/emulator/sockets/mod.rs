@@ -31,7 +31,7 @@ use rustc_hash::FxHashMap;
 use std::boxed::Box;
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 use std::vec::Vec;
@@ -226,6 +226,9 @@ pub struct Socket {
     family: Family,
     pending: PendingQueue<Op>,
     state: Mutex<State>,
+    /// Calls on the socket that have not returned yet (`WskCloseSocket`
+    /// with one in progress bugchecks).
+    calls: AtomicUsize,
     this: Weak<Self>,
 }
 
@@ -324,6 +327,7 @@ impl Socket {
                     peer_ended: false,
                     reset: None,
                 }),
+                calls: AtomicUsize::new(0),
                 this: this.clone(),
             }
         }))
