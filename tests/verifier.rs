@@ -13,17 +13,18 @@ mod support;
 use core::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use support::{expect_bugcheck_in_child, in_fatal_child};
 use wsk::Irp;
 use wsk::abi::{
-    DISPATCH_LEVEL, IRP, KEVENT, KIRQL, NTSTATUS, NonPagedPoolNx, STATUS_MORE_PROCESSING_REQUIRED,
-    STATUS_SUCCESS,
+    DEVICE_OBJECT, DISPATCH_LEVEL, IRP, KEVENT, KIRQL, NTSTATUS, NonPagedPoolNx,
+    STATUS_MORE_PROCESSING_REQUIRED, STATUS_SUCCESS,
 };
 use wsk::emulator::io;
-use wsk::emulator::{IRQL_RULES, Kernel, exports, irql};
+use wsk::emulator::{Device, IRQL_RULES, Kernel, exports, irql};
 
 /// The provider's dispatch-table functions, in the table's order.
 const SOCKET_FUNCTIONS: &[&str] = &[
@@ -262,4 +263,36 @@ fn a_wait_in_a_dpc_bugchecks_naming_the_dpc() {
         ),
         "{message}"
     );
+}
+
+/// Set once [`stuck_work_item`] has begun.
+static WORK_ITEM_BEGAN: AtomicBool = AtomicBool::new(false);
+
+/// A work item routine that never returns: it stands for one still queued
+/// or running when its driver unloads.
+unsafe extern "system" fn stuck_work_item(_device: *mut DEVICE_OBJECT, _context: *mut c_void) {
+    WORK_ITEM_BEGAN.store(true, Ordering::Release);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+#[should_panic(expected = "BUGCHECK DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS")]
+fn unloading_with_a_work_item_queued_bugchecks() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let device = Device::new();
+    // SAFETY: a live emulated device.
+    let item = unsafe { exports::IoAllocateWorkItem(device.as_ptr()) };
+    assert!(!item.is_null());
+    // SAFETY: a fresh work item; it is never freed (its routine never
+    // returns, which is the misuse under test).
+    unsafe { exports::IoQueueWorkItem(item, Some(stuck_work_item), 1, ptr::null_mut()) };
+    while !WORK_ITEM_BEGAN.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The driver unloads (its device object goes) with the work item's
+    // reference still held.
+    drop(device);
 }
