@@ -2,8 +2,9 @@
 //! completion routines and timer DPCs, with join handles, abort, a
 //! cooperative budget and a bounded shutdown.
 
+mod support;
+
 use std::future::Future;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::Duration;
 
+use support::echo_server;
 use wsk::emulator::{Device, Kernel};
 use wsk::{
-    DeviceObject, Error, Executor, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Provider,
-    Registration, block_on, sleep,
+    DeviceObject, Error, Executor, Family, JoinHandle, NtStatus, PassiveLevel, PoolBuffer, PoolTag,
+    Provider, Registration, block_on, sleep,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,26 +72,6 @@ fn finish(
     kernel.assert_no_leaks();
 }
 
-/// An echo server that ends each connection when its client ends.
-fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            thread::spawn(move || {
-                let mut chunk = [0_u8; 4096];
-                while let Ok(n @ 1..) = stream.read(&mut chunk) {
-                    if stream.write_all(&chunk[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    address
-}
-
 /// A server that accepts and never answers.
 fn silent_server() -> (SocketAddr, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -114,6 +96,28 @@ impl<F: Future> Future for CountPolls<F> {
         self.polls.fetch_add(1, Ordering::Relaxed);
         self.future.as_mut().poll(cx)
     }
+}
+
+/// A task waiting to receive on a connection to a server that never sends,
+/// and the server's thread.
+fn receive_from_a_silent_server(
+    passive: &PassiveLevel,
+    provider: &Provider,
+    executor: &Executor,
+) -> (JoinHandle<wsk::Result<usize>>, thread::JoinHandle<()>) {
+    let (remote, server) = silent_server();
+    let connection = provider
+        .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), remote)
+        .unwrap();
+    let task = executor
+        .spawn(async move {
+            let (received, _) = connection
+                .receive(PoolBuffer::zeroed(16, PoolTag::BUFFER).unwrap())
+                .await;
+            received
+        })
+        .unwrap();
+    (task, server)
 }
 
 #[test]
@@ -180,18 +184,7 @@ fn tasks_run_concurrently_on_work_items_and_give_their_output() {
 fn aborting_a_task_drops_its_future_and_cancels_its_irps() {
     let (kernel, _enter, passive, device) = machine();
     let (registration, provider, executor) = register(&passive, &device, true);
-    let (remote, server) = silent_server();
-    let connection = provider
-        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)
-        .unwrap();
-    let receiving = executor
-        .spawn(async move {
-            let (received, _) = connection
-                .receive(PoolBuffer::zeroed(16, PoolTag::BUFFER).unwrap())
-                .await;
-            received
-        })
-        .unwrap();
+    let (receiving, server) = receive_from_a_silent_server(&passive, &provider, &executor);
     let deadline = std::time::Instant::now() + TIMEOUT;
     while registration.in_flight() != 1 {
         assert!(
@@ -255,18 +248,7 @@ fn a_task_whose_operations_complete_inline_yields_when_its_budget_is_spent() {
 fn shutdown_aborts_live_and_forgotten_tasks_and_waits_for_the_workers() {
     let (kernel, _enter, passive, device) = machine();
     let (registration, provider, executor) = register(&passive, &device, true);
-    let (remote, server) = silent_server();
-    let connection = provider
-        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)
-        .unwrap();
-    let waiting = executor
-        .spawn(async move {
-            let (received, _) = connection
-                .receive(PoolBuffer::zeroed(16, PoolTag::BUFFER).unwrap())
-                .await;
-            received
-        })
-        .unwrap();
+    let (waiting, server) = receive_from_a_silent_server(&passive, &provider, &executor);
     let sleeping = executor.spawn(sleep(Duration::from_hours(1))).unwrap();
     std::mem::forget(sleeping);
     thread::sleep(Duration::from_millis(50));

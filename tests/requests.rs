@@ -1,11 +1,13 @@
 //! The request contract the sample drivers serve: parsing a request line,
 //! serving it as an executor task, the result line, cancellation.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+mod support;
+
+use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::echo_server;
 use wsk::emulator::{Device, Kernel};
 use wsk::{DeviceObject, Error, Executor, NtStatus, PassiveLevel, Registration, block_on};
 use wsk_demo::Mode;
@@ -17,25 +19,6 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn passive() -> PassiveLevel {
     PassiveLevel::check().expect("test threads start at PASSIVE_LEVEL")
-}
-
-fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            thread::spawn(move || {
-                let mut chunk = [0_u8; 4096];
-                while let Ok(n @ 1..) = stream.read(&mut chunk) {
-                    if stream.write_all(&chunk[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    address
 }
 
 fn parse(line: &str) -> Result<Request, RequestError> {

@@ -194,6 +194,14 @@ fn every_function_above_its_irql_bugchecks_by_the_table() {
             .any(|rule| rule.function == "WskBind" && rule.max == DISPATCH_LEVEL),
         "the socket functions have their rule too"
     );
+    for function in SOCKET_FUNCTIONS {
+        let rule = IRQL_RULES.iter().find(|rule| rule.function == *function);
+        assert_eq!(
+            rule.map(|rule| rule.max),
+            Some(DISPATCH_LEVEL),
+            "{function}: WSK functions are callable up to DISPATCH_LEVEL"
+        );
+    }
 }
 
 /// Waits (wrongly, where this is called) for 1 ms on an event nobody sets.
@@ -224,7 +232,9 @@ fn a_wait_in_a_completion_routine_bugchecks_even_at_passive_level() {
     if !in_fatal_child() {
         expect_bugcheck_in_child(
             "a_wait_in_a_completion_routine_bugchecks_even_at_passive_level",
-            "BUGCHECK DRIVER_VERIFIER_DETECTED_VIOLATION: KeWaitForSingleObject waits in a completion routine",
+            &[
+                "BUGCHECK DRIVER_VERIFIER_DETECTED_VIOLATION: KeWaitForSingleObject waits in a completion routine",
+            ],
         );
         return;
     }

@@ -110,27 +110,36 @@ fn device<'a>(object: *const c_void, function: &str) -> &'a DeviceObject {
     unsafe { &*device }
 }
 
-fn dereference(device: &DeviceObject, function: &str) {
-    if device.references.fetch_sub(1, Ordering::AcqRel) == 0 {
-        bugcheck(
+/// Drops one reference and returns how many are left (never wrapping: one
+/// too many bugchecks).
+fn dereference(device: &DeviceObject, function: &str) -> usize {
+    match device
+        .references
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+            count.checked_sub(1)
+        }) {
+        Ok(before) => before - 1,
+        Err(_) => bugcheck(
             "REFERENCE_BY_POINTER",
             format_args!("{function}: a device object dereferenced more than referenced"),
-        );
+        ),
     }
 }
 
+/// `ObfReferenceObject` on an emulated device object: the new count.
 pub fn reference_object(object: *mut c_void) -> isize {
-    irql::require("ObfReferenceObject");
+    irql::require(const { irql::rule_of("ObfReferenceObject") });
     let device = device(object, "ObfReferenceObject");
     let count = device.references.fetch_add(1, Ordering::AcqRel) + 1;
     isize::try_from(count).unwrap_or(isize::MAX)
 }
 
+/// `ObfDereferenceObject` on an emulated device object: the new count.
 pub fn dereference_object(object: *mut c_void) -> isize {
-    irql::require("ObfDereferenceObject");
+    irql::require(const { irql::rule_of("ObfDereferenceObject") });
     let device = device(object, "ObfDereferenceObject");
-    dereference(device, "ObfDereferenceObject");
-    isize::try_from(device.references.load(Ordering::Acquire)).unwrap_or(isize::MAX)
+    let left = dereference(device, "ObfDereferenceObject");
+    isize::try_from(left).unwrap_or(isize::MAX)
 }
 
 /// What `IoSetCompletionRoutineEx` allocates: the driver's routine and
@@ -152,7 +161,7 @@ pub unsafe fn set_completion_routine_ex(
     on_error: BOOLEAN,
     on_cancel: BOOLEAN,
 ) -> NTSTATUS {
-    irql::require("IoSetCompletionRoutineEx");
+    irql::require(const { irql::rule_of("IoSetCompletionRoutineEx") });
     let device = device(device_object.cast(), "IoSetCompletionRoutineEx");
     if Kernel::current().inner().faults.should_fail(Resource::Pool) {
         return STATUS_INSUFFICIENT_RESOURCES;
@@ -225,8 +234,9 @@ fn work_item<'a>(item: *mut IO_WORKITEM, function: &str) -> &'a WorkItem {
     unsafe { &*raw }
 }
 
+/// `IoAllocateWorkItem`: a work item for the emulated device object.
 pub fn allocate_work_item(device_object: *mut DEVICE_OBJECT) -> *mut IO_WORKITEM {
-    irql::require("IoAllocateWorkItem");
+    irql::require(const { irql::rule_of("IoAllocateWorkItem") });
     let device = device(device_object.cast(), "IoAllocateWorkItem");
     if Kernel::current().inner().faults.should_fail(Resource::Pool) {
         return ptr::null_mut();
@@ -253,13 +263,15 @@ impl Carried {
     }
 }
 
+/// `IoQueueWorkItem`: runs the routine at `PASSIVE_LEVEL` on a thread of its
+/// own, holding the device object until the routine has returned.
 pub fn queue_work_item(
     item: *mut IO_WORKITEM,
     routine: PIO_WORKITEM_ROUTINE,
     _queue: WORK_QUEUE_TYPE,
     context: *mut c_void,
 ) {
-    irql::require("IoQueueWorkItem");
+    irql::require(const { irql::rule_of("IoQueueWorkItem") });
     let work = work_item(item, "IoQueueWorkItem");
     if work.queued.swap(true, Ordering::AcqRel) {
         bugcheck(
@@ -291,8 +303,9 @@ pub fn queue_work_item(
         .expect("spawn a work item thread");
 }
 
+/// `IoFreeWorkItem`: bugchecks if the item is still queued.
 pub fn free_work_item(item: *mut IO_WORKITEM) {
-    irql::require("IoFreeWorkItem");
+    irql::require(const { irql::rule_of("IoFreeWorkItem") });
     let work = work_item(item, "IoFreeWorkItem");
     if work.queued.load(Ordering::Acquire) {
         bugcheck(

@@ -31,7 +31,7 @@ unsafe fn signal_state<'a>(event: *mut KEVENT) -> &'a AtomicI32 {
 /// # Safety
 /// `event` points to writable memory for a `KEVENT`.
 pub unsafe fn initialize(event: *mut KEVENT, kind: EVENT_TYPE, state: BOOLEAN) {
-    irql::require("KeInitializeEvent");
+    irql::require(const { irql::rule_of("KeInitializeEvent") });
     if kind != NotificationEvent && kind != SynchronizationEvent {
         bugcheck(
             "INVALID_PARAMETER",
@@ -70,7 +70,7 @@ fn check(event: *mut KEVENT, function: &str) {
 }
 
 pub unsafe fn set(event: *mut KEVENT) -> LONG {
-    irql::require("KeSetEvent");
+    irql::require(const { irql::rule_of("KeSetEvent") });
     check(event, "KeSetEvent");
     let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     // SAFETY: checked to be an initialised event.
@@ -80,14 +80,14 @@ pub unsafe fn set(event: *mut KEVENT) -> LONG {
 }
 
 pub unsafe fn clear(event: *mut KEVENT) {
-    irql::require("KeClearEvent");
+    irql::require(const { irql::rule_of("KeClearEvent") });
     check(event, "KeClearEvent");
     // SAFETY: checked to be an initialised event.
     unsafe { signal_state(event) }.store(0, Ordering::Release);
 }
 
 pub unsafe fn read(event: *mut KEVENT) -> LONG {
-    irql::require("KeReadStateEvent");
+    irql::require(const { irql::rule_of("KeReadStateEvent") });
     check(event, "KeReadStateEvent");
     // SAFETY: checked to be an initialised event.
     unsafe { signal_state(event) }.load(Ordering::Acquire)
@@ -99,10 +99,10 @@ pub unsafe fn wait(object: *mut c_void, timeout: *const i64) -> NTSTATUS {
     // SAFETY: the caller's timeout pointer is NULL or valid.
     let timeout = unsafe { timeout.as_ref() }.copied();
     if timeout == Some(0) {
-        irql::require("KeWaitForSingleObject (zero timeout)");
+        irql::require(const { irql::rule_of("KeWaitForSingleObject (zero timeout)") });
     } else {
         irql::forbid_wait("KeWaitForSingleObject");
-        irql::require("KeWaitForSingleObject");
+        irql::require(const { irql::rule_of("KeWaitForSingleObject") });
     }
     let event = object.cast::<KEVENT>();
     check(event, "KeWaitForSingleObject");

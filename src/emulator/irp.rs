@@ -46,7 +46,7 @@ fn set_owner(irp: *mut IRP, owner: IrpOwner) {
 }
 
 pub fn allocate(stack_size: CCHAR, _charge_quota: BOOLEAN) -> *mut IRP {
-    irql::require("IoAllocateIrp");
+    irql::require(const { irql::rule_of("IoAllocateIrp") });
     let Ok(count @ 1..) = usize::try_from(stack_size) else {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -105,7 +105,7 @@ pub fn free(irp: *mut IRP) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require("IoFreeIrp");
+    irql::require(const { irql::rule_of("IoFreeIrp") });
     if owner_of(irp, "IoFreeIrp") == IrpOwner::Provider {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -127,7 +127,7 @@ pub fn free(irp: *mut IRP) {
 }
 
 pub fn reuse(irp: *mut IRP, status: NTSTATUS) {
-    irql::require("IoReuseIrp");
+    irql::require(const { irql::rule_of("IoReuseIrp") });
     if owner_of(irp, "IoReuseIrp") == IrpOwner::Provider {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
@@ -220,7 +220,7 @@ pub fn release_cancel_lock(old: KIRQL) {
 }
 
 pub fn cancel(irp: *mut IRP) -> BOOLEAN {
-    irql::require("IoCancelIrp");
+    irql::require(const { irql::rule_of("IoCancelIrp") });
     owner_of(irp, "IoCancelIrp");
     let old = acquire_cancel_lock();
     // SAFETY: live per the registry; `Cancel` is only written under the
@@ -243,7 +243,7 @@ pub fn cancel(irp: *mut IRP) -> BOOLEAN {
 }
 
 pub fn complete(irp: *mut IRP) {
-    irql::require("IoCompleteRequest");
+    irql::require(const { irql::rule_of("IoCompleteRequest") });
     if owner_of(irp, "IoCompleteRequest") != IrpOwner::Provider {
         bugcheck(
             "MULTIPLE_IRP_COMPLETE_REQUESTS",

@@ -268,15 +268,41 @@ pub const IRQL_RULES: &[IrqlRule] = &[
 
 const WSK_CALLS: &str = "WSK functions are called at IRQL <= DISPATCH_LEVEL";
 
-/// Bugchecks unless the current IRQL is within `function`'s rule in
-/// [`IRQL_RULES`].
+/// `function`'s rule in [`IRQL_RULES`]. Call sites evaluate it in a
+/// `const` block, so an emulated function's check costs no lookup and a
+/// name without a rule does not compile.
 ///
 /// # Panics
 /// If `function` has no rule: every emulated function must have one.
+pub(crate) const fn rule_of(function: &str) -> &'static IrqlRule {
+    let mut index = 0;
+    while index < IRQL_RULES.len() {
+        if same(IRQL_RULES[index].function, function) {
+            return &IRQL_RULES[index];
+        }
+        index += 1;
+    }
+    panic!("the emulator's IRQL table has no rule for this function");
+}
+
+/// String equality usable in `const` evaluation.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut index = 0;
+    while index < a.len() {
+        if a[index] != b[index] {
+            return false;
+        }
+        index += 1;
+    }
+    true
+}
+
+/// Bugchecks unless the current IRQL is within `rule`.
 #[track_caller]
-pub(crate) fn require(function: &str) {
-    let Some(rule) = IRQL_RULES.iter().find(|rule| rule.function == function) else {
-        panic!("the emulator's IRQL table has no rule for {function}");
-    };
+pub(crate) fn require(rule: &IrqlRule) {
     require_at_most(rule.max, rule.function, rule.why);
 }

@@ -19,7 +19,7 @@ fn pages_spanned(va: usize, length: usize) -> usize {
 }
 
 pub fn allocate(va: *mut c_void, length: ULONG, secondary: BOOLEAN, irp: *mut IRP) -> *mut MDL {
-    irql::require("IoAllocateMdl");
+    irql::require(const { irql::rule_of("IoAllocateMdl") });
     let kernel = Kernel::current();
     if length == 0 || kernel.inner().faults.should_fail(Resource::Mdl) {
         return ptr::null_mut();
@@ -56,7 +56,7 @@ pub fn allocate(va: *mut c_void, length: ULONG, secondary: BOOLEAN, irp: *mut IR
 }
 
 pub fn build_for_non_paged_pool(mdl: *mut MDL) {
-    irql::require("MmBuildMdlForNonPagedPool");
+    irql::require(const { irql::rule_of("MmBuildMdlForNonPagedPool") });
     if !registry().mdls.contains_key(&(mdl as usize)) {
         bugcheck(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
@@ -83,7 +83,7 @@ pub fn free(mdl: *mut MDL) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require("IoFreeMdl");
+    irql::require(const { irql::rule_of("IoFreeMdl") });
     let Some(record) = registry().mdls.remove(&(mdl as usize)) else {
         bugcheck(
             "BAD_POOL_CALLER",

@@ -20,7 +20,7 @@ const FRESH_FILL: u8 = 0xC5;
 const FREED_FILL: u8 = 0xDF;
 
 pub fn allocate(pool_type: POOL_TYPE, size: usize, tag: u32) -> *mut c_void {
-    irql::require("ExAllocatePoolWithTag");
+    irql::require(const { irql::rule_of("ExAllocatePoolWithTag") });
     if pool_type != NonPagedPoolNx && pool_type != NON_PAGED_POOL {
         bugcheck(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
@@ -68,7 +68,7 @@ pub fn free(block: *mut c_void, tag: u32) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require("ExFreePoolWithTag");
+    irql::require(const { irql::rule_of("ExFreePoolWithTag") });
     let record = {
         let mut registry = registry();
         match registry.pool.get(&(block as usize)) {

@@ -258,7 +258,7 @@ pub unsafe fn register(
     npi: *const WSK_CLIENT_NPI,
     registration: *mut WSK_REGISTRATION,
 ) -> NTSTATUS {
-    irql::require("WskRegister");
+    irql::require(const { irql::rule_of("WskRegister") });
     if npi.is_null() || registration.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
@@ -311,9 +311,9 @@ pub unsafe fn capture(
     npi: *mut WSK_PROVIDER_NPI,
 ) -> NTSTATUS {
     if wait_timeout == WSK_NO_WAIT {
-        irql::require("WskCaptureProviderNPI (WSK_NO_WAIT)");
+        irql::require(const { irql::rule_of("WskCaptureProviderNPI (WSK_NO_WAIT)") });
     } else {
-        irql::require("WskCaptureProviderNPI");
+        irql::require(const { irql::rule_of("WskCaptureProviderNPI") });
     }
     // SAFETY: the caller passes its registration block.
     let kernel = unsafe { kernel_of(registration, "WskCaptureProviderNPI") };
@@ -369,7 +369,7 @@ pub unsafe fn release(registration: *mut WSK_REGISTRATION) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require("WskReleaseProviderNPI");
+    irql::require(const { irql::rule_of("WskReleaseProviderNPI") });
     // SAFETY: the caller passes its registration block.
     let kernel = unsafe { kernel_of(registration, "WskReleaseProviderNPI") };
     let provider = &kernel.inner().provider;
@@ -392,7 +392,7 @@ pub unsafe fn deregister(registration: *mut WSK_REGISTRATION) {
     if super::verifier::unwinding() {
         return;
     }
-    irql::require("WskDeregister");
+    irql::require(const { irql::rule_of("WskDeregister") });
     // SAFETY: the caller passes its registration block.
     let kernel = unsafe { kernel_of(registration, "WskDeregister") };
     let provider = &kernel.inner().provider;

@@ -30,8 +30,10 @@ fn word<'a>(lock: *mut KSPIN_LOCK) -> &'a AtomicUsize {
     unsafe { AtomicUsize::from_ptr(lock) }
 }
 
+/// `KeAcquireSpinLockRaiseToDpc`: raises to `DISPATCH_LEVEL` and returns the
+/// IRQL to restore.
 pub fn acquire(lock: *mut KSPIN_LOCK) -> KIRQL {
-    irql::require("KeAcquireSpinLockRaiseToDpc");
+    irql::require(const { irql::rule_of("KeAcquireSpinLockRaiseToDpc") });
     let word = word(lock);
     let me = holder();
     if word.load(Ordering::Relaxed) == me {
@@ -57,6 +59,7 @@ pub fn acquire(lock: *mut KSPIN_LOCK) -> KIRQL {
     old
 }
 
+/// `KeReleaseSpinLock`: releases the lock and lowers to `new_irql`.
 pub fn release(lock: *mut KSPIN_LOCK, new_irql: KIRQL) {
     let word = word(lock);
     if word

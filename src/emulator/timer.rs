@@ -46,7 +46,7 @@ fn lock() -> MutexGuard<'static, Timers> {
 }
 
 pub unsafe fn initialize_dpc(dpc: *mut KDPC, routine: PKDEFERRED_ROUTINE, context: *mut c_void) {
-    irql::require("KeInitializeDpc");
+    irql::require(const { irql::rule_of("KeInitializeDpc") });
     let null: *mut c_void = ptr::null_mut();
     // SAFETY: the caller's KDPC storage.
     unsafe {
@@ -69,7 +69,7 @@ pub unsafe fn initialize_dpc(dpc: *mut KDPC, routine: PKDEFERRED_ROUTINE, contex
 }
 
 pub unsafe fn initialize_timer(timer: *mut KTIMER) {
-    irql::require("KeInitializeTimer");
+    irql::require(const { irql::rule_of("KeInitializeTimer") });
     if lock().armed.contains_key(&(timer as usize)) {
         bugcheck(
             "TIMER_OR_DPC_INVALID",
@@ -88,7 +88,7 @@ pub unsafe fn initialize_timer(timer: *mut KTIMER) {
 }
 
 pub unsafe fn set_timer(timer: *mut KTIMER, due_time: i64, dpc: *mut KDPC) -> BOOLEAN {
-    irql::require("KeSetTimer");
+    irql::require(const { irql::rule_of("KeSetTimer") });
     // SAFETY: the caller's initialised timer.
     if unsafe { (*timer).Header.Type } != TIMER_NOTIFICATION_OBJECT {
         bugcheck(
@@ -122,7 +122,7 @@ pub unsafe fn set_timer(timer: *mut KTIMER, due_time: i64, dpc: *mut KDPC) -> BO
 }
 
 pub fn cancel_timer(timer: *mut KTIMER) -> BOOLEAN {
-    irql::require("KeCancelTimer");
+    irql::require(const { irql::rule_of("KeCancelTimer") });
     if lock().armed.remove(&(timer as usize)).is_some() {
         TRUE
     } else {
@@ -133,7 +133,7 @@ pub fn cancel_timer(timer: *mut KTIMER) -> BOOLEAN {
 /// `KeFlushQueuedDpcs`: returns once every DPC queued before the call has
 /// run: expired timers' DPCs and the kernel's DPC queue.
 pub fn flush_queued_dpcs() {
-    irql::require("KeFlushQueuedDpcs");
+    irql::require(const { irql::rule_of("KeFlushQueuedDpcs") });
     let now = Instant::now();
     let mut timers = lock();
     while timers.running > 0 || timers.armed.values().any(|armed| armed.due <= now) {

@@ -8,10 +8,12 @@ use crate::abi::{NTSTATUS, RTL_OSVERSIONINFOW, STATUS_SUCCESS};
 /// `VER_PLATFORM_WIN32_NT` (winnt.h): every Windows the library targets.
 const PLATFORM_NT: u32 = 2;
 
+/// `RtlGetVersion`: the emulated machine's OS build.
+///
 /// # Safety
 /// `info` points to a writable `RTL_OSVERSIONINFOW`.
 pub unsafe fn get(info: *mut RTL_OSVERSIONINFOW) -> NTSTATUS {
-    irql::require("RtlGetVersion");
+    irql::require(const { irql::rule_of("RtlGetVersion") });
     let build = Kernel::current().inner().provider.config.os_build;
     let (major, minor) = major_minor(build);
     // SAFETY: the caller's structure, per the contract.

@@ -36,8 +36,6 @@ pub struct Locked {
     pub state: State,
     /// The join handle's waker.
     pub join_waker: Option<Waker>,
-    /// Whether the join handle is gone (nobody will take the output).
-    pub detached: bool,
     /// Whether the output was taken.
     pub taken: bool,
 }
@@ -145,7 +143,6 @@ impl TaskRef {
                     locked: SpinLock::new(Locked {
                         state: State::queued(),
                         join_waker: None,
-                        detached: false,
                         taken: false,
                     }),
                     budget: AtomicU32::new(BUDGET),
@@ -291,11 +288,7 @@ impl TaskRef {
     /// The join handle goes away: the output, if any, is dropped with the
     /// block.
     pub fn detach(self) {
-        let waker = {
-            let mut locked = self.header().locked.lock();
-            locked.detached = true;
-            locked.join_waker.take()
-        };
+        let waker = self.header().locked.lock().join_waker.take();
         drop(waker);
     }
 }

@@ -678,9 +678,10 @@ pub fn thread_count() -> usize {
 pub const FATAL_CASE: &str = "WSK_EMULATOR_FATAL_CASE";
 
 /// Runs `test` alone in a child process with [`FATAL_CASE`] set and
-/// expects it to stop like a bugcheck: a panic inside a dispatch function
-/// cannot unwind through `extern "system"`, so the process aborts.
-pub fn expect_bugcheck_in_child(test: &str, expected: &str) {
+/// expects it to stop like a bugcheck whose message holds every part of
+/// `expected`: a panic inside a dispatch function cannot unwind through
+/// `extern "system"`, so the process aborts.
+pub fn expect_bugcheck_in_child(test: &str, expected: &[&str]) {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(FATAL_CASE, "1")
@@ -692,13 +693,35 @@ pub fn expect_bugcheck_in_child(test: &str, expected: &str) {
         Some(libc::SIGABRT),
         "the child must abort; stderr:\n{stderr}"
     );
-    assert!(
-        stderr.contains(expected),
-        "expected {expected:?} in the child's stderr:\n{stderr}"
-    );
+    for part in expected {
+        assert!(
+            stderr.contains(part),
+            "expected {part:?} in the child's stderr:\n{stderr}"
+        );
+    }
 }
 
 /// Whether this process is such a child.
 pub fn in_fatal_child() -> bool {
     std::env::var_os(FATAL_CASE).is_some()
+}
+
+/// A loopback TCP server that echoes every connection, a thread each.
+pub fn echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            thread::spawn(move || {
+                let mut chunk = [0_u8; 4096];
+                while let Ok(n @ 1..) = std::io::Read::read(&mut stream, &mut chunk) {
+                    if std::io::Write::write_all(&mut stream, &chunk[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    address
 }

@@ -204,8 +204,10 @@ const fn stream_table(connect_ex: ConnectEx) -> WSK_PROVIDER_STREAM_DISPATCH {
     }
 }
 
+/// The socket functions look their rule up when called (a scan of a few
+/// dozen names, beside the host system call most of them make).
 fn require_irql(function: &str) {
-    irql::require(function);
+    irql::require(irql::rule_of(function));
 }
 
 /// Takes the IRP of a call that must have one.
@@ -585,8 +587,10 @@ unsafe extern "system" fn wsk_disconnect(
         .config
         .disconnect_stub
     {
-        // Wine 8's stub: returns at once, never touches the IRP.
+        // Wine 8's stub: returns at once, never touches the IRP (the
+        // verifier still stops a call on a closed socket).
         require_irql("WskDisconnect");
+        live(socket, "WskDisconnect");
         return STATUS_NOT_IMPLEMENTED;
     }
     // SAFETY: the caller's IRP (WSK contract).
