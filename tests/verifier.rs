@@ -306,3 +306,27 @@ fn unloading_with_a_work_item_queued_bugchecks() {
     // reference still held.
     drop(device);
 }
+
+#[test]
+#[should_panic(expected = "BUGCHECK BAD_POOL_CALLER: ExAllocatePoolWithTag with a zero tag")]
+fn allocating_pool_with_a_zero_tag_bugchecks() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    // SAFETY: the zero tag is the misuse under test; nothing is allocated.
+    let _ = unsafe { exports::ExAllocatePoolWithTag(NonPagedPoolNx, 16, 0) };
+}
+
+#[test]
+#[should_panic(expected = "not an allocated pool block (double free or foreign pointer)")]
+fn freeing_pool_twice_bugchecks() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let tag = u32::from_le_bytes(*b"Twce");
+    // SAFETY: a valid non-paged allocation with a non-zero tag.
+    let block = unsafe { exports::ExAllocatePoolWithTag(NonPagedPoolNx, 16, tag) };
+    assert!(!block.is_null());
+    // SAFETY: the block just allocated, with its tag.
+    unsafe { exports::ExFreePoolWithTag(block, tag) };
+    // SAFETY: deliberately a second free: the verifier must stop it first.
+    unsafe { exports::ExFreePoolWithTag(block, tag) };
+}
