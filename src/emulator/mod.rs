@@ -43,6 +43,7 @@
     reason = "emulator code favours plain lock scopes and matches"
 )]
 
+mod delay;
 mod device;
 mod event;
 pub mod exports;
@@ -73,7 +74,7 @@ use std::time::Duration;
 use std::vec::Vec;
 
 pub use device::Device;
-pub use faults::FaultPlan;
+pub use faults::{FaultCounts, FaultPlan};
 pub use irql::{IRQL_RULES, IrqlRule};
 pub use provider::ProviderConfig;
 pub use sockets::FastOpenStats;
@@ -161,10 +162,17 @@ impl Kernel {
         self.inner.provider.set_deregister_deadline(deadline);
     }
 
-    /// Seeded fault injection: allocations of pool, IRPs and MDLs fail as
-    /// the plan says, reproducibly for a given seed.
+    /// Seeded fault injection: allocations of pool, IRPs and MDLs fail, and
+    /// the socket provider stalls, delays, resets and force-closes, as the
+    /// plan says, reproducibly for a given seed.
     pub fn inject_faults(&self, plan: FaultPlan) {
         self.inner.faults.set(plan);
+    }
+
+    /// How many faults of each kind this machine has injected so far.
+    #[must_use]
+    pub fn faults_injected(&self) -> FaultCounts {
+        self.inner.faults.counts()
     }
 
     /// What this machine still has outstanding.
@@ -290,6 +298,7 @@ fn dpc_thread(kernel: &Weak<KernelInner>, receiver: &mpsc::Receiver<Job>) {
         let Some(inner) = kernel.upgrade() else {
             return;
         };
+        inner.faults.jitter();
         let _enter = Kernel { inner }.enter();
         irql::run_at(crate::abi::DISPATCH_LEVEL, || {
             irql::run_as_callback("a DPC", job);

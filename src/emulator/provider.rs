@@ -317,6 +317,9 @@ pub unsafe fn capture(
     }
     // SAFETY: the caller passes its registration block.
     let kernel = unsafe { kernel_of(registration, "WskCaptureProviderNPI") };
+    if kernel.inner().faults.capture_fails() {
+        return STATUS_DEVICE_NOT_READY;
+    }
     let provider = &kernel.inner().provider;
     let key = registration as usize;
     let deadline = (wait_timeout != WSK_NO_WAIT && wait_timeout != WSK_INFINITE_WAIT)

@@ -44,6 +44,7 @@ use errno::status_of;
 use sockaddr::Family;
 use transfer::{Op, Progress};
 
+use super::faults::CallFault;
 use super::io::{self, IrpHandle, PendingQueue};
 use super::poller::Ready;
 use super::provider::EmulatedClient;
@@ -51,7 +52,8 @@ use super::verifier::bugcheck;
 use super::{Kernel, KernelInner};
 use crate::abi::{
     NTSTATUS, STATUS_CANCELLED, STATUS_CONNECTION_ABORTED, STATUS_CONNECTION_RESET,
-    STATUS_INVALID_CONNECTION, STATUS_PENDING, STATUS_SUCCESS, WSK_SOCKET,
+    STATUS_FILE_FORCED_CLOSED, STATUS_INVALID_CONNECTION, STATUS_PENDING, STATUS_SUCCESS,
+    WSK_SOCKET,
 };
 
 /// What the host's TCP Fast Open did for `WskConnectEx` on one kernel
@@ -182,11 +184,7 @@ fn quarantine(header: Header) {
 /// status is returned), or under `always_pend` from the poller thread at
 /// `DISPATCH_LEVEL` (`STATUS_PENDING` is returned).
 fn finish(kernel: &Kernel, irp: IrpHandle, status: NTSTATUS, information: usize) -> NTSTATUS {
-    let completion = Completion {
-        irp,
-        status,
-        information,
-    };
+    let completion = Completion::new(irp, status, information);
     if kernel.inner().provider.config.always_pend {
         // SAFETY: the provider owns the IRP and returns STATUS_PENDING.
         unsafe { io::mark_pending(irp) };
@@ -206,10 +204,27 @@ struct Completion {
     irp: IrpHandle,
     status: NTSTATUS,
     information: usize,
+    /// A late completion (a fault): delivered after this delay, from the
+    /// DPC thread. The IRP is pending by then.
+    late: Option<Duration>,
 }
 
 impl Completion {
-    fn run(self) {
+    const fn new(irp: IrpHandle, status: NTSTATUS, information: usize) -> Self {
+        Self {
+            irp,
+            status,
+            information,
+            late: None,
+        }
+    }
+
+    fn run(mut self) {
+        if let Some(delay) = self.late.take() {
+            let kernel = Kernel::current();
+            super::delay::after(&kernel, delay, Box::new(move || self.run()));
+            return;
+        }
         // SAFETY: the provider owns the IRP (never parked, or taken back
         // from its queue) and gives it up here, once.
         unsafe { io::complete(self.irp, self.status, self.information) };
@@ -262,11 +277,23 @@ struct State {
     /// connection is disconnected in both directions and closing it is
     /// graceful; otherwise `WskCloseSocket` aborts it, as on Windows.
     peer_ended: bool,
+    /// Parked IRPs that an injected fault stalls: they never progress.
+    stalled: Vec<IrpHandle>,
+    /// Parked IRPs whose completion an injected fault delays.
+    late: Vec<(IrpHandle, Duration)>,
 }
 
 impl State {
     const fn lane(&mut self, lane: Lane) -> &mut VecDeque<IrpHandle> {
         &mut self.lanes[lane as usize]
+    }
+
+    /// Pops the head of `lane`, forgetting the faults it carried.
+    fn pop(&mut self, lane: Lane) -> Option<IrpHandle> {
+        let irp = self.lane(lane).pop_front()?;
+        self.stalled.retain(|&stalled| stalled != irp);
+        self.late.retain(|&(late, _)| late != irp);
+        Some(irp)
     }
 }
 
@@ -326,6 +353,8 @@ impl Socket {
                     graceful: false,
                     peer_ended: false,
                     reset: None,
+                    stalled: Vec::new(),
+                    late: Vec::new(),
                 }),
                 calls: AtomicUsize::new(0),
                 this: this.clone(),
@@ -372,7 +401,9 @@ impl Socket {
 
     /// Runs a call's operation at once if its lane is free and it can
     /// finish; otherwise parks it behind its lane until the poller moves it
-    /// on (under `always_pend`, always).
+    /// on (under `always_pend`, always). The kernel's fault plan may stall
+    /// it, delay its completion, complete it inline, or end the connection
+    /// under it.
     fn submit(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -382,19 +413,43 @@ impl Socket {
     ) -> NTSTATUS {
         let kernel = self.kernel();
         let always_pend = kernel.inner().provider.config.always_pend;
+        let on_connection =
+            lane != Lane::Connect && state.phase == Phase::Connected && state.reset.is_none();
+        let fault = kernel
+            .inner()
+            .faults
+            .socket_call(on_connection, always_pend);
+        let always_pend = always_pend && fault != Some(CallFault::Inline);
+        let delay = match fault {
+            Some(CallFault::Late(delay)) => Some(delay),
+            Some(CallFault::ForcedClose) => {
+                return self.sever(state, irp, STATUS_FILE_FORCED_CLOSED);
+            }
+            Some(CallFault::Reset) => return self.sever(state, irp, STATUS_CONNECTION_RESET),
+            _ => None,
+        };
         self.drop_cancelled(&mut state, &kernel, lane);
+        // A `WskSocketConnect` socket not handed out yet lives only as long
+        // as the poller watches it (until its connect ends): a stalled
+        // connect, never attempted, must be watched from now on.
+        let stall = fault == Some(CallFault::Stall)
+            && (lane != Lane::Connect || self.watch(&mut state, &kernel).is_ok());
         if !always_pend
+            && !stall
             && state.lane(lane).is_empty()
             && let Progress::Done(status, information) = self.attempt(&mut state, &kernel, &mut op)
         {
             let (status, information) = self.settle(&mut state, &kernel, &op, status, information);
             drop(state);
-            Completion {
-                irp,
-                status,
-                information,
+            let mut completion = Completion::new(irp, status, information);
+            if delay.is_some() {
+                completion.late = delay;
+                // SAFETY: the provider owns the IRP and returns STATUS_PENDING.
+                unsafe { io::mark_pending(irp) };
+                completion.run();
+                return STATUS_PENDING;
             }
-            .run();
+            completion.run();
             return status;
         }
         // SAFETY: the provider owns the IRP; the queue lives as long as the
@@ -406,11 +461,50 @@ impl Socket {
             }
         } else {
             state.lane(lane).push_back(irp);
+            if stall {
+                state.stalled.push(irp);
+            }
+            if let Some(delay) = delay {
+                state.late.push((irp, delay));
+            }
         }
         drop(state);
         if always_pend {
             self.schedule_drive();
         }
+        STATUS_PENDING
+    }
+
+    /// The connection ends under a call (an injected fault): the host
+    /// connection is reset, and the call, everything parked on the socket
+    /// and every later transfer answer `status`.
+    fn sever(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        irp: IrpHandle,
+        status: NTSTATUS,
+    ) -> NTSTATUS {
+        let kernel = self.kernel();
+        let parked = self.take_all_parked(&mut state);
+        Self::unwatch(&mut state, &kernel);
+        state.reset = Some(status);
+        let host = state.host.take();
+        drop(state);
+        self.wait_for_cancels();
+        for (parked_irp, op) in parked {
+            Completion::new(parked_irp, status, op.done()).run();
+        }
+        if let Some(host) = host {
+            reset(host);
+        }
+        // The call was under way when the connection ended: it pends, then
+        // fails from the poller thread.
+        // SAFETY: the provider owns the IRP and returns STATUS_PENDING.
+        unsafe { io::mark_pending(irp) };
+        kernel
+            .inner()
+            .poller()
+            .schedule(Box::new(move || Completion::new(irp, status, 0).run()));
         STATUS_PENDING
     }
 
@@ -495,7 +589,7 @@ impl Socket {
             if self.pending.contains(irp) {
                 break;
             }
-            state.lane(lane).pop_front();
+            state.pop(lane);
             if lane == Lane::Connect {
                 Self::abandon_connect(state, kernel);
             }
@@ -533,22 +627,29 @@ impl Socket {
             // SAFETY: parked in this socket's queue.
             let Some(mut op) = (unsafe { self.pending.take(irp) }) else {
                 // A cancel is completing it right now.
-                state.lane(lane).pop_front();
+                state.pop(lane);
                 if lane == Lane::Connect {
                     Self::abandon_connect(state, kernel);
                 }
                 continue;
             };
-            match self.attempt(state, kernel, &mut op) {
+            let progress = if state.stalled.contains(&irp) {
+                Progress::Blocked
+            } else {
+                self.attempt(state, kernel, &mut op)
+            };
+            match progress {
                 Progress::Done(status, information) => {
-                    state.lane(lane).pop_front();
+                    let delay = state
+                        .late
+                        .iter()
+                        .find_map(|&(parked, delay)| (parked == irp).then_some(delay));
+                    state.pop(lane);
                     let (status, information) =
                         self.settle(state, kernel, &op, status, information);
-                    finished.push(Completion {
-                        irp,
-                        status,
-                        information,
-                    });
+                    let mut completion = Completion::new(irp, status, information);
+                    completion.late = delay;
+                    finished.push(completion);
                 }
                 Progress::Blocked => {
                     // SAFETY: taken back above, so owned by the provider;
@@ -567,6 +668,9 @@ impl Socket {
     fn drive(&self) {
         let kernel = self.kernel();
         let finished = self.advance(&mut self.lock(), &kernel);
+        if !finished.is_empty() {
+            kernel.inner().faults.jitter();
+        }
         for completion in finished {
             completion.run();
         }
@@ -607,6 +711,8 @@ impl Socket {
         for lane in LANES {
             state.lane(lane).clear();
         }
+        state.stalled.clear();
+        state.late.clear();
         self.pending.take_all()
     }
 
@@ -627,12 +733,7 @@ impl Socket {
         drop(state);
         self.wait_for_cancels();
         for (parked_irp, op) in parked {
-            Completion {
-                irp: parked_irp,
-                status: STATUS_CONNECTION_ABORTED,
-                information: op.done(),
-            }
-            .run();
+            Completion::new(parked_irp, STATUS_CONNECTION_ABORTED, op.done()).run();
         }
         if let Some(host) = host {
             reset(host);
@@ -663,12 +764,7 @@ impl Socket {
         };
         self.wait_for_cancels();
         for (parked_irp, _) in parked {
-            Completion {
-                irp: parked_irp,
-                status: STATUS_CANCELLED,
-                information: 0,
-            }
-            .run();
+            Completion::new(parked_irp, STATUS_CANCELLED, 0).run();
         }
         if let Some(host) = host {
             if graceful {
