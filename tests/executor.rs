@@ -287,4 +287,5 @@ fn shutdown_aborts_live_and_forgotten_tasks_and_waits_for_the_workers() {
     // go of the device: the driver can unload.
     assert_eq!(device.references(), 0);
     drop(device);
+    kernel.expect_leaks();
 }

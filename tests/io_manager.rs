@@ -501,3 +501,16 @@ fn irp_allocation_failure_is_a_typed_error_and_zero_locations_are_rejected() {
     );
     kernel.assert_no_leaks();
 }
+
+#[test]
+#[should_panic(expected = "IoCompleteRequest")]
+fn completing_a_freed_irp_bugchecks() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let irp = Irp::allocate(1).unwrap();
+    let raw = irp.as_ptr();
+    drop(irp);
+    // SAFETY: deliberately a completion after free: the verifier checks the
+    // IRP against its registry before touching it, and stops.
+    unsafe { wsk::emulator::exports::IofCompleteRequest(raw, 0) };
+}

@@ -204,6 +204,7 @@ fn deregistration_ends_what_the_driver_forgot_and_holds_within_its_bound() {
         2,
         "the forgotten connection and connect: {usage}"
     );
+    kernel.expect_leaks();
 }
 
 #[test]
@@ -359,6 +360,7 @@ fn a_blocking_call_returns_within_its_bound_when_the_provider_ignores_the_cancel
         (1, 0, 0),
         "{usage}"
     );
+    kernel.expect_leaks();
 }
 
 #[test]

@@ -21,9 +21,9 @@ fn passive() -> PassiveLevel {
     PassiveLevel::check().expect("test threads start at PASSIVE_LEVEL")
 }
 
+/// Parses in the machine the test entered (the request's payload is pool
+/// of that machine, freed when the request drops).
 fn parse(line: &str) -> Result<Request, RequestError> {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
     Request::parse(line.as_bytes())
 }
 
@@ -35,6 +35,8 @@ fn the_ioctl_is_a_buffered_unknown_device_code() {
 
 #[test]
 fn a_request_line_parses_like_the_connect_example_options() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
     let request = parse(
         r#"--remote 127.0.0.1:7 --mode connect-ex --send "GET / HTTP/1.0\r\n\r\n" --timeout-ms 250 --tfo"#,
     )
@@ -45,13 +47,18 @@ fn a_request_line_parses_like_the_connect_example_options() {
     assert_eq!(&*request.payload, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(request.timeout, Duration::from_millis(250));
     assert!(request.fast_open);
+    drop(request);
     let request = parse("--mode socket-connect --remote [::1]:9\r\n").unwrap();
     assert_eq!(request.local, "[::]:0".parse().unwrap());
     assert!(request.payload.is_empty());
+    drop(request);
+    kernel.assert_no_leaks();
 }
 
 #[test]
 fn malformed_request_lines_are_rejected_with_one_line_reasons() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
     let cases: &[(&str, RequestError)] = &[
         ("--mode connect", RequestError::NoRemote),
         ("--remote 127.0.0.1:7", RequestError::NoMode),

@@ -166,4 +166,5 @@ fn deregistration_cancels_a_forgotten_timer_instead_of_waiting_for_it() {
     let usage = kernel.usage();
     assert_eq!(usage.pool_tag(TIMER_TAG).allocations, 1);
     assert_eq!((usage.irps, usage.registrations), (0, 0));
+    kernel.expect_leaks();
 }

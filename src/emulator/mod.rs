@@ -103,7 +103,21 @@ pub(crate) struct KernelInner {
     /// purpose (a few dozen bytes per machine): a timer block keeps a
     /// `'static` pointer to the list it is in, as in the kernel.
     pub(crate) image: &'static crate::kernel::image::Image,
+    /// What may still be outstanding when the machine is dropped.
+    leaks_allowed: Mutex<LeaksAllowed>,
     this: Weak<Self>,
+}
+
+/// What a machine may leave outstanding when it is dropped.
+#[derive(Clone, Default)]
+enum LeaksAllowed {
+    /// Nothing: any leak bugchecks.
+    #[default]
+    Nothing,
+    /// Pool of these tags (see [`Kernel::assert_no_leaks_except`]).
+    Tags(Vec<[u8; 4]>),
+    /// Anything (see [`Kernel::expect_leaks`]).
+    Anything,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -128,6 +142,7 @@ impl Kernel {
             poller: OnceLock::new(),
             fast_open: sockets::FastOpenCounters::default(),
             image: Box::leak(Box::new(crate::kernel::image::Image::new())),
+            leaks_allowed: Mutex::new(LeaksAllowed::Nothing),
             this: this.clone(),
         });
         Self { inner }
@@ -178,12 +193,28 @@ impl Kernel {
     /// What this machine still has outstanding.
     #[must_use]
     pub fn usage(&self) -> Usage {
-        let mut usage = verifier::usage_of(self.inner.id);
-        let provider = self.inner.provider.usage();
-        usage.registrations = provider.registrations;
-        usage.captures = provider.captures;
-        usage.sockets = provider.sockets;
-        usage
+        self.inner.usage()
+    }
+
+    /// Checks every pool block this machine freed and still holds in the
+    /// quarantine for writes after free, then gives the blocks back to the
+    /// host. Also done by [`assert_no_leaks`](Self::assert_no_leaks) and
+    /// when the machine is dropped.
+    ///
+    /// # Panics
+    /// Stops like Driver Verifier (`DRIVER_VERIFIER_DETECTED_VIOLATION`),
+    /// naming the block, its tag and the offset written, if one was
+    /// written after it was freed.
+    pub fn check_freed_pool(&self) {
+        pool::check_freed_pool(self.inner.id);
+    }
+
+    /// Lets this machine be dropped with resources outstanding, for a test
+    /// that leaks on purpose. Otherwise dropping the last handle to a
+    /// machine that still holds pool, IRPs, MDLs, captures or sockets
+    /// stops like Driver Verifier at an unload that leaks.
+    pub fn expect_leaks(&self) {
+        *self.inner.leaks_allowed() = LeaksAllowed::Anything;
     }
 
     /// Panics with the list of what is still outstanding, as Driver
@@ -205,6 +236,13 @@ impl Kernel {
     /// registrations, captures and sockets must all be gone.
     #[track_caller]
     pub fn assert_no_leaks_except(&self, tags: &[[u8; 4]]) {
+        {
+            let mut allowed = self.inner.leaks_allowed();
+            if !matches!(*allowed, LeaksAllowed::Anything) {
+                *allowed = LeaksAllowed::Tags(tags.to_vec());
+            }
+        }
+        self.check_freed_pool();
         let outstanding = |usage: &mut Usage| {
             usage.pool.retain(|tag, _| !tags.contains(&tag.0));
             !usage.is_empty()
@@ -285,10 +323,49 @@ impl KernelInner {
     }
 }
 
+impl KernelInner {
+    fn usage(&self) -> Usage {
+        let mut usage = verifier::usage_of(self.id);
+        let provider = self.provider.usage();
+        usage.registrations = provider.registrations;
+        usage.captures = provider.captures;
+        usage.sockets = provider.sockets;
+        usage
+    }
+
+    fn leaks_allowed(&self) -> std::sync::MutexGuard<'_, LeaksAllowed> {
+        self.leaks_allowed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl Drop for KernelInner {
+    /// The machine shuts down: its freed pool is checked for writes after
+    /// free, and whatever is still outstanding is reported, as Driver
+    /// Verifier reports a driver that unloads with pool or IRPs
+    /// outstanding. (A registration never deregistered keeps its machine
+    /// alive, so it is reported by `assert_no_leaks` instead.)
     fn drop(&mut self) {
         if let Some(poller) = self.poller.get() {
             poller.stop();
+        }
+        if verifier::unwinding() {
+            return;
+        }
+        pool::check_freed_pool(self.id);
+        let mut usage = self.usage();
+        let allowed = self.leaks_allowed().clone();
+        match allowed {
+            LeaksAllowed::Nothing => {}
+            LeaksAllowed::Tags(tags) => usage.pool.retain(|tag, _| !tags.contains(&tag.0)),
+            LeaksAllowed::Anything => return,
+        }
+        if !usage.is_empty() {
+            verifier::bugcheck(
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                format_args!("machine {} dropped with leaks: {usage}", self.id),
+            );
         }
     }
 }

@@ -1,8 +1,15 @@
-//! Tagged non-paged pool with outstanding-allocation accounting.
+//! Tagged non-paged pool with outstanding-allocation accounting, and
+//! Driver Verifier's special-pool checks as far as a user-mode heap allows:
+//! fresh blocks are filled with a pattern, freed blocks are poisoned and
+//! kept in a quarantine (so a use after free never lands in a reused
+//! block), and a write after free is found when the block leaves the
+//! quarantine or when the machine checks its freed pool.
 
 use core::ffi::c_void;
 use std::alloc::{Layout, alloc, dealloc};
-use std::sync::OnceLock;
+use std::collections::VecDeque;
+use std::sync::{LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::vec::Vec;
 
 use super::faults::Resource;
 use super::verifier::{PoolRecord, bugcheck, registry};
@@ -16,8 +23,33 @@ pub const POOL_ALIGNMENT: usize = 16;
 /// Fresh pool is not zeroed: this pattern makes reads of uninitialised
 /// memory visible.
 const FRESH_FILL: u8 = 0xC5;
-/// Freed pool is filled with this before it goes back to the allocator.
+/// Freed pool is filled with this while it waits in the quarantine.
 const FREED_FILL: u8 = 0xDF;
+/// Freed blocks kept poisoned before they go back to the host allocator.
+const QUARANTINE_BLOCKS: usize = 4096;
+/// Bytes kept at most in the quarantine (larger blocks are checked and
+/// released at once).
+const QUARANTINE_BYTES: usize = 16 << 20;
+
+/// A freed block waiting in the quarantine.
+struct Freed {
+    base: usize,
+    size: usize,
+    tag: u32,
+    kernel: u64,
+}
+
+#[derive(Default)]
+struct Quarantine {
+    blocks: VecDeque<Freed>,
+    bytes: usize,
+}
+
+static QUARANTINE: LazyLock<Mutex<Quarantine>> = LazyLock::new(Mutex::default);
+
+fn quarantine() -> MutexGuard<'static, Quarantine> {
+    QUARANTINE.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 pub fn allocate(pool_type: POOL_TYPE, size: usize, tag: u32) -> *mut c_void {
     irql::require(const { irql::rule_of("ExAllocatePoolWithTag") });
@@ -95,14 +127,83 @@ pub fn free(block: *mut c_void, tag: u32) {
     };
     super::timer::check_freed(block as usize, record.size);
     // Poison it: a use after free then reads garbage (an event's type byte,
-    // a reference count), not stale but plausible values.
+    // a reference count), not stale but plausible values, and a write
+    // after free is found when the block leaves the quarantine.
     // SAFETY: the block is still allocated with at least `record.size`
     // bytes, and nobody may use it any more.
     unsafe { block.cast::<u8>().write_bytes(FREED_FILL, record.size) };
-    let layout = layout(record.size).expect("a recorded block had a layout");
-    // SAFETY: the registry held this block, allocated by `allocate` with
-    // this very layout, and it has just been removed, so it is freed once.
-    unsafe { dealloc(block.cast(), layout) };
+    let freed = Freed {
+        base: block as usize,
+        size: record.size,
+        tag: record.tag,
+        kernel: record.kernel,
+    };
+    let evicted = {
+        let mut quarantine = quarantine();
+        quarantine.bytes += freed.size;
+        quarantine.blocks.push_back(freed);
+        let mut evicted = Vec::new();
+        while quarantine.blocks.len() > QUARANTINE_BLOCKS || quarantine.bytes > QUARANTINE_BYTES {
+            let Some(oldest) = quarantine.blocks.pop_front() else {
+                break;
+            };
+            quarantine.bytes -= oldest.size;
+            evicted.push(oldest);
+        }
+        evicted
+    };
+    for freed in evicted {
+        release(&freed);
+    }
+}
+
+/// Checks that nobody wrote to a quarantined block since it was freed.
+fn check_poison(freed: &Freed) {
+    // SAFETY: quarantined blocks stay allocated (and poisoned) until
+    // `release`; nothing else owns them.
+    let bytes = unsafe { core::slice::from_raw_parts(freed.base as *const u8, freed.size) };
+    if let Some(offset) = bytes.iter().position(|&byte| byte != FREED_FILL) {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!(
+                "pool block {:#x} (tag '{}', {} bytes) was written at offset {offset} after it was freed",
+                freed.base,
+                super::PoolTagName(freed.tag.to_le_bytes()),
+                freed.size
+            ),
+        );
+    }
+}
+
+/// Checks a block leaving the quarantine and gives it back to the host.
+fn release(freed: &Freed) {
+    check_poison(freed);
+    let layout = layout(freed.size).expect("a recorded block had a layout");
+    // SAFETY: the block was allocated by `allocate` with this very layout,
+    // left the registry when freed, and has just left the quarantine, so
+    // it is deallocated once.
+    unsafe { dealloc(freed.base as *mut u8, layout) };
+}
+
+/// Checks every quarantined block of `kernel` for writes after free, and
+/// releases them (a machine checks its freed pool when it is dropped, or
+/// when asked to).
+pub fn check_freed_pool(kernel: u64) {
+    let mine: Vec<Freed> = {
+        let mut quarantine = quarantine();
+        let (mine, others): (VecDeque<Freed>, VecDeque<Freed>) = quarantine
+            .blocks
+            .drain(..)
+            .partition(|freed| freed.kernel == kernel);
+        quarantine.blocks = others;
+        quarantine.bytes = quarantine.blocks.iter().map(|freed| freed.size).sum();
+        mine.into()
+    };
+    // A violation stops at the first block written after free; the rest
+    // stay allocated, as after any bugcheck.
+    for freed in &mine {
+        release(freed);
+    }
 }
 
 /// Whether `[start, start + len)` lies inside one live pool block.

@@ -242,6 +242,7 @@ fn a_call_that_returns_without_completing_is_reclaimed() {
         (usage.registrations, usage.captures, usage.sockets),
         (0, 0, 0)
     );
+    kernel.expect_leaks();
 }
 
 #[test]
