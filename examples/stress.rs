@@ -839,6 +839,10 @@ fn teardown(
         );
         stats.leaks.fetch_add(1, Ordering::Relaxed);
     }
+    // Writes after free into any block freed during the phase bugcheck.
+    kernel.check_freed_pool();
+    // Counted above: the machine may go with what it still holds.
+    kernel.expect_leaks();
 }
 
 fn record_faults(kernel: &Kernel, stats: &Stats) {

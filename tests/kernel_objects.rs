@@ -254,6 +254,7 @@ fn the_zero_tag_is_rejected_before_the_kernel_sees_it() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "Miri cannot even try an allocation this large")]
 fn an_absurd_size_is_insufficient_resources_not_a_crash() {
     // The kernel returns NULL for a size no pool can hold; so must the
     // emulator, whether the host cannot describe the size (`usize::MAX / 2`

@@ -4,11 +4,11 @@
 //! stands in for a lower driver.
 
 use core::ffi::c_void;
-use core::ptr;
 use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::boxed::Box;
 use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::vec::Vec;
 
@@ -180,9 +180,7 @@ impl<T: Send + 'static> PendingQueue<T> {
         unsafe { irp::set_cancel_routine(raw, Some(cancel_routine)) };
         // SAFETY: owned IRP; `Cancel` is read after publishing the routine,
         // so a concurrent IoCancelIrp either sees the routine or set the flag.
-        let cancel_flag = unsafe { &raw const (*raw).Cancel };
-        // SAFETY: as above: a live IRP's field.
-        let cancelled = unsafe { ptr::read_volatile(cancel_flag) } != 0;
+        let cancelled = unsafe { irp::cancel_flag(raw) }.load(Ordering::SeqCst) != 0;
         // SAFETY: owned IRP.
         if cancelled && unsafe { irp::set_cancel_routine(raw, None) }.is_some() {
             let payload = entries.remove(&irp.0).expect("inserted above");

@@ -3,7 +3,7 @@
 use core::mem::size_of;
 use core::ptr::{self, addr_of_mut};
 use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 use super::faults::Resource;
 use super::verifier::{IrpOwner, IrpRecord, bugcheck, registry};
@@ -204,6 +204,21 @@ pub unsafe fn set_cancel_routine(irp: *mut IRP, routine: PDRIVER_CANCEL) -> PDRI
     unsafe { core::mem::transmute::<*mut (), PDRIVER_CANCEL>(old) }
 }
 
+/// `Irp->Cancel`, which `IoCancelIrp` sets while the IRP's owner may be
+/// completing it on another thread (a race the kernel tolerates): every
+/// access to it is atomic, and nothing takes a reference to the whole IRP
+/// while it may be cancelled.
+///
+/// # Safety
+/// `irp` is a live IRP, live for `'a`.
+pub unsafe fn cancel_flag<'a>(irp: *mut IRP) -> &'a AtomicU8 {
+    // SAFETY: a field of a live IRP (no reference is made).
+    let field = unsafe { addr_of_mut!((*irp).Cancel) };
+    // SAFETY: a byte of a live IRP; every access to it goes through this
+    // atomic.
+    unsafe { AtomicU8::from_ptr(field) }
+}
+
 static CANCEL_LOCK: AtomicBool = AtomicBool::new(false);
 
 pub fn acquire_cancel_lock() -> KIRQL {
@@ -223,9 +238,9 @@ pub fn cancel(irp: *mut IRP) -> BOOLEAN {
     irql::require(const { irql::rule_of("IoCancelIrp") });
     owner_of(irp, "IoCancelIrp");
     let old = acquire_cancel_lock();
-    // SAFETY: live per the registry; `Cancel` is only written under the
+    // SAFETY: live per the registry; `Cancel` is only set under the
     // cancel lock.
-    unsafe { (*irp).Cancel = TRUE };
+    unsafe { cancel_flag(irp) }.store(TRUE, Ordering::SeqCst);
     // SAFETY: live IRP.
     let routine = unsafe { set_cancel_routine(irp, None) };
     if let Some(routine) = routine {
@@ -250,55 +265,72 @@ pub fn complete(irp: *mut IRP) {
             format_args!("IoCompleteRequest({irp:p}): the IRP is not in flight (completed twice?)"),
         );
     }
+    // The IRP is reached through raw places only: `IoCancelIrp` may set
+    // its `Cancel` flag from another thread meanwhile.
     // SAFETY: live and owned by the completing driver.
-    let header = unsafe { &mut *irp };
-    if header.IoStatus.Status == STATUS_PENDING {
+    if unsafe { (*irp).IoStatus.Status } == STATUS_PENDING {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
             format_args!("IoCompleteRequest({irp:p}) with STATUS_PENDING"),
         );
     }
-    if header.CancelRoutine.is_some() {
+    // SAFETY: a field of a live IRP (no reference is made).
+    let field = unsafe { addr_of_mut!((*irp).CancelRoutine) };
+    // SAFETY: pointer-sized and aligned; every access to it is atomic.
+    let field = unsafe { AtomicPtr::<()>::from_ptr(field.cast()) };
+    if !field.load(Ordering::Acquire).is_null() {
         bugcheck(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
             format_args!("IoCompleteRequest({irp:p}) with a cancel routine still set"),
         );
     }
-    let stack_count = header.StackCount;
+    // SAFETY: live IRP.
+    let stack_count = unsafe { (*irp).StackCount };
     set_owner(irp, IrpOwner::Client);
     // The I/O manager's loop: from the current location up, each location's
     // completion routine runs (if its Control bits ask for this outcome) with
     // the IRP's current location already advanced past it.
+    // SAFETY (every access in the loop): the IRP stays live while no routine
+    // has freed it; a routine that frees it must return
+    // STATUS_MORE_PROCESSING_REQUIRED (checked below), which ends the loop.
     loop {
-        // SAFETY: the IRP stays live while no routine has freed it; a routine
-        // that frees it must return STATUS_MORE_PROCESSING_REQUIRED (checked
-        // below), which ends the loop.
-        let header = unsafe { &mut *irp };
-        if header.CurrentLocation > stack_count {
+        // SAFETY: as above.
+        let current_location = unsafe { (*irp).CurrentLocation };
+        if current_location > stack_count {
             break;
         }
-        let location = header.Tail.CurrentStackLocation;
-        let current_location = header.CurrentLocation;
-        header.CurrentLocation += 1;
-        // SAFETY: at most one past the last location.
-        header.Tail.CurrentStackLocation = unsafe { location.add(1) };
-        // SAFETY: `location` is within this IRP's stack.
+        // SAFETY: as above.
+        let location = unsafe { (*irp).Tail.CurrentStackLocation };
+        // SAFETY: as above.
+        unsafe { (*irp).CurrentLocation = current_location + 1 };
+        // SAFETY: at most one past the last location of this IRP's stack.
+        let next_location = unsafe { location.add(1) };
+        // SAFETY: as above.
+        unsafe { (*irp).Tail.CurrentStackLocation = next_location };
+        // SAFETY: `location` is within this IRP's stack, which nobody else
+        // touches during completion.
         let here = unsafe { &mut *location };
-        header.PendingReturned = here.Control & SL_PENDING_RETURNED;
-        let status = header.IoStatus.Status;
+        let pending_returned = here.Control & SL_PENDING_RETURNED;
+        // SAFETY: as above.
+        unsafe { (*irp).PendingReturned = pending_returned };
+        // SAFETY: as above.
+        let status = unsafe { (*irp).IoStatus.Status };
+        // SAFETY: as above.
+        let cancelled = unsafe { cancel_flag(irp) }.load(Ordering::SeqCst) != FALSE;
         let success = status >= 0;
         let wanted = (success && here.Control & SL_INVOKE_ON_SUCCESS != 0)
             || (!success && here.Control & SL_INVOKE_ON_ERROR != 0)
-            || (header.Cancel != FALSE && here.Control & SL_INVOKE_ON_CANCEL != 0);
+            || (cancelled && here.Control & SL_INVOKE_ON_CANCEL != 0);
         let routine = here.CompletionRoutine;
         let context = here.Context;
         // ZeroIrpStackLocation keeps nothing a lower driver wrote.
         here.Control = 0;
         here.CompletionRoutine = None;
         here.Context = ptr::null_mut();
-        let device = if header.CurrentLocation <= stack_count {
+        let next = current_location + 1;
+        let device = if next <= stack_count {
             // SAFETY: within the stack.
-            unsafe { (*header.Tail.CurrentStackLocation).DeviceObject }
+            unsafe { (*next_location).DeviceObject }
         } else {
             ptr::null_mut()
         };
@@ -325,9 +357,9 @@ pub fn complete(irp: *mut IRP) {
                     ),
                 );
             }
-        } else if header.PendingReturned != 0 && header.CurrentLocation <= stack_count {
+        } else if pending_returned != 0 && next <= stack_count {
             // SAFETY: within the stack.
-            unsafe { (*header.Tail.CurrentStackLocation).Control |= SL_PENDING_RETURNED };
+            unsafe { (*next_location).Control |= SL_PENDING_RETURNED };
         }
     }
     bugcheck(
