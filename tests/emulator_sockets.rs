@@ -172,6 +172,47 @@ fn a_stream_socket_connects_sends_receives_disconnects_and_closes_over_ipv6() {
     lifecycle(V6, WSK_FLAG_STREAM_SOCKET);
 }
 
+/// A bind to the wildcard address and port 0 leaves the port to the
+/// connect on the host (whose search at connect time is the cheap one),
+/// but a client that asks for the local address first sees the port
+/// Windows would have assigned at `WskBind`, and keeps it.
+#[test]
+fn a_wildcard_bind_to_port_zero_has_its_port_when_asked_and_keeps_it() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let client = Client::register();
+    for ip in [V4, V6] {
+        let wildcard = match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        for ask_first in [true, false] {
+            let (server_address, server) =
+                serve_one(ip, |stream| stream.peer_addr().unwrap().port());
+            let socket = client.open(ip, WSK_FLAG_CONNECTION_SOCKET);
+            assert_eq!(socket.bind(SocketAddr::new(wildcard, 0), 0).status, SUCCESS);
+            let before = ask_first.then(|| {
+                let (outcome, local) = socket.local_address();
+                assert_eq!(outcome.status, SUCCESS);
+                let local = local.unwrap();
+                assert_eq!(local.ip(), wildcard);
+                assert_ne!(local.port(), 0, "the port is assigned once asked for");
+                local.port()
+            });
+            assert_eq!(socket.connect(server_address, 0).status, SUCCESS);
+            let after = socket.local_address().1.unwrap().port();
+            let seen_by_peer = server.join().unwrap();
+            assert_eq!(after, seen_by_peer);
+            if let Some(before) = before {
+                assert_eq!(before, after, "the connect kept the port bound");
+            }
+            assert_eq!(socket.close().status, SUCCESS);
+        }
+    }
+    client.finish();
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn socket_connect_hands_out_a_connected_counted_socket() {
     let kernel = Kernel::new();

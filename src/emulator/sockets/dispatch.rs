@@ -412,15 +412,61 @@ const fn connect_op(remote: SocketAddr, buffer: Buffer, fast_open: bool) -> Op {
     })
 }
 
+/// `WskBind`. Windows assigns the port of a bind to port 0 at once, but
+/// the host's search for a free port at `bind(2)` is slow under load: it
+/// cannot share a port between connections to different peers, and skips
+/// every port a `TIME_WAIT` still holds, where the search at `connect(2)`
+/// can. So a bind to the wildcard address and port 0 leaves the port to
+/// the connect (`IP_BIND_ADDRESS_NO_PORT`), and [`assign_port`] assigns it
+/// at once if the client asks for the local address before connecting.
 fn bind(state: &mut State, local: SocketAddr) -> Result<(), NTSTATUS> {
     if state.bound {
         return Err(STATUS_ADDRESS_ALREADY_ASSOCIATED);
     }
     let host = state.host.as_ref().ok_or(STATUS_INVALID_DEVICE_STATE)?;
+    let defer = local.port() == 0
+        && local.ip().is_unspecified()
+        && set_bind_address_no_port(host, true).is_ok();
     host.bind(&local.into())
         .map_err(|error| status_of(&error))?;
     state.bound = true;
+    state.port_deferred = defer;
     Ok(())
+}
+
+/// Gives a socket whose bind left the port to the connect its port now,
+/// as Windows did at `WskBind`: binds it again to port 0, which the host
+/// allows while no port is assigned.
+fn assign_port(state: &mut State) -> Result<(), NTSTATUS> {
+    if !state.port_deferred || state.phase != Phase::Idle {
+        return Ok(());
+    }
+    let host = state.host.as_ref().ok_or(STATUS_INVALID_DEVICE_STATE)?;
+    let local = host.local_addr().map_err(|error| status_of(&error))?;
+    set_bind_address_no_port(host, false).map_err(|error| status_of(&error))?;
+    host.bind(&local).map_err(|error| status_of(&error))?;
+    state.port_deferred = false;
+    Ok(())
+}
+
+/// Sets or clears `IP_BIND_ADDRESS_NO_PORT` (honoured for IPv6 too).
+fn set_bind_address_no_port(host: &socket2::Socket, on: bool) -> std::io::Result<()> {
+    let value = libc::c_int::from(on);
+    // SAFETY: a valid option value of the size given, for an open socket.
+    let result = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(host),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const value).cast(),
+            libc::socklen_t::try_from(size_of::<libc::c_int>()).expect("an int's size fits"),
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 unsafe extern "system" fn wsk_bind(
@@ -620,7 +666,8 @@ unsafe extern "system" fn wsk_get_local_address(
             return Err(STATUS_INVALID_PARAMETER);
         }
         let address = {
-            let state = socket.current_state();
+            let mut state = socket.current_state();
+            assign_port(&mut state)?;
             let host = state
                 .host
                 .as_ref()

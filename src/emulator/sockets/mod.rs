@@ -277,6 +277,9 @@ struct State {
     /// connection is disconnected in both directions and closing it is
     /// graceful; otherwise `WskCloseSocket` aborts it, as on Windows.
     peer_ended: bool,
+    /// Bound to the wildcard address and port 0 with the port left to the
+    /// connect (see `dispatch::bind`).
+    port_deferred: bool,
     /// Parked IRPs that an injected fault stalls: they never progress.
     stalled: Vec<IrpHandle>,
     /// Parked IRPs whose completion an injected fault delays.
@@ -353,6 +356,7 @@ impl Socket {
                     graceful: false,
                     peer_ended: false,
                     reset: None,
+                    port_deferred: false,
                     stalled: Vec::new(),
                     late: Vec::new(),
                 }),
