@@ -67,6 +67,7 @@ pub fn allocate(stack_size: CCHAR, _charge_quota: BOOLEAN) -> *mut IRP {
     // SAFETY: `irp` is a fresh zeroed allocation large enough for the header
     // and `count` stack locations.
     unsafe { initialize(irp, bytes, stack_size, 0) };
+    kernel.inner().count_allocation(super::Counted::Irp);
     registry().irps.insert(
         irp as usize,
         IrpRecord {

@@ -41,6 +41,7 @@ pub fn allocate(va: *mut c_void, length: ULONG, secondary: BOOLEAN, irp: *mut IR
     header.StartVa = (address & !(PAGE_SIZE - 1)) as *mut c_void;
     header.ByteOffset = ULONG::try_from(address & (PAGE_SIZE - 1)).expect("below a page");
     header.ByteCount = length;
+    kernel.inner().count_allocation(super::Counted::Mdl);
     registry().mdls.insert(
         mdl as usize,
         MdlRecord {

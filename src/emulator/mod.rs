@@ -105,6 +105,8 @@ pub(crate) struct KernelInner {
     pub(crate) image: &'static crate::kernel::image::Image,
     /// What may still be outstanding when the machine is dropped.
     leaks_allowed: Mutex<LeaksAllowed>,
+    /// Allocations made so far, by kind.
+    pub(crate) allocated: [AtomicU64; 3],
     this: Weak<Self>,
 }
 
@@ -143,6 +145,7 @@ impl Kernel {
             fast_open: sockets::FastOpenCounters::default(),
             image: Box::leak(Box::new(crate::kernel::image::Image::new())),
             leaks_allowed: Mutex::new(LeaksAllowed::Nothing),
+            allocated: Default::default(),
             this: this.clone(),
         });
         Self { inner }
@@ -182,6 +185,19 @@ impl Kernel {
     /// plan says, reproducibly for a given seed.
     pub fn inject_faults(&self, plan: FaultPlan) {
         self.inner.faults.set(plan);
+    }
+
+    /// How many pool blocks, IRPs and MDLs this machine has handed out so
+    /// far (freed or not): the difference across a piece of work is what
+    /// it allocated, exactly.
+    #[must_use]
+    pub fn allocations(&self) -> Allocations {
+        let [pool, irps, mdls] = self
+            .inner
+            .allocated
+            .each_ref()
+            .map(|count| count.load(Ordering::Relaxed));
+        Allocations { pool, irps, mdls }
     }
 
     /// How many faults of each kind this machine has injected so far.
@@ -417,6 +433,46 @@ pub struct Usage {
     pub captures: usize,
     /// WSK sockets not closed.
     pub sockets: usize,
+}
+
+/// Allocations a machine has handed out so far (see
+/// [`Kernel::allocations`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Allocations {
+    /// Pool blocks (`ExAllocatePoolWithTag`).
+    pub pool: u64,
+    /// IRPs (`IoAllocateIrp`).
+    pub irps: u64,
+    /// MDLs (`IoAllocateMdl`).
+    pub mdls: u64,
+}
+
+impl core::ops::Sub for Allocations {
+    type Output = Self;
+
+    /// What was allocated between two readings.
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            pool: self.pool - earlier.pool,
+            irps: self.irps - earlier.irps,
+            mdls: self.mdls - earlier.mdls,
+        }
+    }
+}
+
+/// Which counter of [`KernelInner::allocated`] an allocation counts in.
+#[derive(Clone, Copy)]
+pub(crate) enum Counted {
+    Pool = 0,
+    Irp = 1,
+    Mdl = 2,
+}
+
+impl KernelInner {
+    pub(crate) fn count_allocation(&self, kind: Counted) {
+        self.allocated[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A pool tag as its four characters.

@@ -85,6 +85,7 @@ pub fn allocate(pool_type: POOL_TYPE, size: usize, tag: u32) -> *mut c_void {
     }
     // SAFETY: `block` is a fresh allocation of `layout.size()` bytes.
     unsafe { block.write_bytes(FRESH_FILL, layout.size()) };
+    kernel.inner().count_allocation(super::Counted::Pool);
     registry().pool.insert(
         block as usize,
         PoolRecord {
