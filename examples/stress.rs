@@ -841,7 +841,8 @@ fn teardown(
     }
     // Writes after free into any block freed during the phase bugcheck.
     kernel.check_freed_pool();
-    // Counted above: the machine may go with what it still holds.
+    // Counted above (a deregistration that had to force is a failure of
+    // its own): the machine may go with what it still holds.
     kernel.expect_leaks();
 }
 
@@ -883,6 +884,10 @@ fn report(options: &Options, stats: &Stats, elapsed: Duration, hung: Option<&str
     }
     let failures = [
         ("leaks", load(&stats.leaks)),
+        (
+            "forced at deregistration",
+            load(&stats.forced_at_deregistration),
+        ),
         ("violations", load(&stats.violations)),
         ("hangs", u64::from(hung.is_some())),
         ("wrong data", load(&stats.wrong_data)),
@@ -891,10 +896,6 @@ fn report(options: &Options, stats: &Stats, elapsed: Duration, hung: Option<&str
     for (name, count) in failures {
         println!("{name}: {count}");
     }
-    println!(
-        "forced at deregistration: {}",
-        load(&stats.forced_at_deregistration)
-    );
     println!("quarantined operations: {}", load(&stats.quarantined));
     println!("elapsed: {:.1} s", elapsed.as_secs_f64());
     #[allow(clippy::cast_precision_loss, reason = "a rate to print")]
@@ -904,11 +905,20 @@ fn report(options: &Options, stats: &Stats, elapsed: Duration, hung: Option<&str
         println!("hung: {hung}");
     }
     println!(
-        "replay: cargo run --release --example stress -- --ops {} --seed {} --workers {}{}",
+        "replay: cargo run --release --example stress -- --ops {} --seed {} --workers {}{}{}{}",
         options.ops,
         options.seed,
         options.workers,
-        if options.faults { "" } else { " --no-faults" }
+        options
+            .only
+            .as_deref()
+            .map_or_else(String::new, |only| format!(" --scenario {only}")),
+        if options.faults { "" } else { " --no-faults" },
+        if options.leak_on_purpose {
+            " --leak-on-purpose"
+        } else {
+            ""
+        }
     );
     if failures.iter().any(|&(_, count)| count > 0) {
         std::process::exit(1);

@@ -25,7 +25,9 @@ export ASAN_OPTIONS=detect_leaks=0
 asan=(env RUSTFLAGS="-Zsanitizer=address" cargo +nightly)
 "${asan[@]}" test --target "$host" --target-dir target/asan
 # The run above proves nothing unless the code was instrumented.
-binary=$(find "target/asan/$host/debug/deps" -maxdepth 1 -type f -executable -name 'verifier-*' | head -1)
+# The binary this run built (not a stale one from an older toolchain).
+binary=$("${asan[@]}" test --target "$host" --target-dir target/asan --test verifier --no-run \
+    --message-format=json | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 hooks=$(nm "$binary" | grep -c __asan_report_load || true)
 if [ "$hooks" -eq 0 ]; then
     echo "sanitizers: $binary is not instrumented by AddressSanitizer"

@@ -8,11 +8,12 @@ cargo build --release --example stress
 stress=target/release/examples/stress
 for seed in 1 2 3; do
     echo "--- seed $seed"
-    "$stress" --ops 5000 --seed "$seed"
+    # The command's own watchdog covers the workers; this bounds the rest.
+    timeout 600 "$stress" --ops 5000 --seed "$seed"
 done
 echo "--- a leak on purpose must fail the run"
 set +e
-output=$("$stress" --ops 300 --seed 1 --leak-on-purpose 2>&1)
+output=$(timeout 300 "$stress" --ops 300 --seed 1 --leak-on-purpose 2>&1)
 status=$?
 set -e
 if [ "$status" -ne 1 ] || ! grep -qx "leaks: 1" <<<"$output"; then

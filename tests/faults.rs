@@ -302,3 +302,33 @@ fn the_same_seed_injects_the_same_socket_faults() {
     assert_ne!(first, pattern(8));
     assert!(first.contains(&true) && first.contains(&false));
 }
+
+#[test]
+fn a_close_completes_after_a_late_completion_still_on_its_way() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let client = Client::register();
+    let socket = connected(&client, echo_server());
+    kernel.inject_faults(FaultPlan {
+        late_one_in: 1,
+        late_by: Duration::from_millis(50),
+        ..FaultPlan::default()
+    });
+    let mut ping = Data::from(b"ping");
+    let send = socket.submit_send(&mut ping, 0);
+    assert_eq!(send.returned, PENDING);
+    kernel.inject_faults(FaultPlan::default());
+    let close = socket.close();
+    let send = send.wait();
+    assert_eq!(send.status, SUCCESS);
+    assert_eq!(close.status, SUCCESS);
+    assert!(
+        send.sequence < close.sequence,
+        "the send must complete before the close: send #{}, close #{}",
+        send.sequence,
+        close.sequence
+    );
+    client.finish();
+    drop(ping);
+    kernel.assert_no_leaks();
+}

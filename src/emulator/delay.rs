@@ -27,7 +27,7 @@ pub fn after(kernel: &Kernel, delay: Duration, job: Job) {
     THREAD.call_once(|| {
         std::thread::Builder::new()
             .name("wsk-emu-delay".into())
-            .spawn(run)
+            .spawn(|| super::verifier::machine_thread(run))
             .expect("spawn the emulator's delay thread");
     });
     let mut queue = lock();
@@ -49,6 +49,9 @@ fn run() {
                 let (_, (kernel, job)) = queue.jobs.pop_first().expect("just seen");
                 drop(queue);
                 kernel.inner().queue_dpc(job);
+                // Dropped before the queue is locked again: it may be the
+                // machine's last handle.
+                drop(kernel);
                 queue = lock();
                 continue;
             }

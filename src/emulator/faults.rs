@@ -45,8 +45,9 @@ pub struct FaultPlan {
     pub inline_one_in: u32,
     /// The provider force-closes the socket during a call on a connection
     /// (send, receive, disconnect): that call, everything pending on the
-    /// socket and every later call answer `STATUS_FILE_FORCED_CLOSED`
-    /// (as when the transport goes away); only closing it still succeeds.
+    /// socket and every later send, receive and graceful disconnect answer
+    /// `STATUS_FILE_FORCED_CLOSED` (as when the transport goes away);
+    /// closing it, or an abortive disconnect, still succeeds.
     pub forced_close_one_in: u32,
     /// The peer resets the connection during a call on it: the host
     /// connection is reset, and that call, everything pending and every
@@ -56,8 +57,9 @@ pub struct FaultPlan {
     /// while the WSK subsystem is not ready.
     pub capture_one_in: u32,
     /// Delay fuzzing, as Driver Verifier's concurrency stress: each DPC,
-    /// and each completion the provider delivers from its poller thread,
-    /// first waits a random time up to this (0: no waiting).
+    /// and each batch of completions the provider delivers from its poller
+    /// thread once the host is ready, first waits a random time up to this
+    /// (0: no waiting).
     pub jitter: Duration,
 }
 

@@ -3,7 +3,9 @@
 use core::mem::size_of;
 use core::ptr::{self, addr_of_mut};
 use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use super::faults::Resource;
 use super::verifier::{IrpOwner, IrpRecord, bugcheck, registry};
@@ -123,9 +125,27 @@ pub fn free(irp: *mut IRP) {
     // SAFETY: the IRP was allocated by `allocate` with `record.bytes` bytes
     // and has just left the registry, so nobody frees it again.
     unsafe { irp.cast::<u8>().write_bytes(0xDF, record.bytes) };
-    // SAFETY: as above.
-    unsafe { dealloc(irp.cast(), irp_layout(record.bytes)) };
+    // Its address is not handed out again for a while: a stale pointer to
+    // it (a provider's queue entry, a late cancel) then finds no live IRP
+    // and bugchecks, rather than a new IRP that happens to share it.
+    let evicted = {
+        let mut freed = FREED_IRPS.lock().unwrap_or_else(PoisonError::into_inner);
+        freed.push_back((irp as usize, record.bytes));
+        (freed.len() > FREED_IRPS_KEPT)
+            .then(|| freed.pop_front())
+            .flatten()
+    };
+    if let Some((address, bytes)) = evicted {
+        // SAFETY: allocated by `allocate` with `bytes` bytes, freed once
+        // (it left the registry), and now out of the quarantine.
+        unsafe { dealloc(address as *mut u8, irp_layout(bytes)) };
+    }
 }
+
+/// Freed IRPs kept allocated (and poisoned) before their memory goes back
+/// to the host, so that their addresses are not reused at once.
+const FREED_IRPS_KEPT: usize = 4096;
+static FREED_IRPS: LazyLock<Mutex<VecDeque<(usize, usize)>>> = LazyLock::new(Mutex::default);
 
 pub fn reuse(irp: *mut IRP, status: NTSTATUS) {
     irql::require(const { irql::rule_of("IoReuseIrp") });
@@ -164,17 +184,23 @@ pub unsafe fn take(irp: *mut IRP, function: &str) {
     // A driver may pass an IRP it was given further down: only liveness is
     // checked here.
     owner_of(irp, function);
+    // Raw places only: the client may cancel the IRP meanwhile.
     // SAFETY: live per the registry; the submitter gave it to us.
-    let header = unsafe { &mut *irp };
-    if header.CurrentLocation <= 1 {
+    let current = unsafe { (*irp).CurrentLocation };
+    if current <= 1 {
         bugcheck(
             "NO_MORE_IRP_STACK_LOCATIONS",
             format_args!("{function}: IRP {irp:p} has no stack location left for the callee"),
         );
     }
-    header.CurrentLocation -= 1;
+    // SAFETY: as above.
+    unsafe { (*irp).CurrentLocation = current - 1 };
+    // SAFETY: as above.
+    let location = unsafe { (*irp).Tail.CurrentStackLocation };
     // SAFETY: stays within the stack: CurrentLocation was >= 2.
-    header.Tail.CurrentStackLocation = unsafe { header.Tail.CurrentStackLocation.sub(1) };
+    let callee = unsafe { location.sub(1) };
+    // SAFETY: live per the registry.
+    unsafe { (*irp).Tail.CurrentStackLocation = callee };
     set_owner(irp, IrpOwner::Provider);
 }
 

@@ -319,7 +319,7 @@ impl KernelInner {
             let kernel = self.this.clone();
             std::thread::Builder::new()
                 .name(std::format!("wsk-emu-dpc-{}", self.id))
-                .spawn(move || dpc_thread(&kernel, &receiver))
+                .spawn(move || verifier::machine_thread(|| dpc_thread(&kernel, &receiver)))
                 .expect("spawn the emulator's DPC thread");
             sender
         });

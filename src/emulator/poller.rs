@@ -65,7 +65,7 @@ impl Poller {
             let shared = shared.clone();
             thread::Builder::new()
                 .name(std::format!("wsk-poll-{id}"))
-                .spawn(move || run(poll, &shared, &kernel))?
+                .spawn(move || super::verifier::machine_thread(|| run(poll, &shared, &kernel)))?
         };
         Ok(Self {
             registry,

@@ -7,7 +7,7 @@
 
 use core::ffi::c_void;
 use std::alloc::{Layout, alloc, dealloc};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::vec::Vec;
 
@@ -45,9 +45,11 @@ struct Quarantine {
     bytes: usize,
 }
 
-static QUARANTINE: LazyLock<Mutex<Quarantine>> = LazyLock::new(Mutex::default);
+/// One quarantine per machine, so that a write after free is reported by
+/// the machine (the test) it happened in.
+static QUARANTINE: LazyLock<Mutex<BTreeMap<u64, Quarantine>>> = LazyLock::new(Mutex::default);
 
-fn quarantine() -> MutexGuard<'static, Quarantine> {
+fn quarantine() -> MutexGuard<'static, BTreeMap<u64, Quarantine>> {
     QUARANTINE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -140,7 +142,8 @@ pub fn free(block: *mut c_void, tag: u32) {
         kernel: record.kernel,
     };
     let evicted = {
-        let mut quarantine = quarantine();
+        let mut machines = quarantine();
+        let quarantine = machines.entry(freed.kernel).or_default();
         quarantine.bytes += freed.size;
         quarantine.blocks.push_back(freed);
         let mut evicted = Vec::new();
@@ -190,16 +193,7 @@ fn release(freed: &Freed) {
 /// releases them (a machine checks its freed pool when it is dropped, or
 /// when asked to).
 pub fn check_freed_pool(kernel: u64) {
-    let mine: Vec<Freed> = {
-        let mut quarantine = quarantine();
-        let (mine, others): (VecDeque<Freed>, VecDeque<Freed>) = quarantine
-            .blocks
-            .drain(..)
-            .partition(|freed| freed.kernel == kernel);
-        quarantine.blocks = others;
-        quarantine.bytes = quarantine.blocks.iter().map(|freed| freed.size).sum();
-        mine.into()
-    };
+    let mine = quarantine().remove(&kernel).unwrap_or_default().blocks;
     // A violation stops at the first block written after free; the rest
     // stay allocated, as after any bugcheck.
     for freed in &mine {

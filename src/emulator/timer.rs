@@ -103,7 +103,7 @@ pub unsafe fn set_timer(timer: *mut KTIMER, due_time: i64, dpc: *mut KDPC) -> BO
     THREAD.call_once(|| {
         std::thread::Builder::new()
             .name("wsk-emu-timers".into())
-            .spawn(run)
+            .spawn(|| super::verifier::machine_thread(run))
             .expect("spawn the emulator's timer thread");
     });
     let was_armed = lock()

@@ -15,6 +15,22 @@ pub fn bugcheck(code: &str, detail: fmt::Arguments<'_>) -> ! {
     panic!("BUGCHECK {code}: {detail}")
 }
 
+/// Runs the body of one of the machine's own threads (DPCs, the poller,
+/// timers, late completions): a bugcheck there stops the whole process, as
+/// it stops the machine, instead of ending only that thread while the test
+/// carries on. The panic message has been printed by then.
+pub fn machine_thread(body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        std::eprintln!(
+            "the emulated machine stopped: a bugcheck (or panic) on {:?}",
+            std::thread::current()
+                .name()
+                .unwrap_or("an emulator thread")
+        );
+        std::process::abort();
+    }
+}
+
 /// Whether this thread is unwinding from a panic (a bugcheck or a failed
 /// assertion). Clean-up calls made while unwinding (drops of IRPs, pool,
 /// registrations) are then skipped and leak, as nothing runs after a real

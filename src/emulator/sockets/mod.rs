@@ -205,8 +205,12 @@ struct Completion {
     status: NTSTATUS,
     information: usize,
     /// A late completion (a fault): delivered after this delay, from the
-    /// DPC thread. The IRP is pending by then.
-    late: Option<Duration>,
+    /// DPC thread of the socket's machine. The IRP is pending by then.
+    late: Option<(Duration, Kernel)>,
+    /// A completion delivered outside the socket's queue (late, or after
+    /// an injected reset): counted by its socket, whose close completes
+    /// only after it.
+    tracked: Option<Arc<Socket>>,
 }
 
 impl Completion {
@@ -216,18 +220,21 @@ impl Completion {
             status,
             information,
             late: None,
+            tracked: None,
         }
     }
 
     fn run(mut self) {
-        if let Some(delay) = self.late.take() {
-            let kernel = Kernel::current();
+        if let Some((delay, kernel)) = self.late.take() {
             super::delay::after(&kernel, delay, Box::new(move || self.run()));
             return;
         }
         // SAFETY: the provider owns the IRP (never parked, or taken back
         // from its queue) and gives it up here, once.
         unsafe { io::complete(self.irp, self.status, self.information) };
+        if let Some(socket) = self.tracked.take() {
+            socket.untrack();
+        }
     }
 }
 
@@ -284,6 +291,11 @@ struct State {
     stalled: Vec<IrpHandle>,
     /// Parked IRPs whose completion an injected fault delays.
     late: Vec<(IrpHandle, Duration)>,
+    /// Completions on their way outside the queue (see
+    /// `Completion::tracked`).
+    outstanding: usize,
+    /// The close's completion, held until `outstanding` is 0.
+    close_waiting: Option<Completion>,
 }
 
 impl State {
@@ -359,6 +371,8 @@ impl Socket {
                     port_deferred: false,
                     stalled: Vec::new(),
                     late: Vec::new(),
+                    outstanding: 0,
+                    close_waiting: None,
                 }),
                 calls: AtomicUsize::new(0),
                 this: this.clone(),
@@ -444,10 +458,13 @@ impl Socket {
             && let Progress::Done(status, information) = self.attempt(&mut state, &kernel, &mut op)
         {
             let (status, information) = self.settle(&mut state, &kernel, &op, status, information);
-            drop(state);
             let mut completion = Completion::new(irp, status, information);
             if delay.is_some() {
-                completion.late = delay;
+                self.track(&mut state, &mut completion);
+            }
+            drop(state);
+            if let Some(delay) = delay {
+                completion.late = Some((delay, kernel.clone()));
                 // SAFETY: the provider owns the IRP and returns STATUS_PENDING.
                 unsafe { io::mark_pending(irp) };
                 completion.run();
@@ -493,6 +510,8 @@ impl Socket {
         Self::unwatch(&mut state, &kernel);
         state.reset = Some(status);
         let host = state.host.take();
+        let mut completion = Completion::new(irp, status, 0);
+        self.track(&mut state, &mut completion);
         drop(state);
         self.wait_for_cancels();
         for (parked_irp, op) in parked {
@@ -508,8 +527,31 @@ impl Socket {
         kernel
             .inner()
             .poller()
-            .schedule(Box::new(move || Completion::new(irp, status, 0).run()));
+            .schedule(Box::new(move || completion.run()));
         STATUS_PENDING
+    }
+
+    /// Counts a completion that will be delivered outside the queue.
+    fn track(&self, state: &mut State, completion: &mut Completion) {
+        state.outstanding += 1;
+        completion.tracked = self.this.upgrade();
+    }
+
+    /// A tracked completion was delivered: the last one releases a close
+    /// that waited for it.
+    fn untrack(&self) {
+        let waiting = {
+            let mut state = self.lock();
+            state.outstanding -= 1;
+            if state.outstanding == 0 {
+                state.close_waiting.take()
+            } else {
+                None
+            }
+        };
+        if let Some(close) = waiting {
+            close.run();
+        }
     }
 
     /// One attempt at `op` on the host socket, which the poller watches
@@ -652,7 +694,10 @@ impl Socket {
                     let (status, information) =
                         self.settle(state, kernel, &op, status, information);
                     let mut completion = Completion::new(irp, status, information);
-                    completion.late = delay;
+                    if let Some(delay) = delay {
+                        completion.late = Some((delay, kernel.clone()));
+                        self.track(state, &mut completion);
+                    }
                     finished.push(completion);
                 }
                 Progress::Blocked => {
@@ -781,6 +826,17 @@ impl Socket {
             .inner()
             .provider
             .socket_closed(self.client as *const EmulatedClient);
+        // A close completes after every call on the socket: one whose
+        // completion is still on its way (late, or after a reset) holds it.
+        {
+            let mut state = self.lock();
+            if state.outstanding > 0 {
+                // SAFETY: the provider owns the IRP and returns STATUS_PENDING.
+                unsafe { io::mark_pending(irp) };
+                state.close_waiting = Some(Completion::new(irp, STATUS_SUCCESS, 0));
+                return STATUS_PENDING;
+            }
+        }
         finish(&kernel, irp, STATUS_SUCCESS, 0)
     }
 }
