@@ -102,6 +102,12 @@ mod windows {
         pub fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION);
     }
 
+    /// `YieldProcessor`: an inline in wdm.h (`pause`), for a spin that
+    /// waits on another processor.
+    pub fn yield_processor() {
+        core::hint::spin_loop();
+    }
+
     /// `KeGetCurrentIrql`: an inline in wdm.h that reads CR8 on x64.
     #[must_use]
     pub fn current_irql() -> KIRQL {

@@ -184,6 +184,15 @@ pub unsafe fn KeFlushQueuedDpcs() {
     timer::flush_queued_dpcs();
 }
 
+/// `YieldProcessor`, for a spin that waits on another processor.
+///
+/// On Windows the routine spun on runs at `DISPATCH_LEVEL`, so it cannot
+/// be preempted and ends in a few instructions; here it is a host thread
+/// the scheduler may have set aside, so the spinning thread yields to it.
+pub fn yield_processor() {
+    std::thread::yield_now();
+}
+
 /// `KeGetCurrentIrql`.
 #[must_use]
 pub fn current_irql() -> KIRQL {

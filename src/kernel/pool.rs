@@ -11,7 +11,8 @@ use core::mem::{align_of, size_of};
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
-use crate::abi::NonPagedPoolNx;
+use super::mdl::Mdl;
+use crate::abi::{MDL, NonPagedPoolNx};
 use crate::error::{Error, Result};
 use crate::status::NtStatus;
 use crate::sys;
@@ -256,6 +257,9 @@ pub struct PoolBuffer {
     len: usize,
     capacity: usize,
     tag: PoolTag,
+    /// The MDL describing the whole block: built by the first transfer
+    /// and reused by every later one (the block never moves).
+    mdl: Option<Mdl>,
 }
 
 // SAFETY: owns plain bytes in pool memory, usable from any thread.
@@ -277,6 +281,7 @@ impl PoolBuffer {
             len: 0,
             capacity: 0,
             tag: PoolTag::new([0; 4]),
+            mdl: None,
         }
     }
 
@@ -301,6 +306,7 @@ impl PoolBuffer {
             len: capacity,
             capacity,
             tag,
+            mdl: None,
         })
     }
 
@@ -344,6 +350,22 @@ impl PoolBuffer {
     pub const fn as_mut_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+
+    /// The MDL describing the whole block, built on first use and kept
+    /// with the buffer, so that a buffer handed to transfer after transfer
+    /// is described once.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// As [`Mdl::describe`].
+    pub(crate) fn describe(&mut self) -> Result<*mut MDL> {
+        if self.mdl.is_none() {
+            self.mdl = Some(Mdl::describe(self)?);
+        }
+        Ok(self.mdl.as_ref().map_or(core::ptr::null_mut(), Mdl::as_ptr))
+    }
 }
 
 impl Deref for PoolBuffer {
@@ -363,6 +385,8 @@ impl DerefMut for PoolBuffer {
 
 impl Drop for PoolBuffer {
     fn drop(&mut self) {
+        // The MDL goes first: it describes the block.
+        drop(self.mdl.take());
         if !self.tag.is_valid() {
             // `empty()`: no pool block.
             return;

@@ -11,7 +11,6 @@ use crate::abi::{
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskSetOption,
 };
 use crate::error::{Error, Result};
-use crate::kernel::mdl::Mdl;
 use crate::kernel::pool::PoolBuffer;
 use crate::objects::addr::{Family, RawAddress};
 use crate::objects::registration::{Provider, RegistrationRef};
@@ -367,15 +366,18 @@ pub fn address(
     Ok(op)
 }
 
-/// Bytes handed to the provider through an MDL, returned with the result.
+/// Bytes handed to the provider through the buffer's own MDL, returned
+/// with the result.
 pub struct Data {
     buffer: Option<PoolBuffer>,
-    mdl: Option<Mdl>,
+    /// `wsk` points at the buffer's MDL.
+    described: bool,
     wsk: WSK_BUF,
     remote: RawAddress,
 }
 
-// SAFETY: the raw MDL pointer in `wsk` points at `mdl`, owned alongside.
+// SAFETY: the raw MDL pointer in `wsk` points at the MDL of `buffer`,
+// owned alongside.
 unsafe impl Send for Data {}
 
 impl Payload for Data {}
@@ -385,7 +387,7 @@ impl Data {
     const fn empty(remote: RawAddress) -> Self {
         Self {
             buffer: None,
-            mdl: None,
+            described: false,
             wsk: WSK_BUF {
                 Mdl: ptr::null_mut(),
                 Offset: 0,
@@ -395,18 +397,19 @@ impl Data {
         }
     }
 
-    /// Hands `length` bytes of `buffer` to the payload, through an MDL; the
-    /// buffer comes back if the MDL cannot be built.
-    fn attach(&mut self, buffer: PoolBuffer, length: usize) -> Result<(), Refused> {
+    /// Hands `length` bytes of `buffer` to the payload, through the
+    /// buffer's MDL (built by its first transfer); the buffer comes back if
+    /// the MDL cannot be built.
+    fn attach(&mut self, mut buffer: PoolBuffer, length: usize) -> Result<(), Refused> {
         if buffer.capacity() > 0 {
-            match Mdl::describe(&buffer) {
+            match buffer.describe() {
                 Ok(mdl) => {
                     self.wsk = WSK_BUF {
-                        Mdl: mdl.as_ptr(),
+                        Mdl: mdl,
                         Offset: 0,
                         Length: length,
                     };
-                    self.mdl = Some(mdl);
+                    self.described = true;
                 }
                 Err(error) => return Err((error, buffer)),
             }
@@ -421,7 +424,7 @@ impl Data {
     }
 
     const fn wsk_buf(&mut self) -> *mut WSK_BUF {
-        if self.mdl.is_some() {
+        if self.described {
             &raw mut self.wsk
         } else {
             ptr::null_mut()
@@ -437,12 +440,13 @@ pub fn send(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     buffer: PoolBuffer,
+    spare: Option<Operation<Data>>,
 ) -> Result<Operation<Data>, Refused> {
     let Some(entry) = socket.entries().send else {
         return Err((missing(), buffer));
     };
     let length = buffer.len();
-    transfer(socket, registration, entry, buffer, length)
+    transfer(socket, registration, entry, buffer, length, spare)
 }
 
 /// `WskReceive`: up to the buffer's capacity (not zero).
@@ -450,30 +454,39 @@ pub fn receive(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     buffer: PoolBuffer,
+    spare: Option<Operation<Data>>,
 ) -> Result<Operation<Data>, Refused> {
     let Some(entry) = socket.entries().receive else {
         return Err((missing(), buffer));
     };
     let capacity = buffer.capacity();
-    transfer(socket, registration, entry, buffer, capacity)
+    transfer(socket, registration, entry, buffer, capacity, spare)
 }
 
-/// Submits a send or receive of `length` bytes of `buffer`; on any failure
-/// before the provider has the buffer, the buffer comes back.
+/// Submits a send or receive of `length` bytes of `buffer`, in `spare`
+/// (an idle operation set aside by the socket) when there is one, else in
+/// a fresh operation; on any failure before the provider has the buffer,
+/// the buffer comes back.
 fn transfer(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     entry: unsafe extern "system" fn(*mut WSK_SOCKET, *mut WSK_BUF, u32, *mut IRP) -> i32,
     buffer: PoolBuffer,
     length: usize,
+    spare: Option<Operation<Data>>,
 ) -> Result<Operation<Data>, Refused> {
     if length == 0 {
         return Err((Error::InvalidArgument(NtStatus::INVALID_PARAMETER), buffer));
     }
     let raw = socket.raw();
-    let mut op = match Operation::new(Data::empty(RawAddress::empty())) {
-        Ok(op) => op,
-        Err(error) => return Err((error, buffer)),
+    let mut op = if let Some(mut op) = spare {
+        *op.payload_mut() = Data::empty(RawAddress::empty());
+        op
+    } else {
+        match Operation::new(Data::empty(RawAddress::empty())) {
+            Ok(op) => op,
+            Err(error) => return Err((error, buffer)),
+        }
     };
     op.payload_mut().attach(buffer, length)?;
     let call = |irp: *mut IRP, payload: *mut Data| {

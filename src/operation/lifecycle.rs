@@ -150,6 +150,26 @@ impl Protocol {
             .is_ok()
     }
 
+    /// Completed -> idle again, for another submission of the same block,
+    /// if the owner is the only party left: the completion routine has
+    /// given its reference back (so it touches the block no more), and no
+    /// sweep holds one. A block is never listed for a sweep once completed,
+    /// so no new reference can appear. Returns whether it recycled.
+    pub fn recycle(&self) -> bool {
+        // Acquire: the routine's writes before its release are visible.
+        if self.refs.load(Ordering::Acquire) != 1 {
+            return false;
+        }
+        if self
+            .transition(Lifecycle::Completed, Lifecycle::Idle)
+            .is_err()
+        {
+            return false;
+        }
+        self.consumed.store(false, Ordering::Relaxed);
+        true
+    }
+
     /// The result was taken: no clean-up of it is due.
     pub fn consume(&self) {
         self.consumed.store(true, Ordering::Relaxed);
@@ -293,6 +313,55 @@ mod model {
             let _ = block.protocol.abandon();
             block.release();
             assert_eq!(block.freed.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn recycling_waits_for_the_routine_and_the_next_use_completes_again() {
+        loom::model(|| {
+            let block = submitted();
+            let provider = {
+                let block = block.clone();
+                thread::spawn(move || completion_routine(&block, true))
+            };
+            // The owner sees the result (it may run ahead of the routine's
+            // release), then tries to recycle as a spare would.
+            while block.protocol.state() != Lifecycle::Completed {
+                thread::yield_now();
+            }
+            block.protocol.consume();
+            let recycled = block.protocol.recycle();
+            if recycled {
+                // Only the owner is left: touching the result races nobody.
+                // SAFETY: the routine gave its reference back.
+                block.result.with_mut(|result| unsafe { *result = 0 });
+                assert_eq!(block.protocol.state(), Lifecycle::Idle);
+                // The next use of the same block.
+                block.protocol.submit();
+                let again = {
+                    let block = block.clone();
+                    thread::spawn(move || completion_routine(&block, true))
+                };
+                again.join().unwrap();
+                assert_eq!(block.protocol.state(), Lifecycle::Completed);
+                block.protocol.consume();
+            }
+            provider.join().unwrap();
+            block.release();
+            assert_eq!(block.freed.load(Ordering::Relaxed), 1);
+            assert_eq!(block.cleanups.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn a_reclaimed_call_is_never_recycled() {
+        loom::model(|| {
+            let block = submitted();
+            assert!(block.protocol.reclaim());
+            assert!(
+                !block.protocol.recycle(),
+                "the quarantined routine's reference is still counted"
+            );
         });
     }
 

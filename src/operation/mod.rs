@@ -30,8 +30,8 @@ use core::ffi::c_void;
 use core::future::Future;
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 use core::task::{Context, Poll};
 use core::time::Duration;
 
@@ -416,6 +416,140 @@ impl<P: Payload> Operation<P> {
     /// Marks the result as taken: [`Payload::unconsumed`] will not run.
     pub fn consume(&self) {
         self.block().protocol.consume();
+    }
+
+    /// Makes a completed operation idle again, its IRP reset with
+    /// `IoReuseIrp`, for another submission of the same block: no pool
+    /// block and no IRP allocated. Only when the owner is the last party
+    /// (see [`Protocol::recycle`]); the payload is the caller's to reset.
+    /// Returns whether it recycled.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    #[allow(
+        clippy::needless_pass_by_ref_mut,
+        reason = "the block is reset through its pointer: exclusive access is the point"
+    )]
+    pub fn recycle(&mut self) -> bool {
+        if !self.block().protocol.recycle() {
+            return false;
+        }
+        let raw = self.block.as_ptr();
+        {
+            let block = self.block();
+            // The completion routine took the guard, and a reclaimed call
+            // is never recycled (its routine's reference is still counted).
+            debug_assert!(
+                // SAFETY: idle: only the owner touches the guard slot.
+                unsafe { (*block.guard.get()).is_none() },
+                "a recycled operation holds no guard"
+            );
+            block.reclaimed.store(STATUS_PENDING, Ordering::Relaxed);
+            block.hooked.store(false, Ordering::Relaxed);
+            block.done.clear();
+            drop(block.waker.take());
+        }
+        // SAFETY: idle again and owned by us alone: nothing else touches
+        // the IRP, which is not in flight.
+        unsafe { (*raw).irp.reuse() };
+        true
+    }
+}
+
+/// How many times [`Spare::take`] looks again for the completion routine
+/// to let go (a few microseconds at most: the routine, at `DISPATCH_LEVEL`,
+/// is past signalling the owner) before it allocates instead.
+const RECYCLE_SPINS: usize = 64;
+
+/// One operation set aside for the next call of its kind on a socket (its
+/// send, its receive), so that steady traffic allocates nothing: the next
+/// call [`take`](Spare::take)s it and recycles it, and gives it back with
+/// [`put`](Spare::put) once it has completed. Concurrent calls find the slot
+/// empty or full and fall back to a fresh allocation, or free theirs.
+///
+/// # IRQL
+/// Every method at `DISPATCH_LEVEL` or below.
+///
+/// # Invariants
+/// `slot` is null or owns one reference to a completed (or idle) block.
+pub struct Spare<P: Payload> {
+    slot: AtomicPtr<Block<P>>,
+}
+
+// SAFETY: the slot hands whole operations between threads, and operations
+// are `Send`.
+unsafe impl<P: Payload> Send for Spare<P> {}
+// SAFETY: the slot is only swapped atomically.
+unsafe impl<P: Payload> Sync for Spare<P> {}
+
+impl<P: Payload> Spare<P> {
+    /// An empty slot.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            slot: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// The operation set aside, made idle again; `None` when the slot is
+    /// empty, or when its completion routine has not let go of it yet
+    /// (it is then freed when it does).
+    pub fn take(&self) -> Option<Operation<P>> {
+        let block = NonNull::new(self.slot.swap(ptr::null_mut(), Ordering::Acquire))?;
+        // INVARIANT: the slot's reference becomes the owner's.
+        let mut op = Operation { block };
+        // The owner may run on as soon as the routine has signalled, a few
+        // instructions before the routine gives its reference back: allow
+        // those instructions, not a wait.
+        for _ in 0..RECYCLE_SPINS {
+            if op.recycle() {
+                return Some(op);
+            }
+            crate::sys::yield_processor();
+        }
+        None
+    }
+
+    /// Sets `op` aside if it has completed and the slot is free; otherwise
+    /// lets it go.
+    pub fn put(&self, op: Operation<P>) {
+        if !op.is_complete() {
+            return;
+        }
+        let op = ManuallyDrop::new(op);
+        if self
+            .slot
+            .compare_exchange(
+                ptr::null_mut(),
+                op.block.as_ptr(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            drop(ManuallyDrop::into_inner(op));
+        }
+    }
+}
+
+impl<P: Payload> Default for Spare<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Payload> Drop for Spare<P> {
+    fn drop(&mut self) {
+        drop(self.take_raw());
+    }
+}
+
+impl<P: Payload> Spare<P> {
+    /// The operation set aside, as it is.
+    fn take_raw(&self) -> Option<Operation<P>> {
+        let block = NonNull::new(self.slot.swap(ptr::null_mut(), Ordering::Acquire))?;
+        // INVARIANT: the slot's reference becomes the owner's.
+        Some(Operation { block })
     }
 }
 

@@ -47,7 +47,7 @@ pub mod shared;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use self::shared::SocketRef;
+use self::shared::{Direction, SocketRef};
 use crate::error::{Error, Result};
 use crate::kernel::irql::PassiveLevel;
 use crate::kernel::pool::{PoolBuffer, PoolTag};
@@ -344,7 +344,8 @@ async fn send_flow<W: Waiter>(
     if buffer.is_empty() {
         return (Ok(0), buffer);
     }
-    let (result, buffer, _) = transfer_flow(connection, waiter, buffer, calls::send).await;
+    let (result, buffer, _) =
+        transfer_flow(connection, waiter, buffer, Direction::Send, calls::send).await;
     (result, buffer)
 }
 
@@ -353,8 +354,14 @@ async fn receive_flow<W: Waiter>(
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
-    let (result, mut buffer, moved) =
-        transfer_flow(connection, waiter, buffer, calls::receive).await;
+    let (result, mut buffer, moved) = transfer_flow(
+        connection,
+        waiter,
+        buffer,
+        Direction::Receive,
+        calls::receive,
+    )
+    .await;
     // What arrived stays visible, even when a timeout cut the receive after
     // the provider had taken bytes from the stream.
     buffer.set_len(moved.min(buffer.capacity()));
@@ -365,17 +372,28 @@ type Transfer = fn(
     &SocketHandle,
     &RegistrationRef,
     PoolBuffer,
+    Option<Operation<calls::Data>>,
 ) -> core::result::Result<Operation<calls::Data>, calls::Refused>;
 
 async fn transfer_flow<W: Waiter>(
     connection: &Connection,
     waiter: &mut W,
     buffer: PoolBuffer,
+    direction: Direction,
     submit: Transfer,
 ) -> (Result<usize>, PoolBuffer, usize) {
     let socket = &connection.raw.socket;
+    // Steady traffic reuses the socket's operation (its block, its IRP):
+    // nothing is allocated. A concurrent transfer finds none and makes its
+    // own.
+    let spare = socket.spare(direction);
     let submitted = match socket.enter() {
-        Ok(entered) => submit(entered.handle(), socket.registration(), buffer),
+        Ok(entered) => submit(
+            entered.handle(),
+            socket.registration(),
+            buffer,
+            spare.take(),
+        ),
         Err(error) => Err((error, buffer)),
     };
     let mut op = match submitted {
@@ -398,6 +416,8 @@ async fn transfer_flow<W: Waiter>(
         .payload_mut()
         .take_buffer()
         .expect("the buffer comes back");
+    op.consume();
+    spare.put(op);
     (result, buffer, moved)
 }
 

@@ -23,8 +23,8 @@ use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::objects::registration::{Missing, RegistrationRef};
 use crate::objects::rundown::{Begin, RunDown};
 use crate::objects::tracking::{Kind, Node, What, try_retain};
-use crate::operation::calls::{self, SocketHandle, SocketKind};
-use crate::operation::{Escalation, Operation};
+use crate::operation::calls::{self, Data, SocketHandle, SocketKind};
+use crate::operation::{Escalation, Operation, Spare};
 use crate::status::NtStatus;
 
 /// Socket blocks.
@@ -46,7 +46,18 @@ struct SocketBlock {
     raw: AtomicPtr<WSK_SOCKET>,
     kind: SocketKind,
     closer: UnsafeCell<Option<Operation<()>>>,
+    /// A send and a receive operation set aside for the next ones.
+    spares: [Spare<Data>; 2],
     registration: RegistrationRef,
+}
+
+/// Which way a transfer goes (which spare it uses).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Direction {
+    /// `WskSend`.
+    Send = 0,
+    /// `WskReceive`.
+    Receive = 1,
 }
 
 /// A counted reference to a socket block.
@@ -84,6 +95,7 @@ impl SocketRef {
             raw: AtomicPtr::new(ptr::null_mut()),
             kind,
             closer: UnsafeCell::new(Some(closer)),
+            spares: [Spare::new(), Spare::new()],
             registration: registration.clone(),
         };
         let block = PoolBox::new(block, TAG)?;
@@ -101,6 +113,11 @@ impl SocketRef {
     /// The registration the socket belongs to.
     pub const fn registration(&self) -> &RegistrationRef {
         &self.shared().registration
+    }
+
+    /// The operation set aside for the next transfer going `direction`.
+    pub const fn spare(&self, direction: Direction) -> &Spare<Data> {
+        &self.shared().spares[direction as usize]
     }
 
     /// The provider created the socket: records it and lists it for
