@@ -85,10 +85,13 @@ fn main() {
         #[allow(clippy::cast_precision_loss, reason = "a figure to print")]
         let per = |count: u64| count as f64 / f64::from(round_trips);
         println!(
-            "allocations per round trip {way}: {:.2} pool, {:.2} IRP, {:.2} MDL",
+            "allocations per round trip {way}: {:.3} pool, {:.3} IRP, {:.3} MDL ({} pool, {} IRPs, {} MDLs in {round_trips})",
             per(allocated.pool),
             per(allocated.irps),
-            per(allocated.mdls)
+            per(allocated.mdls),
+            allocated.pool,
+            allocated.irps,
+            allocated.mdls
         );
     }
     if let Some(wsk) = ways.iter().position(|way| *way == "wsk") {
