@@ -366,6 +366,12 @@ impl PoolBuffer {
         }
         Ok(self.mdl.as_ref().map_or(core::ptr::null_mut(), Mdl::as_ptr))
     }
+
+    /// Takes the MDL away from the buffer (to outlive it: a provider that
+    /// broke the rules may still use it).
+    pub(crate) const fn take_mdl(&mut self) -> Option<Mdl> {
+        self.mdl.take()
+    }
 }
 
 impl Deref for PoolBuffer {

@@ -11,11 +11,12 @@ use crate::abi::{
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskSetOption,
 };
 use crate::error::{Error, Result};
+use crate::kernel::mdl::Mdl;
 use crate::kernel::pool::PoolBuffer;
 use crate::objects::addr::{Family, RawAddress};
 use crate::objects::registration::{Provider, RegistrationRef};
 use crate::objects::socket::shared::SocketRef;
-use crate::operation::{Operation, Payload};
+use crate::operation::{Operation, Payload, Spare};
 use crate::status::NtStatus;
 
 /// The two socket kinds that can connect.
@@ -372,6 +373,9 @@ pub struct Data {
     buffer: Option<PoolBuffer>,
     /// `wsk` points at the buffer's MDL.
     described: bool,
+    /// The buffer's MDL, kept with a quarantined operation after the
+    /// buffer went back (see [`Data::keep_mdl`]).
+    kept: Option<Mdl>,
     wsk: WSK_BUF,
     remote: RawAddress,
 }
@@ -388,6 +392,7 @@ impl Data {
         Self {
             buffer: None,
             described: false,
+            kept: None,
             wsk: WSK_BUF {
                 Mdl: ptr::null_mut(),
                 Offset: 0,
@@ -423,6 +428,13 @@ impl Data {
         self.buffer.take()
     }
 
+    /// Keeps `buffer`'s MDL with this (quarantined) operation, freed with
+    /// its block: the provider that returned without completing may still
+    /// use it after the buffer went back to the caller.
+    pub fn keep_mdl(&mut self, buffer: &mut PoolBuffer) {
+        self.kept = buffer.take_mdl();
+    }
+
     const fn wsk_buf(&mut self) -> *mut WSK_BUF {
         if self.described {
             &raw mut self.wsk
@@ -440,7 +452,7 @@ pub fn send(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     buffer: PoolBuffer,
-    spare: Option<Operation<Data>>,
+    spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
     let Some(entry) = socket.entries().send else {
         return Err((missing(), buffer));
@@ -454,7 +466,7 @@ pub fn receive(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     buffer: PoolBuffer,
-    spare: Option<Operation<Data>>,
+    spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
     let Some(entry) = socket.entries().receive else {
         return Err((missing(), buffer));
@@ -463,9 +475,9 @@ pub fn receive(
     transfer(socket, registration, entry, buffer, capacity, spare)
 }
 
-/// Submits a send or receive of `length` bytes of `buffer`, in `spare`
-/// (an idle operation set aside by the socket) when there is one, else in
-/// a fresh operation; on any failure before the provider has the buffer,
+/// Submits a send or receive of `length` bytes of `buffer`, in the
+/// operation `spare` holds (set aside by the socket) when there is one,
+/// else in a fresh operation; on any failure before the provider has the buffer,
 /// the buffer comes back.
 fn transfer(
     socket: &SocketHandle,
@@ -473,13 +485,13 @@ fn transfer(
     entry: unsafe extern "system" fn(*mut WSK_SOCKET, *mut WSK_BUF, u32, *mut IRP) -> i32,
     buffer: PoolBuffer,
     length: usize,
-    spare: Option<Operation<Data>>,
+    spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
     if length == 0 {
         return Err((Error::InvalidArgument(NtStatus::INVALID_PARAMETER), buffer));
     }
     let raw = socket.raw();
-    let mut op = if let Some(mut op) = spare {
+    let mut op = if let Some(mut op) = spare.take() {
         *op.payload_mut() = Data::empty(RawAddress::empty());
         op
     } else {

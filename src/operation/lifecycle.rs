@@ -202,6 +202,9 @@ mod model {
     struct Block {
         protocol: Protocol,
         result: UnsafeCell<u32>,
+        /// What the routine touches after its transition and before its
+        /// release (the event it sets, the waker, the guard slot).
+        signal: UnsafeCell<u32>,
         freed: AtomicUsize,
         cleanups: AtomicUsize,
     }
@@ -225,6 +228,7 @@ mod model {
         let block = Arc::new(Block {
             protocol: Protocol::new(),
             result: UnsafeCell::new(0),
+            signal: UnsafeCell::new(0),
             freed: AtomicUsize::new(0),
             cleanups: AtomicUsize::new(0),
         });
@@ -241,8 +245,13 @@ mod model {
             // SAFETY: the provider writes before the transition publishes it.
             block.result.with_mut(|result| unsafe { *result = 42 });
         }
-        // Whatever it found, the routine gives its reference back.
-        let _ = block.protocol.complete();
+        // Whatever it found, the routine signals, then gives its reference
+        // back.
+        if block.protocol.complete() == Completion::Owned {
+            // SAFETY: the routine's until its release (what `recycle`
+            // must wait for).
+            block.signal.with_mut(|signal| unsafe { *signal += 1 });
+        }
         block.release();
     }
 
@@ -332,9 +341,12 @@ mod model {
             block.protocol.consume();
             let recycled = block.protocol.recycle();
             if recycled {
-                // Only the owner is left: touching the result races nobody.
+                // Only the owner is left: resetting what the routine
+                // touched races nobody.
                 // SAFETY: the routine gave its reference back.
                 block.result.with_mut(|result| unsafe { *result = 0 });
+                // SAFETY: as above (the event cleared, the waker taken).
+                block.signal.with_mut(|signal| unsafe { *signal = 0 });
                 assert_eq!(block.protocol.state(), Lifecycle::Idle);
                 // The next use of the same block.
                 block.protocol.submit();
@@ -354,7 +366,7 @@ mod model {
     }
 
     #[test]
-    fn a_reclaimed_call_is_never_recycled() {
+    fn a_quarantined_call_is_not_recycled() {
         loom::model(|| {
             let block = submitted();
             assert!(block.protocol.reclaim());

@@ -413,6 +413,12 @@ impl<P: Payload> Operation<P> {
         self.status().ok().map(|()| self.information())
     }
 
+    /// Whether the call returned without completing its IRP (a provider
+    /// that broke the WDM rule): the block stays quarantined.
+    pub fn was_reclaimed(&self) -> bool {
+        self.block().reclaimed.load(Ordering::Relaxed) != STATUS_PENDING
+    }
+
     /// Marks the result as taken: [`Payload::unconsumed`] will not run.
     pub fn consume(&self) {
         self.block().protocol.consume();
@@ -431,7 +437,10 @@ impl<P: Payload> Operation<P> {
         reason = "the block is reset through its pointer: exclusive access is the point"
     )]
     pub fn recycle(&mut self) -> bool {
-        if !self.block().protocol.recycle() {
+        // A call the provider returned from without completing broke the
+        // WDM rule once: its IRP is not trusted again, even after a late
+        // completion gave the quarantined reference back.
+        if self.was_reclaimed() || !self.block().protocol.recycle() {
             return false;
         }
         let raw = self.block.as_ptr();

@@ -297,3 +297,63 @@ fn a_success_that_races_the_timeout_keeps_its_result_for_the_caller() {
     drop(op);
     teardown(&kernel, registration, reg);
 }
+
+#[test]
+fn a_completed_operation_recycles_and_runs_again_on_the_same_irp() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    let inline = |information: usize| {
+        move |irp: *mut IRP, _: *mut Sentinel| {
+            // SAFETY: the stand-in provider takes the IRP and completes it.
+            let handle = unsafe { io::start(irp, "inline") };
+            // SAFETY: owned by the stand-in provider.
+            unsafe { io::complete(handle, STATUS_SUCCESS, information) };
+            STATUS_SUCCESS
+        }
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(&reg, inline(1)).unwrap() };
+    assert_eq!(op.result(), Ok(1));
+    op.consume();
+    let before = kernel.allocations();
+    assert!(op.recycle(), "completed, and the routine has let go");
+    assert!(!op.is_complete(), "idle again");
+    // SAFETY: as above.
+    unsafe { op.submit(&reg, inline(2)).unwrap() };
+    assert_eq!(op.result(), Ok(2), "the second use's result, not the first");
+    assert_eq!(
+        kernel.allocations() - before,
+        crate::emulator::Allocations::default(),
+        "the same block and IRP"
+    );
+    op.consume();
+    drop(op);
+    teardown(&kernel, registration, reg);
+}
+
+#[test]
+fn a_quarantined_operation_is_not_recycled_even_after_a_late_completion() {
+    let (kernel, _enter, registration) = setup();
+    let reg = registration_ref(&registration);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut op = Operation::new(sentinel(&counter)).unwrap();
+    let mut taken = None;
+    // A provider that takes the IRP, returns a failure without completing
+    // it, and completes it later anyway.
+    let call = |irp: *mut IRP, _: *mut Sentinel| {
+        // SAFETY: the stand-in provider takes the IRP.
+        taken = Some(unsafe { io::start(irp, "rule-breaker") });
+        STATUS_NOT_IMPLEMENTED
+    };
+    // SAFETY: one "WSK call" with the operation's IRP.
+    unsafe { op.submit(&reg, call).unwrap() };
+    assert!(op.was_reclaimed());
+    // SAFETY: still owned by the stand-in provider.
+    unsafe { io::complete(taken.unwrap(), STATUS_SUCCESS, 0) };
+    assert!(!op.recycle(), "its provider broke the rule once");
+    op.consume();
+    drop(op);
+    teardown(&kernel, registration, reg);
+}

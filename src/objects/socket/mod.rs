@@ -54,7 +54,7 @@ use crate::kernel::pool::{PoolBuffer, PoolTag};
 use crate::objects::addr::Family;
 use crate::objects::registration::{Missing, Provider, RegistrationRef};
 use crate::operation::calls::{self, SocketHandle, SocketKind};
-use crate::operation::{Await, Blocking, Operation, Payload, Waiter, run_blocking};
+use crate::operation::{Await, Blocking, Operation, Payload, Spare, Waiter, run_blocking};
 use crate::status::NtStatus;
 
 /// The most `WskConnectEx` sends with the connect.
@@ -279,7 +279,7 @@ async fn connect_ex_flow<W: Waiter>(
             // abandoned operation (see `transfer_flow`).
             return (completion.map(|()| unreachable!("completed")), None);
         }
-        let buffer = op.payload_mut().take_buffer();
+        let buffer = take_buffer(&mut op);
         if let Err(error) = completion {
             return (Err(error), buffer);
         }
@@ -372,7 +372,7 @@ type Transfer = fn(
     &SocketHandle,
     &RegistrationRef,
     PoolBuffer,
-    Option<Operation<calls::Data>>,
+    &Spare<calls::Data>,
 ) -> core::result::Result<Operation<calls::Data>, calls::Refused>;
 
 async fn transfer_flow<W: Waiter>(
@@ -388,12 +388,7 @@ async fn transfer_flow<W: Waiter>(
     // own.
     let spare = socket.spare(direction);
     let submitted = match socket.enter() {
-        Ok(entered) => submit(
-            entered.handle(),
-            socket.registration(),
-            buffer,
-            spare.take(),
-        ),
+        Ok(entered) => submit(entered.handle(), socket.registration(), buffer, spare),
         Err(error) => Err((error, buffer)),
     };
     let mut op = match submitted {
@@ -412,13 +407,22 @@ async fn transfer_flow<W: Waiter>(
     } else {
         0
     };
-    let buffer = op
-        .payload_mut()
-        .take_buffer()
-        .expect("the buffer comes back");
+    let buffer = take_buffer(&mut op).expect("the buffer comes back");
     op.consume();
     spare.put(op);
     (result, buffer, moved)
+}
+
+/// A completed operation's buffer, back to the caller. If the provider
+/// returned without completing the IRP (the operation stays quarantined),
+/// the buffer's MDL stays with the operation: that provider may still use
+/// it.
+fn take_buffer(op: &mut Operation<calls::Data>) -> Option<PoolBuffer> {
+    let mut buffer = op.payload_mut().take_buffer()?;
+    if op.was_reclaimed() {
+        op.payload_mut().keep_mdl(&mut buffer);
+    }
+    Some(buffer)
 }
 
 async fn disconnect_flow<W: Waiter>(connection: &Connection, waiter: &mut W) -> Result<()> {
