@@ -425,8 +425,12 @@ pub struct Usage {
     pub pool: BTreeMap<PoolTagName, TagUsage>,
     /// IRPs allocated and not freed.
     pub irps: usize,
+    /// Their bytes (header and stack locations).
+    pub irp_bytes: usize,
     /// MDLs allocated and not freed.
     pub mdls: usize,
+    /// Their bytes (header and page array).
+    pub mdl_bytes: usize,
     /// WSK registrations not deregistered.
     pub registrations: usize,
     /// Provider NPI captures not released.

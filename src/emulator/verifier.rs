@@ -96,15 +96,21 @@ pub fn usage_of(kernel: u64) -> Usage {
         entry.allocations += 1;
         entry.bytes += record.size;
     }
-    usage.irps = registry
+    for record in registry
         .irps
         .values()
         .filter(|record| record.kernel == kernel)
-        .count();
-    usage.mdls = registry
+    {
+        usage.irps += 1;
+        usage.irp_bytes += record.bytes;
+    }
+    for record in registry
         .mdls
         .values()
         .filter(|record| record.kernel == kernel)
-        .count();
+    {
+        usage.mdls += 1;
+        usage.mdl_bytes += record.bytes;
+    }
     usage
 }
