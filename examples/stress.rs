@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use wsk::emulator::{Device, FaultPlan, Kernel, ProviderConfig};
 use wsk::{
-    Connection, DeviceObject, Error, Executor, Family, PassiveLevel, PoolBuffer, PoolTag, Provider,
-    Registration, SocketKind, block_on, sleep, timeout,
+    BoundSocket, Connection, DeviceObject, Error, Executor, Family, PassiveLevel, PoolBuffer,
+    PoolTag, Provider, Registration, SocketKind, block_on, sleep, timeout,
 };
 
 /// Each blocking call's bound, and each task's.
@@ -475,33 +475,13 @@ fn connect(context: &mut Context<'_>, family: Family) -> Option<(Connection, Vec
             ))
             .map(|connection| (connection, Vec::new())),
         1 => {
-            let socket = context.outcome(context.provider.socket_blocking(
-                passive,
-                CALL_TIMEOUT,
-                family,
-                SocketKind::Connection,
-            ))?;
-            let bound = context.outcome(socket.bind_blocking(
-                passive,
-                CALL_TIMEOUT,
-                family.unspecified(),
-            ))?;
+            let bound = bound_socket(context, family)?;
             context
                 .outcome(bound.connect_blocking(passive, CALL_TIMEOUT, remote))
                 .map(|connection| (connection, Vec::new()))
         }
         _ => {
-            let socket = context.outcome(context.provider.socket_blocking(
-                passive,
-                CALL_TIMEOUT,
-                family,
-                SocketKind::Connection,
-            ))?;
-            let bound = context.outcome(socket.bind_blocking(
-                passive,
-                CALL_TIMEOUT,
-                family.unspecified(),
-            ))?;
+            let bound = bound_socket(context, family)?;
             let len = context.rng.usize(1..512);
             let (data, bytes) = payload(context, len)?;
             let (result, _) = bound.connect_ex_blocking(passive, CALL_TIMEOUT, remote, Some(data));
@@ -717,18 +697,22 @@ fn timeouts(context: &mut Context<'_>) {
     finish(context, connection);
 }
 
-/// A plain connection (any provider) to `remote`.
-fn connect_to(context: &Context<'_>, remote: SocketAddr) -> Option<Connection> {
+/// A connection socket bound to the wildcard address of `family`.
+fn bound_socket(context: &Context<'_>, family: Family) -> Option<BoundSocket> {
     let passive = context.passive;
     let socket = context.outcome(context.provider.socket_blocking(
         passive,
         CALL_TIMEOUT,
-        Family::V4,
+        family,
         SocketKind::Connection,
     ))?;
-    let bound =
-        context.outcome(socket.bind_blocking(passive, CALL_TIMEOUT, Family::V4.unspecified()))?;
-    context.outcome(bound.connect_blocking(passive, CALL_TIMEOUT, remote))
+    context.outcome(socket.bind_blocking(passive, CALL_TIMEOUT, family.unspecified()))
+}
+
+/// A plain connection (any provider) to `remote`.
+fn connect_to(context: &Context<'_>, remote: SocketAddr) -> Option<Connection> {
+    let bound = bound_socket(context, Family::V4)?;
+    context.outcome(bound.connect_blocking(context.passive, CALL_TIMEOUT, remote))
 }
 
 /// Sleeping tasks, some aborted.

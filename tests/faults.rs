@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use support::{Client, Data, PENDING, SUCCESS, Sock, echo_server};
 use wsk::abi::{DISPATCH_LEVEL, STATUS_FILE_FORCED_CLOSED, WSK_FLAG_CONNECTION_SOCKET};
-use wsk::emulator::{FaultPlan, Kernel, ProviderConfig};
+use wsk::emulator::{EnterGuard, FaultPlan, Kernel, ProviderConfig};
 use wsk::{Error, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Registration};
 
 const FORCED_CLOSED: NtStatus = NtStatus(STATUS_FILE_FORCED_CLOSED);
@@ -25,6 +25,15 @@ fn connected(client: &Client, remote: SocketAddr) -> Sock {
     assert_eq!(socket.bind(any, 0).status, SUCCESS);
     assert_eq!(socket.connect(remote, 0).status, SUCCESS);
     socket
+}
+
+/// `kernel`, entered, with a registered client and a socket connected to
+/// an echo server.
+fn echoing(kernel: Kernel) -> (Kernel, EnterGuard, Client, Sock) {
+    let enter = kernel.enter();
+    let client = Client::register();
+    let socket = connected(&client, echo_server());
+    (kernel, enter, client, socket)
 }
 
 /// A server that accepts one connection and hands it over.
@@ -41,10 +50,7 @@ fn accept_one() -> (SocketAddr, mpsc::Receiver<TcpStream>) {
 
 #[test]
 fn a_stalled_call_pends_until_cancelled_and_the_next_one_works() {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
-    let client = Client::register();
-    let socket = connected(&client, echo_server());
+    let (kernel, _enter, client, socket) = echoing(Kernel::new());
     kernel.inject_faults(FaultPlan {
         stall_one_in: 1,
         ..FaultPlan::default()
@@ -78,10 +84,7 @@ fn a_stalled_call_pends_until_cancelled_and_the_next_one_works() {
 
 #[test]
 fn a_late_completion_pends_and_arrives_from_the_dpc_thread() {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
-    let client = Client::register();
-    let socket = connected(&client, echo_server());
+    let (kernel, _enter, client, socket) = echoing(Kernel::new());
     kernel.inject_faults(FaultPlan {
         late_one_in: 1,
         late_by: Duration::from_millis(20),
@@ -111,13 +114,10 @@ fn a_late_completion_pends_and_arrives_from_the_dpc_thread() {
 
 #[test]
 fn an_inline_completion_under_always_pend_returns_the_status_at_once() {
-    let kernel = Kernel::with_provider(ProviderConfig {
+    let (kernel, _enter, client, socket) = echoing(Kernel::with_provider(ProviderConfig {
         always_pend: true,
         ..ProviderConfig::default()
-    });
-    let _enter = kernel.enter();
-    let client = Client::register();
-    let socket = connected(&client, echo_server());
+    }));
     let mut ping = Data::from(b"ping");
     assert_eq!(socket.send(&mut ping, 0).returned, PENDING);
     kernel.inject_faults(FaultPlan {
@@ -305,10 +305,7 @@ fn the_same_seed_injects_the_same_socket_faults() {
 
 #[test]
 fn a_close_completes_after_a_late_completion_still_on_its_way() {
-    let kernel = Kernel::new();
-    let _enter = kernel.enter();
-    let client = Client::register();
-    let socket = connected(&client, echo_server());
+    let (kernel, _enter, client, socket) = echoing(Kernel::new());
     kernel.inject_faults(FaultPlan {
         late_one_in: 1,
         late_by: Duration::from_millis(50),

@@ -5,6 +5,7 @@
 //! always into the same calls).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Which faults to inject, and how often. Deterministic for a given seed.
@@ -159,6 +160,11 @@ impl State {
 
 pub struct Faults {
     state: Mutex<State>,
+    /// Whether the plan injects anything into socket calls, or delays
+    /// DPCs: every call and DPC asks, so a plan without them costs one
+    /// atomic load there, not a lock.
+    on_calls: AtomicBool,
+    on_dpcs: AtomicBool,
 }
 
 impl Default for Faults {
@@ -170,6 +176,8 @@ impl Default for Faults {
                 allocations: 0,
                 counts: FaultCounts::default(),
             }),
+            on_calls: AtomicBool::new(false),
+            on_dpcs: AtomicBool::new(false),
         }
     }
 }
@@ -195,6 +203,18 @@ impl Faults {
         state.plan = plan;
         state.rng = seed_state(plan.seed);
         state.allocations = 0;
+        let on_calls = [
+            plan.stall_one_in,
+            plan.late_one_in,
+            plan.inline_one_in,
+            plan.forced_close_one_in,
+            plan.reset_one_in,
+        ]
+        .iter()
+        .any(|&one_in| one_in != 0);
+        self.on_calls.store(on_calls, Ordering::Relaxed);
+        self.on_dpcs
+            .store(!plan.jitter.is_zero(), Ordering::Relaxed);
     }
 
     pub(crate) fn counts(&self) -> FaultCounts {
@@ -237,6 +257,9 @@ impl Faults {
     /// provider pends every call (the only case an inline completion is a
     /// fault).
     pub(crate) fn socket_call(&self, on_connection: bool, always_pend: bool) -> Option<CallFault> {
+        if !self.on_calls.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut state = self.lock();
         let plan = state.plan;
         let fault = if state.one_in(plan.stall_one_in) {
@@ -276,6 +299,9 @@ impl Faults {
 
     /// Waits a random time up to the plan's jitter (delay fuzzing).
     pub(crate) fn jitter(&self) {
+        if !self.on_dpcs.load(Ordering::Relaxed) {
+            return;
+        }
         let delay = {
             let mut state = self.lock();
             let jitter = state.plan.jitter;

@@ -255,14 +255,17 @@ mod model {
         block.release();
     }
 
+    /// The provider completing `block` on a thread of its own.
+    fn spawn_routine(block: &Arc<Block>) -> thread::JoinHandle<()> {
+        let block = block.clone();
+        thread::spawn(move || completion_routine(&block, true))
+    }
+
     #[test]
     fn completion_races_the_owner_dropping_the_future() {
         loom::model(|| {
             let block = submitted();
-            let provider = {
-                let block = block.clone();
-                thread::spawn(move || completion_routine(&block, true))
-            };
+            let provider = spawn_routine(&block);
             // The owner drops without consuming: cancel (a no-op here), then
             // abandon if still in flight.
             block.touch();
@@ -282,10 +285,7 @@ mod model {
     fn the_owner_reads_a_result_only_after_completion_and_consumes_it() {
         loom::model(|| {
             let block = submitted();
-            let provider = {
-                let block = block.clone();
-                thread::spawn(move || completion_routine(&block, true))
-            };
+            let provider = spawn_routine(&block);
             while block.protocol.state() != Lifecycle::Completed {
                 thread::yield_now();
             }
@@ -306,10 +306,7 @@ mod model {
             // The owner was forgotten (`mem::forget`): its reference never
             // comes back; the sweep retains under the lock, then cancels.
             assert!(block.protocol.retain(), "the owner's count is there");
-            let provider = {
-                let block = block.clone();
-                thread::spawn(move || completion_routine(&block, true))
-            };
+            let provider = spawn_routine(&block);
             block.touch();
             block.release();
             provider.join().unwrap();
@@ -329,10 +326,7 @@ mod model {
     fn recycling_waits_for_the_routine_and_the_next_use_completes_again() {
         loom::model(|| {
             let block = submitted();
-            let provider = {
-                let block = block.clone();
-                thread::spawn(move || completion_routine(&block, true))
-            };
+            let provider = spawn_routine(&block);
             // The owner sees the result (it may run ahead of the routine's
             // release), then tries to recycle as a spare would.
             while block.protocol.state() != Lifecycle::Completed {
@@ -350,10 +344,7 @@ mod model {
                 assert_eq!(block.protocol.state(), Lifecycle::Idle);
                 // The next use of the same block.
                 block.protocol.submit();
-                let again = {
-                    let block = block.clone();
-                    thread::spawn(move || completion_routine(&block, true))
-                };
+                let again = spawn_routine(&block);
                 again.join().unwrap();
                 assert_eq!(block.protocol.state(), Lifecycle::Completed);
                 block.protocol.consume();
