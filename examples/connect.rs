@@ -182,7 +182,7 @@ fn main() -> ExitCode {
         eprintln!("connect: deregistration had to force: {report}");
         return ExitCode::FAILURE;
     }
-    let leaks = kernel.usage();
+    let leaks = kernel.settled_usage();
     if !leaks.is_empty() {
         eprintln!("connect: leaks: {leaks}");
         return ExitCode::FAILURE;

@@ -811,7 +811,7 @@ fn teardown(
             || usage.sockets != 0
     };
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut usage = kernel.usage();
+    let mut usage = kernel.settled_usage();
     while leaked(&usage) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(1));
         usage = kernel.usage();

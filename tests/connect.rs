@@ -121,14 +121,7 @@ fn assert_only_quarantined(kernel: &Kernel, report: &wsk::DeregisterReport) {
     let quarantined = report.quarantined_operations;
     // A completion routine that signalled the last completion may still be
     // returning, and frees what it holds on its way out.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while kernel.usage().irps != quarantined && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(1));
-    }
-    while kernel.usage().pool_tag(*b"WskR").allocations != 0 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(1));
-    }
-    let mut usage = kernel.usage();
+    let mut usage = kernel.settled_usage();
     assert_eq!(usage.irps, quarantined, "leaks at unload: {usage}");
     assert!(usage.mdls <= quarantined, "leaks at unload: {usage}");
     if quarantined > 0 {

@@ -270,7 +270,7 @@ fn shutdown_aborts_live_and_forgotten_tasks_and_waits_for_the_workers() {
     let report = registration.deregister(&passive);
     assert!(report.is_clean(), "{report}");
     // Only the forgotten join handle's task block is left.
-    let usage = kernel.usage();
+    let usage = kernel.settled_usage();
     assert_eq!(usage.pool_tag(*b"WskX").allocations, 1, "{usage}");
     assert_eq!(
         usage.pool.len(),

@@ -195,6 +195,27 @@ fn pool_is_accounted_per_tag_until_freed() {
 }
 
 #[test]
+fn settled_usage_waits_for_a_routine_still_returning() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let block = PoolBox::new(0_u64, PoolTag::new(*b"Test")).unwrap();
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = signalled.clone();
+    // As a completion routine does: signal the waiter, then free on the way out.
+    kernel.queue_dpc(move || {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(200));
+        drop(block);
+    });
+    while !signalled.load(std::sync::atomic::Ordering::SeqCst) {
+        thread::yield_now();
+    }
+    let usage = kernel.settled_usage();
+    assert_eq!(usage.pool_tag(*b"Test").allocations, 0, "{usage}");
+    kernel.assert_no_leaks();
+}
+
+#[test]
 fn a_leak_is_reported_with_its_tag() {
     let kernel = Kernel::new();
     let _enter = kernel.enter();

@@ -176,7 +176,7 @@ fn deregistration_ends_what_the_driver_forgot_and_holds_within_its_bound() {
 
     // Nothing the provider holds is left; what stays is exactly the blocks
     // of the forgotten handles and futures, whose owners never come back.
-    let usage = kernel.usage();
+    let usage = kernel.settled_usage();
     assert_eq!(
         (usage.registrations, usage.captures, usage.sockets),
         (0, 0, 0),
@@ -354,7 +354,7 @@ fn a_blocking_call_returns_within_its_bound_when_the_provider_ignores_the_cancel
     assert!(report.is_clean(), "{report}");
     // The stub WskDisconnect never completed its IRP: quarantined, once.
     assert_eq!(report.quarantined_operations, 1, "{report}");
-    let usage = kernel.usage();
+    let usage = kernel.settled_usage();
     assert_eq!(
         (usage.irps, usage.sockets, usage.captures),
         (1, 0, 0),

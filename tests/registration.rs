@@ -190,7 +190,7 @@ fn dropping_a_registration_above_passive_level_ends_what_it_holds_without_waitin
         // WskDeregister, which blocks, cannot be called here.
         drop(registration);
     }
-    let usage = kernel.usage();
+    let usage = kernel.settled_usage();
     assert_eq!((usage.captures, usage.registrations), (0, 1), "{usage}");
     assert_eq!(
         provider

@@ -164,7 +164,7 @@ fn deregistration_cancels_a_forgotten_timer_instead_of_waiting_for_it() {
     );
     // The forgotten block leaks (its owner never comes back), but its DPC
     // will never run, and nothing else is left.
-    let usage = kernel.usage();
+    let usage = kernel.settled_usage();
     assert_eq!(usage.pool_tag(TIMER_TAG).allocations, 1);
     assert_eq!((usage.irps, usage.registrations), (0, 0));
     kernel.expect_leaks();

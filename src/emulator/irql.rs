@@ -1,6 +1,7 @@
 //! The emulated IRQL: one value per thread, as each processor has its own.
 
 use std::cell::Cell;
+use std::sync::atomic::Ordering;
 use std::thread_local;
 
 use super::verifier::bugcheck;
@@ -22,6 +23,16 @@ pub(crate) fn run_as_callback<R>(callback: &'static str, f: impl FnOnce() -> R) 
             CALLBACK.with(|current| current.set(self.0));
         }
     }
+    /// Counts the callback as running on its machine until it returns.
+    struct Running(super::Kernel);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.inner().callbacks.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let kernel = super::Kernel::current();
+    kernel.inner().callbacks.fetch_add(1, Ordering::SeqCst);
+    let _running = Running(kernel);
     let _restore = Restore(CALLBACK.with(|current| current.replace(Some(callback))));
     f()
 }

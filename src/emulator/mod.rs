@@ -66,7 +66,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::string::String;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread_local;
@@ -107,6 +107,8 @@ pub(crate) struct KernelInner {
     leaks_allowed: Mutex<LeaksAllowed>,
     /// Allocations made so far, by kind.
     pub(crate) allocated: [AtomicU64; 3],
+    /// Completion routines and DPCs of this machine running now.
+    pub(crate) callbacks: AtomicUsize,
     this: Weak<Self>,
 }
 
@@ -146,6 +148,7 @@ impl Kernel {
             image: Box::leak(Box::new(crate::kernel::image::Image::new())),
             leaks_allowed: Mutex::new(LeaksAllowed::Nothing),
             allocated: Default::default(),
+            callbacks: AtomicUsize::new(0),
             this: this.clone(),
         });
         Self { inner }
@@ -207,9 +210,35 @@ impl Kernel {
     }
 
     /// What this machine still has outstanding.
+    ///
+    /// Right after the last operation's completion was signalled, its
+    /// completion routine may still be returning and freeing what it holds:
+    /// to count leaks, use [`settled_usage`](Self::settled_usage).
     #[must_use]
     pub fn usage(&self) -> Usage {
         self.inner.usage()
+    }
+
+    /// Waits until no completion routine or DPC of this machine is running
+    /// (at most 2 s), as a driver image cannot unload before its routines
+    /// have returned. A routine that signalled the end of the last
+    /// operation has then also freed what it held.
+    pub fn settle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while self.inner.callbacks.load(Ordering::SeqCst) != 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
+    }
+
+    /// [`settle`](Self::settle), then [`usage`](Self::usage): what is
+    /// outstanding once every routine running has returned, which is
+    /// what a leak check should read.
+    #[must_use]
+    pub fn settled_usage(&self) -> Usage {
+        self.settle();
+        self.usage()
     }
 
     /// Checks every pool block this machine freed and still holds in the
@@ -259,6 +288,7 @@ impl Kernel {
             }
         }
         self.check_freed_pool();
+        self.settle();
         let outstanding = |usage: &mut Usage| {
             usage.pool.retain(|tag, _| !tags.contains(&tag.0));
             !usage.is_empty()
