@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::echo_server;
 use wsk::emulator::{Allocations, Kernel};
-use wsk::{Family, PassiveLevel, PoolBuffer, PoolTag, Registration};
+use wsk::{Family, PassiveLevel, PoolBuffer, PoolTag, Registration, SocketKind};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,6 +100,114 @@ fn concurrent_receives_fall_back_to_a_fresh_operation_and_free_it() {
     );
     connection.close_blocking(&passive, TIMEOUT).unwrap();
     drop((first, second, provider));
+    assert!(registration.deregister(&passive).is_clean());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn repeated_timeouts_reuse_their_timer() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = PassiveLevel::check().unwrap();
+    let registration = Registration::register(&passive).unwrap();
+    // A future that is pending once, so that the timeout arms its timer,
+    // then wins (the timer is cancelled). `futures`' executor allocates
+    // host memory only, which the machine does not count.
+    let bounded = || {
+        let mut polled = false;
+        let once = std::future::poll_fn(move |cx| {
+            if std::mem::replace(&mut polled, true) {
+                std::task::Poll::Ready(7)
+            } else {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        });
+        futures::executor::block_on(wsk::timeout(Duration::from_mins(1), once))
+    };
+    // The first timeout allocates the timer block the later ones reuse.
+    assert_eq!(bounded(), Ok(7));
+    assert_eq!(kernel.usage().pool_tag(*b"WskT").allocations, 1);
+    let before = kernel.allocations();
+    for _ in 0..50 {
+        assert_eq!(bounded(), Ok(7));
+    }
+    assert_eq!(
+        kernel.allocations() - before,
+        Allocations::default(),
+        "50 timeouts in steady state"
+    );
+    // The image keeps the block only while a registration is open.
+    assert_eq!(kernel.usage().pool_tag(*b"WskT").allocations, 1);
+    assert!(registration.deregister(&passive).is_clean());
+    assert_eq!(kernel.settled_usage().pool_tag(*b"WskT").allocations, 0);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn connecting_again_and_again_allocates_nothing_in_steady_state() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = PassiveLevel::check().unwrap();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let server = echo_server();
+    let mut request = PoolBuffer::from_slice(b"ping", PoolTag::BUFFER).unwrap();
+    let mut reply = PoolBuffer::zeroed(4, PoolTag::BUFFER).unwrap();
+    // Alternately through WskSocketConnect and through WskSocket, WskBind
+    // and WskConnect on a stream socket.
+    let mut turn = 0_u32;
+    let mut cycle = |request: PoolBuffer, reply: PoolBuffer| {
+        turn += 1;
+        let connection = if turn.is_multiple_of(2) {
+            provider
+                .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), server)
+                .unwrap()
+        } else {
+            provider
+                .socket_blocking(&passive, TIMEOUT, Family::V4, SocketKind::Stream)
+                .unwrap()
+                .bind_blocking(&passive, TIMEOUT, Family::V4.unspecified())
+                .unwrap()
+                .connect_blocking(&passive, TIMEOUT, server)
+                .unwrap()
+        };
+        let (sent, request) = connection.send_blocking(&passive, TIMEOUT, request);
+        assert_eq!(sent, Ok(4));
+        let (received, reply) = connection.receive_blocking(&passive, TIMEOUT, reply);
+        assert_eq!(received, Ok(4));
+        connection.close_blocking(&passive, TIMEOUT).unwrap();
+        (request, reply)
+    };
+    // A cold connect allocates the socket's block, its close operation
+    // (block and IRP) and the connect operation (block and IRP).
+    let before = kernel.allocations();
+    let connection = provider
+        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), server)
+        .unwrap();
+    let cold = kernel.allocations() - before;
+    assert_eq!(
+        (cold.pool, cold.irps, cold.mdls),
+        (3, 2, 0),
+        "a cold connect"
+    );
+    connection.close_blocking(&passive, TIMEOUT).unwrap();
+    // The first cycles give the registration closed sockets' blocks (with
+    // their send, receive and bind/connect operations) and socket-creating
+    // operations to reuse.
+    for _ in 0..4 {
+        (request, reply) = cycle(request, reply);
+    }
+    let before = kernel.allocations();
+    for _ in 0..20 {
+        (request, reply) = cycle(request, reply);
+    }
+    assert_eq!(
+        kernel.allocations() - before,
+        Allocations::default(),
+        "20 connect + echo + close cycles in steady state"
+    );
+    drop((request, reply, provider));
     assert!(registration.deregister(&passive).is_clean());
     kernel.assert_no_leaks();
 }

@@ -221,7 +221,7 @@ fn connect_ex_falls_back_to_connect_then_send_without_a_working_entry() {
             // A stub that never completes its IRP leaves that one call's
             // block quarantined (it might still complete); the provider is
             // not asked again, so a second connect leaves nothing more.
-            let quarantined = kernel.usage().irps;
+            let quarantined = kernel.usage().irps_in_flight;
             assert!(quarantined <= 1, "{}", kernel.usage());
             let bound = bound_socket(provider, passive, family, SocketKind::Stream);
             let (connected, _) =
@@ -230,7 +230,11 @@ fn connect_ex_falls_back_to_connect_then_send_without_a_working_entry() {
             assert_eq!(outcome.path, ConnectPath::ConnectThenSend);
             connection.close_blocking(passive, TIMEOUT).unwrap();
             assert_eq!(received.recv_timeout(TIMEOUT).unwrap(), b"again");
-            assert_eq!(kernel.usage().irps, quarantined, "no IRP left behind");
+            assert_eq!(
+                kernel.usage().irps_in_flight,
+                quarantined,
+                "no IRP left behind"
+            );
             // The quarantined call, if any, stays with the machine.
             kernel.expect_leaks();
         });
@@ -416,7 +420,7 @@ fn a_blocking_connect_times_out_cancels_and_leaks_nothing() {
             .unwrap_err();
         assert_eq!(error, Error::TimedOut(NtStatus::IO_TIMEOUT));
         assert!(start.elapsed() >= Duration::from_millis(300));
-        assert_eq!(kernel.usage().irps, 0, "no IRP left in flight");
+        assert_eq!(kernel.usage().irps_in_flight, 0, "no IRP left in flight");
         drop(fillers);
     });
 }

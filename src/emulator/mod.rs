@@ -455,6 +455,9 @@ pub struct Usage {
     pub pool: BTreeMap<PoolTagName, TagUsage>,
     /// IRPs allocated and not freed.
     pub irps: usize,
+    /// Of those, the ones passed to the provider and not yet completed
+    /// (the others are idle: set aside by their driver for reuse).
+    pub irps_in_flight: usize,
     /// Their bytes (header and stack locations).
     pub irp_bytes: usize,
     /// MDLs allocated and not freed.
@@ -576,6 +579,7 @@ impl fmt::Display for Usage {
             .collect();
         for (count, what) in [
             (self.irps, "IRP(s)"),
+            (self.irps_in_flight, "of them in flight"),
             (self.mdls, "MDL(s)"),
             (self.registrations, "WSK registration(s)"),
             (self.captures, "provider NPI capture(s)"),

@@ -103,6 +103,7 @@ pub fn usage_of(kernel: u64) -> Usage {
     {
         usage.irps += 1;
         usage.irp_bytes += record.bytes;
+        usage.irps_in_flight += usize::from(record.owner == IrpOwner::Provider);
     }
     for record in registry
         .mdls

@@ -14,14 +14,27 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use super::idle::Idle;
 use super::spinlock::SpinLock;
+use super::timer::IdleTimer;
 use super::version::BuildCache;
 use crate::objects::tracking::{DeregisterReport, List};
 
+/// How many ended timers the image keeps for the next `sleep` or `timeout`.
+const IDLE_TIMERS: usize = 8;
+
+/// The image's timers, under one lock.
+pub struct Timers {
+    /// Armed timers (`sleep`, `timeout`).
+    pub(crate) armed: List,
+    /// Ended timers set aside for reuse while a registration is open.
+    pub(crate) idle: Idle<IdleTimer, IDLE_TIMERS>,
+}
+
 /// What the driver image holds across registrations.
 pub struct Image {
-    /// Armed timers (`sleep`, `timeout`).
-    pub(crate) timers: SpinLock<List>,
+    /// Armed and idle timers.
+    pub(crate) timers: SpinLock<Timers>,
     /// Registrations not yet deregistered.
     registrations: AtomicUsize,
     /// The Windows build, once read (see [`version`](super::version)).
@@ -33,16 +46,22 @@ impl Image {
     #[must_use]
     pub const fn new() -> Self {
         Self {
-            timers: SpinLock::new(List::new()),
+            timers: SpinLock::new(Timers {
+                armed: List::new(),
+                idle: Idle::closed(),
+            }),
             registrations: AtomicUsize::new(0),
             os_build: BuildCache::new(),
         }
     }
 
-    /// A registration begins: timers may be armed again.
+    /// A registration begins: timers may be armed again, and ended ones
+    /// are kept for reuse.
     pub(crate) fn registration_opened(&self) {
         if self.registrations.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.timers.lock().reopen();
+            let mut timers = self.timers.lock();
+            timers.armed.reopen();
+            timers.idle.reopen();
         }
     }
 
@@ -54,7 +73,7 @@ impl Image {
             return;
         }
         loop {
-            let next = self.timers.lock().pop_for_sweep();
+            let next = self.timers.lock().armed.pop_for_sweep();
             let Some(timer) = next else { break };
             let (what, cancelled) = timer.force();
             if cancelled {
@@ -62,7 +81,10 @@ impl Image {
             }
         }
         // The list stays swept: a timer armed now fails with
-        // `Error::Cancelled` until a registration opens again.
+        // `Error::Cancelled` until a registration opens again. Idle timers
+        // are freed (outside the lock), and ended ones from now on too.
+        let idle = self.timers.lock().idle.close();
+        drop(idle);
     }
 }
 

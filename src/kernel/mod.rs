@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod event;
+pub(crate) mod idle;
 pub(crate) mod image;
 pub mod irp;
 pub mod irql;

@@ -7,6 +7,9 @@
 //! cancels the timer; if `KeCancelTimer` finds it still queued the DPC will
 //! never run and the owner drops both references, otherwise the DPC drops
 //! its own when it runs. Nothing is freed while the DPC may touch it.
+//! While a registration is open, the last reference sets the block aside
+//! in the driver image instead (up to a few), and the next timer reuses
+//! it: a loop of timeouts allocates nothing in steady state.
 //!
 //! Armed timers are listed in the driver image (`kernel::image`): the
 //! driver's last deregistration cancels those still armed (a forgotten or
@@ -76,10 +79,74 @@ unsafe impl Send for Timer {}
 // SAFETY: as above.
 unsafe impl Sync for Timer {}
 
+/// An ended timer's block, set aside in its image for the next timer.
+///
+/// # Invariants
+/// No reference is counted: neither armed nor running its DPC, unlinked.
+pub struct IdleTimer {
+    block: PoolBox<TimerBlock>,
+}
+
+// SAFETY: nothing refers to an idle block but its holder (invariant), so
+// moving it to another thread shares nothing; its timer and DPC are not
+// armed or queued.
+#[allow(clippy::non_send_fields_in_send_ty, reason = "see the SAFETY comment")]
+unsafe impl Send for IdleTimer {}
+
+impl IdleTimer {
+    /// The block again, counting two references (the owner's and the
+    /// DPC's, about to be armed). Its timer and DPC stay initialised.
+    fn reuse(self) -> NonNull<TimerBlock> {
+        let mut block = self.block;
+        let shared = &mut *block;
+        shared.node = Node::new(KIND);
+        *shared.refs.get_mut() = 2;
+        *shared.fired.get_mut() = false;
+        *shared.cancelled.get_mut() = false;
+        drop(shared.waker.take());
+        block.into_raw()
+    }
+}
+
 impl Timer {
     /// Arms a timer that fires once after `duration`.
     fn start(duration: Duration) -> Result<Self> {
         let image = image::current();
+        let idle = image.timers.lock().idle.take();
+        let raw = match idle {
+            Some(idle) => idle.reuse(),
+            None => Self::allocate(image)?,
+        };
+        let units = (duration.as_nanos() / 100).clamp(1, i64::MAX as u128);
+        let due = -i64::try_from(units).unwrap_or(i64::MAX);
+        {
+            // Listed and armed under the image's lock, so that the last
+            // deregistration's sweep sees it either not yet listed or armed.
+            let mut timers = image.timers.lock();
+            // SAFETY: the node lives in the block, which stays until the
+            // timer's DPC ran or it was cancelled, both of which unlink it.
+            if !unsafe { timers.armed.push(raw.cast::<Node>()) } {
+                drop(timers);
+                // The driver's last registration is gone (or going).
+                // SAFETY: never armed nor shared: ours to free.
+                drop(unsafe { PoolBox::from_raw(raw, TAG) });
+                return Err(Error::Cancelled(NtStatus::CANCELLED));
+            }
+            // SAFETY: the block is ours; only addresses are taken.
+            let shared = unsafe { raw.as_ref() };
+            // SAFETY: an initialised timer and DPC in the block; relative
+            // due time; DISPATCH_LEVEL (the lock). The DPC cannot run on
+            // this processor before the lock is released, and elsewhere it
+            // waits for the lock to unlink the timer.
+            unsafe { sys::KeSetTimer(shared.timer.get(), due, shared.dpc.get()) };
+        }
+        // INVARIANT: two references: ours and the DPC's, armed above.
+        Ok(Self { block: raw })
+    }
+
+    /// A new block with its timer and DPC initialised, counting two
+    /// references (the owner's and the DPC's, about to be armed).
+    fn allocate(image: &'static Image) -> Result<NonNull<TimerBlock>> {
         let init = |slot: *mut TimerBlock| {
             let block = TimerBlock {
                 node: Node::new(KIND),
@@ -105,32 +172,7 @@ impl Timer {
         };
         // SAFETY: `init` initialises every field.
         let block = unsafe { PoolBox::new_with(TAG, init)? };
-        let raw = block.into_raw();
-        let units = (duration.as_nanos() / 100).clamp(1, i64::MAX as u128);
-        let due = -i64::try_from(units).unwrap_or(i64::MAX);
-        {
-            // Listed and armed under the image's lock, so that the last
-            // deregistration's sweep sees it either not yet listed or armed.
-            let mut timers = image.timers.lock();
-            // SAFETY: the node lives in the block, which stays until the
-            // timer's DPC ran or it was cancelled, both of which unlink it.
-            if !unsafe { timers.push(raw.cast::<Node>()) } {
-                drop(timers);
-                // The driver's last registration is gone (or going).
-                // SAFETY: never armed nor shared: ours to free.
-                drop(unsafe { PoolBox::from_raw(raw, TAG) });
-                return Err(Error::Cancelled(NtStatus::CANCELLED));
-            }
-            // SAFETY: the block is ours; only addresses are taken.
-            let shared = unsafe { raw.as_ref() };
-            // SAFETY: an initialised timer and DPC in the block; relative
-            // due time; DISPATCH_LEVEL (the lock). The DPC cannot run on
-            // this processor before the lock is released, and elsewhere it
-            // waits for the lock to unlink the timer.
-            unsafe { sys::KeSetTimer(shared.timer.get(), due, shared.dpc.get()) };
-        }
-        // INVARIANT: two references: ours and the DPC's, armed above.
-        Ok(Self { block: raw })
+        Ok(block.into_raw())
     }
 
     const fn shared(&self) -> &TimerBlock {
@@ -164,7 +206,14 @@ impl Drop for Timer {
         if unsafe { sys::KeCancelTimer(shared.timer.get()) } != FALSE {
             // Dequeued before it expired: its DPC will never run.
             // SAFETY: the block's own node, only linked in its image's list.
-            unsafe { shared.image.timers.lock().remove(self.block.cast::<Node>()) };
+            unsafe {
+                shared
+                    .image
+                    .timers
+                    .lock()
+                    .armed
+                    .remove(self.block.cast::<Node>());
+            }
             release(self.block);
         }
         release(self.block);
@@ -213,7 +262,8 @@ const fn blank_list() -> LIST_ENTRY {
     }
 }
 
-/// Drops one reference; the last frees the block.
+/// Drops one reference; the last sets the block aside in its image for
+/// the next timer, or frees it.
 fn release(block: NonNull<TimerBlock>) {
     // SAFETY: the caller holds a reference, so the block is live.
     if unsafe { block.as_ref() }
@@ -223,7 +273,13 @@ fn release(block: NonNull<TimerBlock>) {
     {
         // SAFETY: the last reference to a block from `PoolBox::into_raw`;
         // the timer is neither armed nor running its DPC any more.
-        drop(unsafe { PoolBox::from_raw(block, TAG) });
+        let block = unsafe { PoolBox::from_raw(block, TAG) };
+        let image = block.image;
+        // INVARIANT: no reference counted, unlinked (by the DPC, the
+        // cancel or the sweep), not armed.
+        let refused = image.timers.lock().idle.put(IdleTimer { block });
+        // Freed outside the lock, if the image keeps no more.
+        drop(refused);
     }
 }
 
@@ -244,7 +300,14 @@ unsafe extern "system" fn on_expiry(
     // SAFETY: non-null: the block's own address.
     let block = unsafe { NonNull::new_unchecked(block) };
     // SAFETY: the block's own node, only linked in its image's list.
-    unsafe { shared.image.timers.lock().remove(block.cast::<Node>()) };
+    unsafe {
+        shared
+            .image
+            .timers
+            .lock()
+            .armed
+            .remove(block.cast::<Node>());
+    }
     shared.fired.store(true, Ordering::Release);
     shared.waker.wake();
     release(block);

@@ -58,14 +58,30 @@ use crate::abi::{
 use crate::error::{Error, Result};
 use crate::kernel::device::DeviceObject;
 use crate::kernel::event::{EventKind, RawEvent};
+use crate::kernel::idle::Idle;
 use crate::kernel::image::{self, Image};
 use crate::kernel::irql::{AtMostDispatch, PassiveLevel};
 use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::spinlock::SpinLock;
 use crate::kernel::time::Deadline;
 use crate::objects::rundown::{Begin, RunDown};
+use crate::objects::socket::shared::IdleSocket;
 use crate::objects::tracking::{DeregisterReport, Kind, List, Node, What, try_retain};
+use crate::operation::Operation;
+use crate::operation::calls::NewSocket;
 use crate::status::NtStatus;
+
+/// How many closed sockets' blocks a registration keeps for new sockets.
+const IDLE_SOCKETS: usize = 16;
+/// How many socket-creating operations a registration keeps.
+const IDLE_CREATORS: usize = 4;
+
+/// What a registration sets aside for its next sockets (see
+/// [`crate::kernel::idle`]), under one lock.
+struct Reusable {
+    sockets: Idle<IdleSocket, IDLE_SOCKETS>,
+    creators: Idle<Operation<NewSocket>, IDLE_CREATORS>,
+}
 use crate::sys;
 
 /// The WSK version this library asks for.
@@ -140,6 +156,9 @@ struct RegistrationBlock {
     /// completion routine runs (`IoSetCompletionRoutineEx`), if the driver
     /// gave one.
     device: SpinLock<Option<DeviceObject>>,
+    /// Closed sockets' blocks and finished socket-creating operations, for
+    /// the next sockets; closed (and emptied) by deregistration.
+    reusable: SpinLock<Reusable>,
     image: &'static Image,
 }
 
@@ -227,6 +246,10 @@ impl Registration {
                 quarantined: AtomicUsize::new(0),
                 missing: AtomicU8::new(0),
                 device: SpinLock::new(device),
+                reusable: SpinLock::new(Reusable {
+                    sockets: Idle::new(),
+                    creators: Idle::new(),
+                }),
                 image,
             };
             // SAFETY: `slot` is a fresh block of the right size and alignment.
@@ -360,6 +383,13 @@ impl Registration {
         let passive = PassiveLevel::check().ok();
         let block = self.block.get();
         block.draining.store(true, Ordering::SeqCst);
+        // What was set aside holds references to the registration: free it
+        // (outside the lock), and whatever is set aside from now on.
+        let set_aside = {
+            let mut reusable = block.reusable.lock();
+            (reusable.sockets.close(), reusable.creators.close())
+        };
+        drop(set_aside);
         loop {
             let next = block.tracked.lock().pop_for_sweep();
             let Some(node) = next else { break };
@@ -763,6 +793,28 @@ impl RegistrationRef {
         if matches!(result, Err(Error::NotSupported(_))) {
             self.get().missing.fetch_or(entry as u8, Ordering::Relaxed);
         }
+    }
+
+    /// A closed socket's block and a socket-creating operation set aside
+    /// for reuse, if there are.
+    pub(crate) fn reusable(&self) -> (Option<IdleSocket>, Option<Operation<NewSocket>>) {
+        let mut reusable = self.get().reusable.lock();
+        (reusable.sockets.take(), reusable.creators.take())
+    }
+
+    /// Sets a closed socket's block aside for the next socket; gives it
+    /// back (to be freed by the caller) when the registration keeps no
+    /// more or is deregistering.
+    pub(crate) fn set_aside(&self, socket: IdleSocket) -> Option<IdleSocket> {
+        self.get().reusable.lock().sockets.put(socket)
+    }
+
+    /// Sets a finished socket-creating operation aside for the next one,
+    /// or frees it.
+    pub(crate) fn set_aside_creator(&self, op: Operation<NewSocket>) {
+        let refused = self.get().reusable.lock().creators.put(op);
+        // Freed outside the lock.
+        drop(refused);
     }
 
     /// Counts an operation left quarantined (see `Protocol::reclaim`).

@@ -15,7 +15,7 @@ use crate::kernel::mdl::Mdl;
 use crate::kernel::pool::PoolBuffer;
 use crate::objects::addr::{Family, RawAddress};
 use crate::objects::registration::{Provider, RegistrationRef};
-use crate::objects::socket::shared::SocketRef;
+use crate::objects::socket::shared::{IdleSocket, SocketRef};
 use crate::operation::{Operation, Payload, Spare};
 use crate::status::NtStatus;
 
@@ -166,8 +166,9 @@ const fn missing() -> Error {
 /// A socket-creating call's payload: the socket's block, allocated up front
 /// (with its close operation), so a socket whose caller has gone can always
 /// be closed, and deregistration can find it from the moment it exists.
+/// `socket` is `None` only once the caller took the socket.
 pub struct NewSocket {
-    socket: SocketRef,
+    socket: Option<SocketRef>,
     local: RawAddress,
     remote: RawAddress,
 }
@@ -176,26 +177,25 @@ impl NewSocket {
     fn new(
         kind: SocketKind,
         registration: &RegistrationRef,
+        idle: Option<IdleSocket>,
         local: RawAddress,
         remote: RawAddress,
     ) -> Result<Self> {
         Ok(Self {
-            socket: SocketRef::new(kind, registration)?,
+            socket: Some(SocketRef::new(kind, registration, idle)?),
             local,
             remote,
         })
     }
 
-    /// The socket the completed call created.
+    /// The socket the completed call created, taken out of the payload.
     ///
     /// # Errors
     /// [`Error::Other`] if the provider reported success without a socket.
-    pub fn take(&self) -> Result<SocketRef> {
-        if self.socket.is_attached() {
-            Ok(self.socket.clone())
-        } else {
-            Err(Error::Other(NtStatus::UNSUCCESSFUL))
-        }
+    pub fn take(&mut self) -> Result<SocketRef> {
+        self.socket
+            .take_if(|socket| socket.is_attached())
+            .ok_or(Error::Other(NtStatus::UNSUCCESSFUL))
     }
 }
 
@@ -203,15 +203,18 @@ impl Payload for NewSocket {
     fn completed(&mut self, status: NtStatus, information: usize) {
         if status.is_success()
             && let Some(raw) = NonNull::new(information as *mut WSK_SOCKET)
+            && let Some(socket) = &self.socket
         {
             // INVARIANT: the provider created it, of the kind asked for.
-            self.socket.attach(raw);
+            socket.attach(raw);
         }
     }
 
     fn unconsumed(&mut self, _status: NtStatus, _information: usize) {
         // Nobody took the socket: close it (unless deregistration did).
-        self.socket.close_detached();
+        if let Some(socket) = &self.socket {
+            socket.close_detached();
+        }
     }
 }
 
@@ -225,8 +228,15 @@ pub fn socket(
     let entry = captured.dispatch().WskSocket.ok_or_else(missing)?;
     let client = captured.client();
     let registration = provider.registration();
-    let payload = NewSocket::new(kind, registration, RawAddress::empty(), RawAddress::empty())?;
-    let mut op = Operation::new(payload)?;
+    let (idle_socket, idle_op) = registration.reusable();
+    let payload = NewSocket::new(
+        kind,
+        registration,
+        idle_socket,
+        RawAddress::empty(),
+        RawAddress::empty(),
+    )?;
+    let mut op = Operation::reuse_or_new(idle_op, payload)?;
     let call = |irp: *mut IRP, _: *mut NewSocket| {
         // SAFETY: a captured provider's entry (the capture cannot be released
         // while `captured` lives); no socket context or event dispatch; the
@@ -262,13 +272,15 @@ pub fn socket_connect(
     let entry = captured.dispatch().WskSocketConnect.ok_or_else(missing)?;
     let client = captured.client();
     let registration = provider.registration();
+    let (idle_socket, idle_op) = registration.reusable();
     let payload = NewSocket::new(
         SocketKind::Connection,
         registration,
+        idle_socket,
         RawAddress::new(local),
         RawAddress::new(remote),
     )?;
-    let mut op = Operation::new(payload)?;
+    let mut op = Operation::reuse_or_new(idle_op, payload)?;
     let call = |irp: *mut IRP, payload: *mut NewSocket| {
         // SAFETY: the payload lives in the operation block until completion.
         let payload = unsafe { &mut *payload };
@@ -305,8 +317,9 @@ pub fn bind(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     local: core::net::SocketAddr,
+    spare: &Spare<Address>,
 ) -> Result<Operation<Address>> {
-    with_address(socket, registration, socket.entries().bind, local)
+    with_address(socket, registration, socket.entries().bind, local, spare)
 }
 
 /// `WskConnect` (reserved flags 0).
@@ -314,8 +327,15 @@ pub fn connect(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     remote: core::net::SocketAddr,
+    spare: &Spare<Address>,
 ) -> Result<Operation<Address>> {
-    with_address(socket, registration, socket.entries().connect, remote)
+    with_address(
+        socket,
+        registration,
+        socket.entries().connect,
+        remote,
+        spare,
+    )
 }
 
 /// A call taking one address and reserved flags (`WskBind`, `WskConnect`:
@@ -325,10 +345,11 @@ fn with_address(
     registration: &RegistrationRef,
     entry: crate::abi::PFN_WSK_CONNECT,
     address: core::net::SocketAddr,
+    spare: &Spare<Address>,
 ) -> Result<Operation<Address>> {
     let entry = entry.ok_or_else(missing)?;
     let raw = socket.raw();
-    let mut op = Operation::new(Address(RawAddress::new(address)))?;
+    let mut op = Operation::reuse_or_new(spare.take(), Address(RawAddress::new(address)))?;
     let call = |irp: *mut IRP, payload: *mut Address| {
         // SAFETY: the payload lives in the block until completion.
         let address = unsafe { (*payload).0.as_mut_ptr() };
@@ -346,6 +367,7 @@ pub fn address(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     remote: bool,
+    spare: &Spare<Address>,
 ) -> Result<Operation<Address>> {
     let entries = socket.entries();
     let entry = if remote {
@@ -355,7 +377,7 @@ pub fn address(
     }
     .ok_or_else(missing)?;
     let raw = socket.raw();
-    let mut op = Operation::new(Address(RawAddress::empty()))?;
+    let mut op = Operation::reuse_or_new(spare.take(), Address(RawAddress::empty()))?;
     let call = |irp: *mut IRP, payload: *mut Address| {
         // SAFETY: the payload lives in the block until completion.
         let address = unsafe { (*payload).0.as_mut_ptr() };
@@ -491,14 +513,9 @@ fn transfer(
         return Err((Error::InvalidArgument(NtStatus::INVALID_PARAMETER), buffer));
     }
     let raw = socket.raw();
-    let mut op = if let Some(mut op) = spare.take() {
-        *op.payload_mut() = Data::empty(RawAddress::empty());
-        op
-    } else {
-        match Operation::new(Data::empty(RawAddress::empty())) {
-            Ok(op) => op,
-            Err(error) => return Err((error, buffer)),
-        }
+    let mut op = match Operation::reuse_or_new(spare.take(), Data::empty(RawAddress::empty())) {
+        Ok(op) => op,
+        Err(error) => return Err((error, buffer)),
     };
     op.payload_mut().attach(buffer, length)?;
     let call = |irp: *mut IRP, payload: *mut Data| {

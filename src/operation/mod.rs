@@ -169,6 +169,22 @@ impl<P: Payload> Operation<P> {
         })
     }
 
+    /// `idle` made idle again with `payload` (nothing allocated), or a
+    /// new operation when there is none or it cannot be reused yet.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn reuse_or_new(idle: Option<Self>, payload: P) -> Result<Self> {
+        if let Some(mut op) = idle
+            && op.recycle_soon()
+        {
+            *op.payload_mut() = payload;
+            Ok(op)
+        } else {
+            Self::new(payload)
+        }
+    }
+
     const fn block(&self) -> &Block<P> {
         // SAFETY: live while the owner holds its reference (invariant).
         unsafe { self.block.as_ref() }
@@ -463,9 +479,34 @@ impl<P: Payload> Operation<P> {
         unsafe { (*raw).irp.reuse() };
         true
     }
+
+    /// Makes the operation idle, if it is not already: as
+    /// [`recycle`](Self::recycle), looking again a bounded number of
+    /// times (the owner may run on as soon as the completion routine has
+    /// signalled, a few instructions before the routine gives its
+    /// reference back). Allows those instructions, never a wait. Returns
+    /// whether the operation is idle.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    pub fn recycle_soon(&mut self) -> bool {
+        if self.block().state() == Lifecycle::Idle {
+            return true;
+        }
+        if self.was_reclaimed() {
+            return false;
+        }
+        for _ in 0..RECYCLE_SPINS {
+            if self.recycle() {
+                return true;
+            }
+            crate::sys::yield_processor();
+        }
+        false
+    }
 }
 
-/// How many times [`Spare::take`] looks again for the completion routine
+/// How many times [`Operation::recycle_soon`] looks again for the completion routine
 /// to let go (it is past signalling the owner, at `DISPATCH_LEVEL` on
 /// Windows) before it allocates instead. Not measured on Windows.
 const RECYCLE_SPINS: usize = 64;
@@ -505,16 +546,12 @@ impl<P: Payload> Spare<P> {
     /// (it is then freed when it does).
     pub fn take(&self) -> Option<Operation<P>> {
         let mut op = self.take_raw()?;
-        // The owner may run on as soon as the routine has signalled, a few
-        // instructions before the routine gives its reference back: allow
-        // those instructions (a bounded number of looks), not a wait.
-        for _ in 0..RECYCLE_SPINS {
-            if op.recycle() {
-                return Some(op);
-            }
-            crate::sys::yield_processor();
-        }
-        None
+        op.recycle_soon().then_some(op)
+    }
+
+    /// Frees the operation set aside, if any.
+    pub fn clear(&self) {
+        drop(self.take_raw());
     }
 
     /// Sets `op` aside if it has completed and the slot is free; otherwise

@@ -77,7 +77,10 @@ impl Raw {
         // A blocking waiter returns within its bound even if the provider
         // holds on to the close; the operation is then left to finish.
         waiter.complete(&op).await?;
-        op.status().ok()
+        let status = op.status();
+        // Kept for the next socket that reuses the block.
+        self.socket.close_done(op);
+        status.ok()
     }
 
     /// Submits one call on the socket under its run-down protection.
@@ -184,6 +187,8 @@ async fn socket_flow<W: Waiter>(
     finish(waiter, &op).await?;
     let socket = op.payload_mut().take()?;
     op.consume();
+    // Kept for the registration's next socket.
+    provider.registration().set_aside_creator(op);
     Ok(Socket {
         raw: Raw { socket },
         family,
@@ -203,6 +208,8 @@ async fn socket_connect_flow<W: Waiter>(
     finish(waiter, &op).await?;
     let socket = op.payload_mut().take()?;
     op.consume();
+    // Kept for the registration's next socket.
+    provider.registration().set_aside_creator(op);
     Ok(Connection {
         raw: Raw { socket },
     })
@@ -216,10 +223,12 @@ async fn bind_flow<W: Waiter>(
     if Family::of(&local) != socket.family {
         return Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
     }
+    let spare = socket.raw.socket.address_spare();
     let op = socket
         .raw
-        .submit(|handle, registration| calls::bind(handle, registration, local))?;
+        .submit(|handle, registration| calls::bind(handle, registration, local, spare))?;
     finish(waiter, &op).await?;
+    spare.put(op);
     Ok(BoundSocket { raw: socket.raw })
 }
 
@@ -228,10 +237,12 @@ async fn connect_flow<W: Waiter>(
     waiter: &mut W,
     remote: SocketAddr,
 ) -> Result<Connection> {
+    let spare = bound.raw.socket.address_spare();
     let op = bound
         .raw
-        .submit(|handle, registration| calls::connect(handle, registration, remote))?;
+        .submit(|handle, registration| calls::connect(handle, registration, remote, spare))?;
     finish(waiter, &op).await?;
+    spare.put(op);
     Ok(Connection { raw: bound.raw })
 }
 
@@ -483,14 +494,14 @@ async fn address_flow<W: Waiter>(
     waiter: &mut W,
     remote: bool,
 ) -> Result<SocketAddr> {
+    let spare = connection.raw.socket.address_spare();
     let mut op = connection
         .raw
-        .submit(|handle, registration| calls::address(handle, registration, remote))?;
+        .submit(|handle, registration| calls::address(handle, registration, remote, spare))?;
     finish(waiter, &op).await?;
-    op.payload_mut()
-        .0
-        .get()
-        .ok_or(Error::Other(NtStatus::UNSUCCESSFUL))
+    let address = op.payload_mut().0.get();
+    spare.put(op);
+    address.ok_or(Error::Other(NtStatus::UNSUCCESSFUL))
 }
 
 async fn fast_open_flow<W: Waiter>(socket: &Socket, waiter: &mut W) -> Result<()> {

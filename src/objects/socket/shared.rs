@@ -10,6 +10,11 @@
 //! hold the protection only while they are inside the provider, so a close
 //! never overlaps a call, and pending IRPs are left to the close, which
 //! cancels them.
+//!
+//! When the last reference goes, the block (with its close operation, if
+//! that came back, and its send and receive operations) is set aside in
+//! the registration for the next socket, so that a driver connecting again
+//! and again allocates nothing in steady state.
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
@@ -23,7 +28,7 @@ use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::objects::registration::{Missing, RegistrationRef};
 use crate::objects::rundown::{Begin, RunDown};
 use crate::objects::tracking::{Kind, Node, What, try_retain};
-use crate::operation::calls::{self, Data, SocketHandle, SocketKind};
+use crate::operation::calls::{self, Address, Data, SocketHandle, SocketKind};
 use crate::operation::{Escalation, Operation, Spare};
 use crate::status::NtStatus;
 
@@ -48,6 +53,8 @@ struct SocketBlock {
     closer: UnsafeCell<Option<Operation<()>>>,
     /// A send and a receive operation set aside for the next ones.
     spares: [Spare<Data>; 2],
+    /// An operation set aside for the next bind, connect or address query.
+    address: Spare<Address>,
     registration: RegistrationRef,
 }
 
@@ -80,13 +87,37 @@ const KIND: &Kind = &Kind {
     force,
 };
 
+/// A closed socket's block, set aside in its registration for the next
+/// socket.
+///
+/// # Invariants
+/// No [`SocketRef`] refers to it; its node is unlinked; its socket was
+/// closed or never created.
+pub struct IdleSocket {
+    block: PoolBox<SocketBlock>,
+}
+
+// SAFETY: nothing refers to an idle block but its holder (invariant), so
+// moving it to another thread shares nothing; its operations and its
+// registration reference are `Send`.
+#[allow(clippy::non_send_fields_in_send_ty, reason = "see the SAFETY comment")]
+unsafe impl Send for IdleSocket {}
+
 impl SocketRef {
-    /// A block for a socket about to be created, with its close operation.
+    /// A block for a socket about to be created, with its close operation:
+    /// `idle`'s, if the registration had one set aside.
     ///
     /// # Errors
     /// [`Error::InsufficientResources`] when the block or the close
     /// operation cannot be allocated.
-    pub fn new(kind: SocketKind, registration: &RegistrationRef) -> Result<Self> {
+    pub fn new(
+        kind: SocketKind,
+        registration: &RegistrationRef,
+        idle: Option<IdleSocket>,
+    ) -> Result<Self> {
+        if let Some(idle) = idle {
+            return Self::reuse(idle, kind);
+        }
         let closer = Operation::new(())?;
         let block = SocketBlock {
             node: Node::new(KIND),
@@ -96,10 +127,33 @@ impl SocketRef {
             kind,
             closer: UnsafeCell::new(Some(closer)),
             spares: [Spare::new(), Spare::new()],
+            address: Spare::new(),
             registration: registration.clone(),
         };
         let block = PoolBox::new(block, TAG)?;
         // INVARIANT: the one reference counted at creation.
+        Ok(Self {
+            block: block.into_raw(),
+        })
+    }
+
+    /// An idle block made new for a socket of `kind`: its spares stay,
+    /// and its close operation if it came back.
+    fn reuse(idle: IdleSocket, kind: SocketKind) -> Result<Self> {
+        let mut block = idle.block;
+        let shared = &mut *block;
+        // The close operation that came back has long completed: its
+        // routine has let go by now, or it is not reused.
+        let closer = shared.closer.get_mut();
+        if !closer.as_mut().is_some_and(Operation::recycle_soon) {
+            *closer = Some(Operation::new(())?);
+        }
+        shared.node = Node::new(KIND);
+        *shared.refs.get_mut() = 1;
+        shared.rundown = RunDown::new();
+        *shared.raw.get_mut() = ptr::null_mut();
+        shared.kind = kind;
+        // INVARIANT: the one reference counted above.
         Ok(Self {
             block: block.into_raw(),
         })
@@ -113,6 +167,11 @@ impl SocketRef {
     /// The registration the socket belongs to.
     pub const fn registration(&self) -> &RegistrationRef {
         &self.shared().registration
+    }
+
+    /// The operation set aside for the next bind, connect or address query.
+    pub const fn address_spare(&self) -> &Spare<Address> {
+        &self.shared().address
     }
 
     /// The operation set aside for the next transfer going `direction`.
@@ -174,6 +233,19 @@ impl SocketRef {
             Begin::EndNow => Some(close_now(shared)),
             Begin::EndedByLastCall | Begin::Lost => None,
         }
+    }
+
+    /// Gives the completed close operation back to the block, for the next
+    /// socket that reuses it. Only the caller that [`close`](Self::close)
+    /// handed it to, once it has completed.
+    pub fn close_done(&self, op: Operation<()>) {
+        if !op.is_complete() {
+            return;
+        }
+        // SAFETY: the run-down's winner (our caller) took the closer and
+        // the socket is closed: nobody else touches the slot again.
+        let slot = unsafe { &mut *self.shared().closer.get() };
+        *slot = Some(op);
     }
 
     /// [`close`](Self::close) without waiting: the completion frees what
@@ -278,8 +350,12 @@ fn release(block: NonNull<SocketBlock>) {
     {
         // SAFETY: the last reference to a block from `PoolBox::into_raw`.
         // A created socket was closed (whoever holds a handle closes it on
-        // drop), which unlinked the node; the unused closer goes with it.
-        drop(unsafe { PoolBox::from_raw(block, TAG) });
+        // drop), which unlinked the node.
+        let block = unsafe { PoolBox::from_raw(block, TAG) };
+        let registration = block.registration.clone();
+        // INVARIANT: no reference left, unlinked, closed or never created.
+        // Freed (with its operations) if the registration keeps no more.
+        drop(registration.set_aside(IdleSocket { block }));
     }
 }
 
@@ -309,6 +385,12 @@ unsafe fn force(node: NonNull<Node>) -> bool {
         Begin::EndedByLastCall => true,
         Begin::Lost => false,
     };
+    // A handle the driver forgot keeps its block, but not the operations
+    // set aside in it (a handle still in use sets them aside again).
+    shared.address.clear();
+    for spare in &shared.spares {
+        spare.clear();
+    }
     release(block);
     forced
 }
