@@ -1,6 +1,7 @@
 //! Throughput of connect + small echo + close through the library and the
 //! emulator, against `std::net` doing the same against the same server, in
-//! one run. Prints both rates and their ratio.
+//! one run. Prints both rates, their ratio, and what the library allocated
+//! per operation (exact counts, from the emulator).
 //!
 //! ```sh
 //! cargo run --release --example bench
@@ -44,6 +45,7 @@ fn main() {
     let registration = Registration::register(&passive).expect("WskRegister");
     let mut std_rates = Vec::new();
     let mut wsk_rates = Vec::new();
+    let mut allocated = wsk::emulator::Allocations::default();
     {
         let provider = registration
             .capture(&passive, TIMEOUT)
@@ -53,10 +55,13 @@ fn main() {
         run_wsk(&provider, &passive, server, 100);
         for _ in 0..rounds {
             std_rates.push(rate(iterations, run_std(server, iterations)));
+            let before = kernel.allocations();
             wsk_rates.push(rate(
                 iterations,
                 run_wsk(&provider, &passive, server, iterations),
             ));
+            // Exact counts: the last round's.
+            allocated = kernel.allocations() - before;
         }
     }
     let report = registration.deregister(&passive);
@@ -69,9 +74,20 @@ fn main() {
         "connect + {}-byte echo + close, {iterations} per round, median of {rounds} rounds",
         PAYLOAD.len()
     );
-    println!("std::net:       {std_rate:>10.0} ops/s");
-    println!("wsk (emulator): {wsk_rate:>10.0} ops/s");
-    println!("ratio wsk/std:  {:>10.2}", wsk_rate / std_rate);
+    println!("bench std: {std_rate:.0} ops/s");
+    println!("bench wsk: {wsk_rate:.0} ops/s");
+    #[allow(clippy::cast_precision_loss, reason = "a figure to print")]
+    let per = |count: u64| count as f64 / f64::from(iterations);
+    println!(
+        "allocations per op wsk: {:.3} pool, {:.3} IRP, {:.3} MDL ({} pool, {} IRPs, {} MDLs in {iterations})",
+        per(allocated.pool),
+        per(allocated.irps),
+        per(allocated.mdls),
+        allocated.pool,
+        allocated.irps,
+        allocated.mdls
+    );
+    println!("ratio wsk/std: {:.2}", wsk_rate / std_rate);
 }
 
 fn rate(iterations: u32, elapsed: Duration) -> f64 {
@@ -121,16 +137,19 @@ fn run_wsk(
     iterations: u32,
 ) -> Duration {
     let local = Family::V4.unspecified();
+    // The buffers last the run, as a driver keeps its own.
+    let mut payload = PoolBuffer::from_slice(PAYLOAD, PoolTag::BUFFER).expect("payload");
+    let mut reply = PoolBuffer::zeroed(64, PoolTag::BUFFER).expect("reply buffer");
     let start = Instant::now();
     for _ in 0..iterations {
         let connection = provider
             .socket_connect_blocking(passive, TIMEOUT, local, server)
             .expect("wsk connect");
-        let payload = PoolBuffer::from_slice(PAYLOAD, PoolTag::BUFFER).expect("payload");
-        let (sent, _) = connection.send_blocking(passive, TIMEOUT, payload);
+        let sent;
+        (sent, payload) = connection.send_blocking(passive, TIMEOUT, payload);
         assert_eq!(sent, Ok(PAYLOAD.len()));
-        let reply = PoolBuffer::zeroed(64, PoolTag::BUFFER).expect("reply buffer");
-        let (received, reply) = connection.receive_blocking(passive, TIMEOUT, reply);
+        let received;
+        (received, reply) = connection.receive_blocking(passive, TIMEOUT, reply);
         assert_eq!(received, Ok(PAYLOAD.len()));
         assert_eq!(&*reply, PAYLOAD);
         connection
