@@ -154,8 +154,13 @@ struct RegistrationBlock {
     missing: AtomicU8,
     /// The device object whose reference holds the driver image while a
     /// completion routine runs (`IoSetCompletionRoutineEx`), if the driver
-    /// gave one.
-    device: SpinLock<Option<DeviceObject>>,
+    /// gave one. Read under `device_rundown`; taken (and dropped) by the
+    /// party that ends the run-down: deregistration, or the last reader
+    /// inside when it began.
+    device: UnsafeCell<Option<DeviceObject>>,
+    device_rundown: RunDown,
+    /// Whether the driver gave a device: fixed at registration.
+    has_device: bool,
     /// Closed sockets' blocks and finished socket-creating operations, for
     /// the next sockets; closed (and emptied) by deregistration.
     reusable: SpinLock<Reusable>,
@@ -245,7 +250,9 @@ impl Registration {
                 tracked: SpinLock::new(List::new()),
                 quarantined: AtomicUsize::new(0),
                 missing: AtomicU8::new(0),
-                device: SpinLock::new(device),
+                has_device: device.is_some(),
+                device: UnsafeCell::new(device),
+                device_rundown: RunDown::new(),
                 reusable: SpinLock::new(Reusable {
                     sockets: Idle::new(),
                     creators: Idle::new(),
@@ -437,8 +444,11 @@ impl Registration {
         // No operation is submitted any more: let go of the device object,
         // so that handles the driver forgot do not hold its image. Routines
         // still to run hold their own reference (IoSetCompletionRoutineEx).
-        let device = block.device.lock().take();
-        drop(device);
+        if block.device_rundown.begin() == Begin::EndNow {
+            // SAFETY: the run-down ended with no reader inside, and none can
+            // enter any more: the slot is ours alone.
+            drop(unsafe { (*block.device.get()).take() });
+        }
         report
     }
 }
@@ -776,10 +786,24 @@ impl RegistrationRef {
     }
 
     /// Runs `f` with the device object completion routines are held by, if
-    /// the registration (still) has one, under a lock: nothing in `f` may
-    /// run a completion routine of this registration inline.
+    /// the registration (still) has one, under run-down protection (a few
+    /// atomic instructions; nothing when the registration never had a
+    /// device).
     pub(crate) fn with_device<R>(&self, f: impl FnOnce(Option<&DeviceObject>) -> R) -> R {
-        f(self.get().device.lock().as_ref())
+        let block = self.get();
+        if !block.has_device || !block.device_rundown.acquire() {
+            return f(None);
+        }
+        // SAFETY: inside the run-down: nobody takes the device meanwhile.
+        let result = f(unsafe { (*block.device.get()).as_ref() });
+        if block.device_rundown.release() {
+            // Deregistration began while we were inside: the last reader
+            // out lets go of the device.
+            // SAFETY: the run-down ended and we were the last inside: the
+            // slot is ours alone.
+            drop(unsafe { (*block.device.get()).take() });
+        }
+        result
     }
 
     /// Whether the provider said it has no working `entry`.

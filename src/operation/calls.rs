@@ -428,6 +428,16 @@ impl Data {
     /// buffer's MDL (built by its first transfer); the buffer comes back if
     /// the MDL cannot be built.
     fn attach(&mut self, mut buffer: PoolBuffer, length: usize) -> Result<(), Refused> {
+        debug_assert!(
+            self.buffer.is_none() && self.kept.is_none(),
+            "a payload in use"
+        );
+        self.described = false;
+        self.wsk = WSK_BUF {
+            Mdl: ptr::null_mut(),
+            Offset: 0,
+            Length: 0,
+        };
         if buffer.capacity() > 0 {
             match buffer.describe() {
                 Ok(mdl) => {
@@ -513,7 +523,9 @@ fn transfer(
         return Err((Error::InvalidArgument(NtStatus::INVALID_PARAMETER), buffer));
     }
     let raw = socket.raw();
-    let mut op = match Operation::reuse_or_new(spare.take(), Data::empty(RawAddress::empty())) {
+    // A reused operation keeps its payload: `attach` sets what a transfer
+    // uses (the remote address is connect-ex's).
+    let mut op = match Operation::reuse_or(spare.take(), || Data::empty(RawAddress::empty())) {
         Ok(op) => op,
         Err(error) => return Err((error, buffer)),
     };

@@ -185,6 +185,22 @@ impl<P: Payload> Operation<P> {
         }
     }
 
+    /// `idle` made idle again with its payload as it is, for the caller to
+    /// reset (nothing allocated or copied), or a new operation with
+    /// `make`'s payload.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn reuse_or(idle: Option<Self>, make: impl FnOnce() -> P) -> Result<Self> {
+        if let Some(mut op) = idle
+            && op.recycle_soon()
+        {
+            Ok(op)
+        } else {
+            Self::new(make())
+        }
+    }
+
     const fn block(&self) -> &Block<P> {
         // SAFETY: live while the owner holds its reference (invariant).
         unsafe { self.block.as_ref() }
@@ -793,7 +809,9 @@ impl Escalation for NoEscalation {
     fn close(&self) {}
 }
 
-/// Waits by blocking the thread, with one deadline for a whole flow.
+/// Waits by blocking the thread, with one deadline for a whole flow,
+/// counted from the first wait that blocks (a call that completed inline
+/// costs no wait and no clock reading).
 ///
 /// When the deadline passes it cancels the IRP and waits
 /// [`CANCEL_GRACE`]; if the provider still holds the IRP (a graceful
@@ -804,16 +822,19 @@ impl Escalation for NoEscalation {
 /// block is freed whenever the provider completes it).
 pub struct Blocking<E: Escalation = NoEscalation> {
     irql: AtMostApc,
-    deadline: Deadline,
+    timeout: Duration,
+    /// Set by the first wait that blocks.
+    deadline: Option<Deadline>,
     escalation: E,
 }
 
 impl Blocking {
     /// A waiter for a flow that must finish within `timeout`.
-    pub fn new(irql: &PassiveLevel, timeout: Duration) -> Self {
+    pub const fn new(irql: &PassiveLevel, timeout: Duration) -> Self {
         Self {
             irql: irql.at_most_apc(),
-            deadline: Deadline::after(timeout),
+            timeout,
+            deadline: None,
             escalation: NoEscalation,
         }
     }
@@ -824,13 +845,21 @@ impl<E: Escalation> Blocking<E> {
     pub fn escalating<F: Escalation>(self, escalation: F) -> Blocking<F> {
         Blocking {
             irql: self.irql,
+            timeout: self.timeout,
             deadline: self.deadline,
             escalation,
         }
     }
 
-    fn block<P: Payload>(&self, op: &Operation<P>) -> Result<()> {
-        match op.wait(&self.irql, Some(self.deadline.remaining())) {
+    fn block<P: Payload>(&mut self, op: &Operation<P>) -> Result<()> {
+        if op.is_complete() {
+            return Ok(());
+        }
+        let timeout = self.timeout;
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| Deadline::after(timeout));
+        match op.wait(&self.irql, Some(deadline.remaining())) {
             Ok(()) => return Ok(()),
             Err(WaitError::IrqlTooHigh(error)) => {
                 // Nothing may wait here: cancel and leave it abandoned.
