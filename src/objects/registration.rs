@@ -351,8 +351,9 @@ impl Registration {
     /// Ends everything the registration still has and deregisters:
     ///
     /// 1. refuses new operations and captures;
-    /// 2. cancels every operation in flight, closes (abortively) every
-    ///    socket a handle or a forgotten future still holds, and releases
+    /// 2. cancels every socket-creating operation in flight, closes
+    ///    (abortively) every socket a handle or a forgotten future still
+    ///    holds, which ends the calls pending on it, and releases
     ///    every capture, each under run-down protection (a call inside the
     ///    provider finishes first, and the last one out ends the object);
     ///    a handle used afterwards answers a typed error;

@@ -1,7 +1,9 @@
 //! What a registration keeps track of, so that deregistration can end it
-//! whatever the driver forgot: operations in flight, open sockets and
-//! provider captures, each an intrusive [`Node`] in a list under the
-//! registration's spin lock.
+//! whatever the driver forgot: socket-creating operations in flight, open
+//! sockets and provider captures, each an intrusive [`Node`] in a list
+//! under the registration's spin lock. Calls on a socket are not listed:
+//! closing the socket ends them (`WskCloseSocket` cancels and completes
+//! the socket's pending IRPs).
 //!
 //! Deregistration *sweeps* the list: it pops one node at a time under the
 //! lock, takes a reference that keeps the node's block alive ([`Kind`]'s
@@ -220,7 +222,11 @@ impl Retained {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeregisterReport {
-    /// Operations whose IRP was still in flight: cancelled.
+    /// Operations that create a socket (`WskSocket`, `WskSocketConnect`)
+    /// whose IRP was still in flight: cancelled. A call on a socket still
+    /// in flight ends with its socket's close, counted in
+    /// [`closed_sockets`](Self::closed_sockets) (`WskCloseSocket` cancels
+    /// and completes the socket's pending IRPs).
     pub cancelled_operations: usize,
     /// Sockets still open: closed abortively.
     pub closed_sockets: usize,

@@ -357,8 +357,9 @@ fn with_address(
         // reserved flags are 0.
         unsafe { entry(raw, address, 0, irp) }
     };
-    // SAFETY: one WSK call with the operation's IRP.
-    unsafe { op.submit(registration, call)? };
+    // SAFETY: one WSK call with the operation's IRP, on a socket whose
+    // run-down protection the caller holds (`SocketHandle`'s invariant).
+    unsafe { op.submit_on_socket(registration, call)? };
     Ok(op)
 }
 
@@ -384,8 +385,9 @@ pub fn address(
         // SAFETY: a live socket's entry; the output outlives the call.
         unsafe { entry(raw, address, irp) }
     };
-    // SAFETY: one WSK call with the operation's IRP.
-    unsafe { op.submit(registration, call)? };
+    // SAFETY: one WSK call with the operation's IRP, on a socket whose
+    // run-down protection the caller holds (`SocketHandle`'s invariant).
+    unsafe { op.submit_on_socket(registration, call)? };
     Ok(op)
 }
 
@@ -537,8 +539,9 @@ fn transfer(
         // WSK_BUF outlive the call; no flags.
         unsafe { entry(raw, wsk, 0, irp) }
     };
-    // SAFETY: one WSK call with the operation's IRP.
-    if let Err(error) = unsafe { op.submit(registration, call) } {
+    // SAFETY: one WSK call with the operation's IRP, on a socket whose
+    // run-down protection the caller holds (`SocketHandle`'s invariant).
+    if let Err(error) = unsafe { op.submit_on_socket(registration, call) } {
         let buffer = op.payload_mut().take_buffer().expect("attached above");
         return Err((error, buffer));
     }
@@ -575,8 +578,9 @@ pub fn connect_ex(
         // SAFETY: a live socket's entry; address and data outlive the call.
         unsafe { entry(raw, payload.remote.as_mut_ptr(), wsk, 0, irp) }
     };
-    // SAFETY: one WSK call with the operation's IRP.
-    if let Err(error) = unsafe { op.submit(registration, call) } {
+    // SAFETY: one WSK call with the operation's IRP, on a socket whose
+    // run-down protection the caller holds (`SocketHandle`'s invariant).
+    if let Err(error) = unsafe { op.submit_on_socket(registration, call) } {
         return Err((error, op.payload_mut().take_buffer()));
     }
     Ok(op)
@@ -594,8 +598,9 @@ pub fn disconnect(
     let mut op = Operation::new(())?;
     // SAFETY: a live socket's entry; no buffer.
     let call = |irp: *mut IRP, _: *mut ()| unsafe { entry(raw, ptr::null_mut(), flags, irp) };
-    // SAFETY: one WSK call with the operation's IRP.
-    unsafe { op.submit(registration, call)? };
+    // SAFETY: one WSK call with the operation's IRP, on a socket whose
+    // run-down protection the caller holds (`SocketHandle`'s invariant).
+    unsafe { op.submit_on_socket(registration, call)? };
     Ok(op)
 }
 
@@ -632,7 +637,8 @@ pub fn enable_fast_open(
             )
         }
     };
-    // SAFETY: one WSK call with the operation's IRP.
-    unsafe { op.submit(registration, call)? };
+    // SAFETY: one WSK call with the operation's IRP, on a socket whose
+    // run-down protection the caller holds (`SocketHandle`'s invariant).
+    unsafe { op.submit_on_socket(registration, call)? };
     Ok(op)
 }

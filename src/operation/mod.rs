@@ -67,6 +67,27 @@ pub trait Payload: Send + 'static {
 
 impl Payload for () {}
 
+/// How a submission is counted and found by deregistration.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Listed for deregistration's sweep, which cancels it (a client-level
+    /// call: `WskSocket`, `WskSocketConnect`).
+    Listed,
+    /// A call on a socket: not listed. Deregistration's sweep closes the
+    /// socket, and `WskCloseSocket` cancels and completes the socket's
+    /// pending IRPs; deregistration waits for them through the guard.
+    OnSocket,
+    /// Clean-up (a close) that must run even while deregistration drains;
+    /// not listed, and it cannot fail.
+    CleanUp,
+}
+
+/// The guard of a submitted operation, and whether its node is listed.
+struct Submitted {
+    guard: InFlight,
+    listed: bool,
+}
+
 /// The block shared by the owner and the completion routine.
 ///
 /// # Invariants
@@ -89,7 +110,7 @@ struct Block<P> {
     waker: AtomicWaker,
     done: RawEvent,
     irp: ManuallyDrop<Irp>,
-    guard: UnsafeCell<Option<InFlight>>,
+    guard: UnsafeCell<Option<Submitted>>,
     payload: UnsafeCell<P>,
 }
 
@@ -245,7 +266,29 @@ impl<P: Payload> Operation<P> {
     ) -> Result<()> {
         let guard = registration.begin_operation()?;
         // SAFETY: forwarded contract; the guard counts this operation.
-        unsafe { self.submit_with(guard, true, call) }
+        unsafe { self.submit_with(guard, Listing::Listed, call) }
+    }
+
+    /// [`submit`](Self::submit) for a call on a socket: not listed for
+    /// deregistration's sweep (no spin lock at submission or completion),
+    /// which ends it by closing the socket: `WskCloseSocket` cancels and
+    /// completes the socket's pending IRPs.
+    ///
+    /// # Errors
+    /// As for `submit`.
+    ///
+    /// # Safety
+    /// As for `submit`, and the caller holds the socket's run-down
+    /// protection: the socket is listed (or being closed) until the call
+    /// has returned.
+    pub unsafe fn submit_on_socket(
+        &mut self,
+        registration: &RegistrationRef,
+        call: impl FnOnce(*mut IRP, *mut P) -> NTSTATUS,
+    ) -> Result<()> {
+        let guard = registration.begin_operation()?;
+        // SAFETY: forwarded contract; the guard counts this operation.
+        unsafe { self.submit_with(guard, Listing::OnSocket, call) }
     }
 
     /// [`submit`](Self::submit) for clean-up work that must run even while
@@ -262,7 +305,7 @@ impl<P: Payload> Operation<P> {
         // SAFETY: forwarded contract. Clean-up (a close) is not listed for
         // the sweep: nothing is left to cancel, and deregistration waits for
         // it through the guard. It cannot fail (see `install_routine`).
-        let _ = unsafe { self.submit_with(guard, false, call) };
+        let _ = unsafe { self.submit_with(guard, Listing::CleanUp, call) };
     }
 
     /// Installs the completion routine: through `IoSetCompletionRoutineEx`
@@ -308,15 +351,15 @@ impl<P: Payload> Operation<P> {
         Ok(())
     }
 
-    /// Submits with `guard` counting the operation; `tracked` lists it for
-    /// deregistration's sweep.
+    /// Submits with `guard` counting the operation, listed for
+    /// deregistration's sweep as `listing` says.
     ///
     /// # Safety
     /// As for [`submit`](Self::submit).
     unsafe fn submit_with(
         &mut self,
         guard: InFlight,
-        tracked: bool,
+        listing: Listing,
         call: impl FnOnce(*mut IRP, *mut P) -> NTSTATUS,
     ) -> Result<()> {
         let raw = self.block.as_ptr();
@@ -325,7 +368,7 @@ impl<P: Payload> Operation<P> {
             Lifecycle::Idle,
             "an operation is submitted once"
         );
-        self.install_routine(guard.registration(), !tracked)?;
+        self.install_routine(guard.registration(), listing == Listing::CleanUp)?;
         let missed_sweep;
         {
             let block = self.block();
@@ -333,10 +376,11 @@ impl<P: Payload> Operation<P> {
             // already (it began between `begin_operation` and here), cancel
             // it right after the call instead.
             // SAFETY: the node is alive until the completion unlinks it.
-            missed_sweep =
-                tracked && !unsafe { guard.registration().track(NonNull::from(&block.node)) };
+            missed_sweep = listing == Listing::Listed
+                && !unsafe { guard.registration().track(NonNull::from(&block.node)) };
+            let listed = listing == Listing::Listed && !missed_sweep;
             // SAFETY: idle: only the owner touches the guard slot.
-            unsafe { *block.guard.get() = Some(guard) };
+            unsafe { *block.guard.get() = Some(Submitted { guard, listed }) };
             // The completion routine gets its reference.
             block.protocol.submit();
         }
@@ -361,9 +405,11 @@ impl<P: Payload> Operation<P> {
                     unsafe { (*block.payload.get()).completed(NtStatus(returned), 0) };
                 }
                 // SAFETY: reclaimed, so the guard slot is ours again.
-                if let Some(guard) = unsafe { (*block.guard.get()).take() } {
-                    // SAFETY: our live node, tracked at submission.
-                    unsafe { guard.registration().untrack(NonNull::from(&block.node)) };
+                if let Some(Submitted { guard, listed }) = unsafe { (*block.guard.get()).take() } {
+                    if listed {
+                        // SAFETY: our live node, listed at submission.
+                        unsafe { guard.registration().untrack(NonNull::from(&block.node)) };
+                    }
                     guard.registration().quarantine();
                 }
                 block.done.set();
@@ -695,15 +741,19 @@ unsafe extern "system" fn on_complete<P: Payload>(
     }
     // SAFETY: completed by this routine: the owner does not touch the guard
     // slot once it was submitted.
-    let guard = unsafe { (*block.guard.get()).take() };
-    if let Some(guard) = &guard {
-        // SAFETY: our live node, tracked at submission.
+    let submitted = unsafe { (*block.guard.get()).take() };
+    if let Some(Submitted {
+        guard,
+        listed: true,
+    }) = &submitted
+    {
+        // SAFETY: our live node, listed at submission.
         unsafe { guard.registration().untrack(NonNull::from(&block.node)) };
     }
     // `release` may start clean-up work (closing an untaken socket), which
     // counts itself in flight before this guard stops counting.
     release(this);
-    drop(guard);
+    drop(submitted);
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
