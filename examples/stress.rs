@@ -57,6 +57,9 @@ struct Options {
     /// Leak one pool block in the first phase: shows that the run fails
     /// when something leaks.
     leak_on_purpose: bool,
+    /// The library sets nothing aside for reuse: every block goes through
+    /// the emulator's poisoned quarantine of freed pool.
+    reuse: bool,
 }
 
 fn options() -> Options {
@@ -67,6 +70,7 @@ fn options() -> Options {
         faults: true,
         only: None,
         leak_on_purpose: false,
+        reuse: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -77,6 +81,10 @@ fn options() -> Options {
             }
             "--leak-on-purpose" => {
                 options.leak_on_purpose = true;
+                true
+            }
+            "--no-reuse" => {
+                options.reuse = false;
                 true
             }
             "--ops" => args
@@ -100,7 +108,7 @@ fn options() -> Options {
         };
         if !ok {
             eprintln!(
-                "usage: stress [--ops N] [--seed S] [--workers W] [--scenario NAME] [--no-faults] [--leak-on-purpose]"
+                "usage: stress [--ops N] [--seed S] [--workers W] [--scenario NAME] [--no-faults] [--no-reuse] [--leak-on-purpose]"
             );
             std::process::exit(2);
         }
@@ -308,6 +316,7 @@ fn run_phase(run: &Run<'_>, config: ProviderConfig, servers: Servers, target: u6
     let (options, stats) = (run.options, run.stats);
     let kernel = Kernel::with_provider(config);
     kernel.inject_faults(plan(options, run.phase, config.cancel_routines));
+    kernel.set_reuse(options.reuse);
     let _enter = kernel.enter();
     let passive = PassiveLevel::check().expect("main runs at PASSIVE_LEVEL");
     let device = Device::new();
@@ -889,7 +898,7 @@ fn report(options: &Options, stats: &Stats, elapsed: Duration, hung: Option<&str
         println!("hung: {hung}");
     }
     println!(
-        "replay: cargo run --release --example stress -- --ops {} --seed {} --workers {}{}{}{}",
+        "replay: cargo run --release --example stress -- --ops {} --seed {} --workers {}{}{}{}{}",
         options.ops,
         options.seed,
         options.workers,
@@ -898,6 +907,7 @@ fn report(options: &Options, stats: &Stats, elapsed: Duration, hung: Option<&str
             .as_deref()
             .map_or_else(String::new, |only| format!(" --scenario {only}")),
         if options.faults { "" } else { " --no-faults" },
+        if options.reuse { "" } else { " --no-reuse" },
         if options.leak_on_purpose {
             " --leak-on-purpose"
         } else {

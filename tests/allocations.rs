@@ -211,3 +211,31 @@ fn connecting_again_and_again_allocates_nothing_in_steady_state() {
     assert!(registration.deregister(&passive).is_clean());
     kernel.assert_no_leaks();
 }
+
+#[test]
+fn with_reuse_off_every_transfer_allocates_and_frees_its_operation() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    kernel.set_reuse(false);
+    let passive = PassiveLevel::check().unwrap();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let connection = provider
+        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), echo_server())
+        .unwrap();
+    let mut request = PoolBuffer::from_slice(b"ping", PoolTag::BUFFER).unwrap();
+    let before = kernel.allocations();
+    for _ in 0..10 {
+        let sent;
+        (sent, request) = connection.send_blocking(&passive, TIMEOUT, request);
+        assert_eq!(sent, Ok(4));
+    }
+    // Nothing is set aside, so each send allocates its operation and IRP
+    // (and frees them through the quarantine of freed pool).
+    let during = kernel.allocations() - before;
+    assert_eq!((during.pool, during.irps), (10, 10), "{during:?}");
+    connection.close_blocking(&passive, TIMEOUT).unwrap();
+    drop((request, provider));
+    assert!(registration.deregister(&passive).is_clean());
+    kernel.assert_no_leaks();
+}

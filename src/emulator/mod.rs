@@ -66,7 +66,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::string::String;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread_local;
@@ -109,6 +109,8 @@ pub(crate) struct KernelInner {
     pub(crate) allocated: [AtomicU64; 3],
     /// Completion routines and DPCs of this machine running now.
     pub(crate) callbacks: AtomicUsize,
+    /// Whether the library may set blocks aside for reuse.
+    reuse: AtomicBool,
     this: Weak<Self>,
 }
 
@@ -149,6 +151,7 @@ impl Kernel {
             leaks_allowed: Mutex::new(LeaksAllowed::Nothing),
             allocated: Default::default(),
             callbacks: AtomicUsize::new(0),
+            reuse: AtomicBool::new(true),
             this: this.clone(),
         });
         Self { inner }
@@ -219,6 +222,15 @@ impl Kernel {
         self.inner.usage()
     }
 
+    /// Whether the library may set blocks aside for reuse on this machine
+    /// (closed sockets' blocks, socket-creating and transfer operations,
+    /// timers): on by default, as in the kernel. Off, every block goes back
+    /// to the pool and through its poisoned quarantine of freed blocks, so
+    /// that a use after free on a reuse path is caught.
+    pub fn set_reuse(&self, reuse: bool) {
+        self.inner.reuse.store(reuse, Ordering::Relaxed);
+    }
+
     /// Waits until no completion routine or DPC of this machine is running
     /// (at most 2 s), as a driver image cannot unload before its routines
     /// have returned. A routine that signalled the end of the last
@@ -287,8 +299,8 @@ impl Kernel {
                 *allowed = LeaksAllowed::Tags(tags.to_vec());
             }
         }
-        self.check_freed_pool();
         self.settle();
+        self.check_freed_pool();
         let outstanding = |usage: &mut Usage| {
             usage.pool.retain(|tag, _| !tags.contains(&tag.0));
             !usage.is_empty()
@@ -431,6 +443,17 @@ fn dpc_thread(kernel: &Weak<KernelInner>, receiver: &mpsc::Receiver<Job>) {
 
 thread_local! {
     static CURRENT: RefCell<Option<Kernel>> = const { RefCell::new(None) };
+}
+
+/// Whether the current machine lets the library set blocks aside for reuse
+/// (see [`Kernel::set_reuse`]); read without cloning the machine.
+pub(crate) fn reuse_allowed() -> bool {
+    CURRENT.with(|current| {
+        current
+            .borrow()
+            .as_ref()
+            .is_none_or(|kernel| kernel.inner.reuse.load(Ordering::Relaxed))
+    })
 }
 static DEFAULT: OnceLock<Kernel> = OnceLock::new();
 

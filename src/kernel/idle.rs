@@ -13,6 +13,26 @@
 
 use heapless::Vec;
 
+/// Whether blocks may be set aside for reuse: always in the kernel. The
+/// emulator can turn reuse off ([`Kernel::set_reuse`]), so that every
+/// block goes back to the pool, through its poisoned quarantine of freed
+/// blocks, and a use after free on a reuse path shows.
+///
+/// [`Kernel::set_reuse`]: crate::emulator::Kernel::set_reuse
+#[cfg(not(wsk_emulator))]
+#[must_use]
+pub const fn reuse_allowed() -> bool {
+    true
+}
+
+/// Whether blocks may be set aside for reuse: as the current emulated
+/// machine says ([`Kernel::set_reuse`](crate::emulator::Kernel::set_reuse)).
+#[cfg(wsk_emulator)]
+#[must_use]
+pub fn reuse_allowed() -> bool {
+    crate::emulator::reuse_allowed()
+}
+
 /// Up to `N` idle objects, and whether the set still takes any.
 ///
 /// # IRQL
@@ -44,7 +64,7 @@ impl<T, const N: usize> Idle<T, N> {
     /// Sets `item` aside. When the set is full or closed it comes back
     /// (`Some`), and the caller frees it, outside the owner's lock.
     pub fn put(&mut self, item: T) -> Option<T> {
-        if self.closed {
+        if self.closed || !reuse_allowed() {
             return Some(item);
         }
         self.items.push(item).err()

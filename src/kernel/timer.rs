@@ -274,6 +274,8 @@ fn release(block: NonNull<TimerBlock>) {
         // SAFETY: the last reference to a block from `PoolBox::into_raw`;
         // the timer is neither armed nor running its DPC any more.
         let block = unsafe { PoolBox::from_raw(block, TAG) };
+        // The finished task's waker goes now, not at the next reuse.
+        drop(block.waker.take());
         let image = block.image;
         // INVARIANT: no reference counted, unlinked (by the DPC, the
         // cancel or the sweep), not armed.

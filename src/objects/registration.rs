@@ -136,7 +136,7 @@ impl From<USHORT> for WskVersion {
 /// `refs` counts the [`Registration`] and every [`RegistrationRef`]; the
 /// block is freed by whoever drops the count to zero. `in_flight` counts
 /// operations whose completion routine has not yet run. `tracked` lists
-/// the operations in flight, open sockets and captures.
+/// the socket-creating operations in flight, open sockets and captures.
 struct RegistrationBlock {
     registration: UnsafeCell<WSK_REGISTRATION>,
     dispatch: WSK_CLIENT_DISPATCH,
@@ -837,6 +837,7 @@ impl RegistrationRef {
     /// Sets a finished socket-creating operation aside for the next one,
     /// or frees it.
     pub(crate) fn set_aside_creator(&self, op: Operation<NewSocket>) {
+        op.forget_waker();
         let refused = self.get().reusable.lock().creators.put(op);
         // Freed outside the lock.
         drop(refused);

@@ -224,9 +224,11 @@ impl Retained {
 pub struct DeregisterReport {
     /// Operations that create a socket (`WskSocket`, `WskSocketConnect`)
     /// whose IRP was still in flight: cancelled. A call on a socket still
-    /// in flight ends with its socket's close, counted in
-    /// [`closed_sockets`](Self::closed_sockets) (`WskCloseSocket` cancels
-    /// and completes the socket's pending IRPs).
+    /// in flight ends with its socket's close (`WskCloseSocket` cancels and
+    /// completes the socket's pending IRPs), counted in
+    /// [`closed_sockets`](Self::closed_sockets) if the socket was still
+    /// open; a call the provider keeps after its socket was closed shows
+    /// only in [`unfinished_operations`](Self::unfinished_operations).
     pub cancelled_operations: usize,
     /// Sockets still open: closed abortively.
     pub closed_sockets: usize,

@@ -94,9 +94,9 @@ struct Submitted {
 /// `protocol` counts the owner and, while in flight, the completion routine;
 /// the block is freed when the count drops to zero. `guard` and `payload`
 /// are touched by one party at a time, as the lifecycle says. `node` is
-/// linked in the registration's list from submission until the completion
-/// (or the reclaim), and is the first field, so a node pointer is a block
-/// pointer.
+/// the first field, so a node pointer is a block pointer; a listed
+/// submission (a socket-creating call) links it in the registration's list
+/// from submission until the completion (or the reclaim).
 #[repr(C)]
 struct Block<P> {
     node: Node,
@@ -334,9 +334,8 @@ impl<P: Payload> Operation<P> {
             // SAFETY: the IRP is not in flight; the routine and its context
             // (this block) stay valid until the routine has run, since it
             // holds a reference; the routine returns
-            // STATUS_MORE_PROCESSING_REQUIRED. Nothing here completes an
-            // IRP, so the registration's lock held meanwhile is not taken
-            // again.
+            // STATUS_MORE_PROCESSING_REQUIRED. The device is held by the
+            // registration's run-down protection meanwhile.
             Some(unsafe {
                 irp.set_completion_routine_ex(device, on_complete::<P>, raw.cast::<c_void>())
             })
@@ -497,6 +496,12 @@ impl<P: Payload> Operation<P> {
         self.block().reclaimed.load(Ordering::Relaxed) != STATUS_PENDING
     }
 
+    /// Drops the waker the last poll registered, so that an operation set
+    /// aside for reuse does not keep the finished task alive.
+    pub fn forget_waker(&self) {
+        drop(self.block().waker.take());
+    }
+
     /// Marks the result as taken: [`Payload::unconsumed`] will not run.
     pub fn consume(&self) {
         self.block().protocol.consume();
@@ -619,9 +624,10 @@ impl<P: Payload> Spare<P> {
     /// Sets `op` aside if it has completed and the slot is free; otherwise
     /// lets it go.
     pub fn put(&self, op: Operation<P>) {
-        if !op.is_complete() {
+        if !op.is_complete() || !crate::kernel::idle::reuse_allowed() {
             return;
         }
+        op.forget_waker();
         let op = ManuallyDrop::new(op);
         if self
             .slot

@@ -239,9 +239,10 @@ impl SocketRef {
     /// socket that reuses it. Only the caller that [`close`](Self::close)
     /// handed it to, once it has completed.
     pub fn close_done(&self, op: Operation<()>) {
-        if !op.is_complete() {
+        if !op.is_complete() || !crate::kernel::idle::reuse_allowed() {
             return;
         }
+        op.forget_waker();
         // SAFETY: the run-down's winner (our caller) took the closer and
         // the socket is closed: nobody else touches the slot again.
         let slot = unsafe { &mut *self.shared().closer.get() };
