@@ -228,6 +228,9 @@ impl Kernel {
     /// to the pool and through its poisoned quarantine of freed blocks, so
     /// that a use after free on a reuse path is caught.
     pub fn set_reuse(&self, reuse: bool) {
+        if !reuse {
+            REUSE_OFF_SOMEWHERE.store(true, Ordering::Relaxed);
+        }
         self.inner.reuse.store(reuse, Ordering::Relaxed);
     }
 
@@ -445,9 +448,16 @@ thread_local! {
     static CURRENT: RefCell<Option<Kernel>> = const { RefCell::new(None) };
 }
 
+/// Whether any machine of the process ever turned reuse off: until one
+/// does, [`reuse_allowed`] need not look up the current machine.
+static REUSE_OFF_SOMEWHERE: AtomicBool = AtomicBool::new(false);
+
 /// Whether the current machine lets the library set blocks aside for reuse
 /// (see [`Kernel::set_reuse`]); read without cloning the machine.
 pub(crate) fn reuse_allowed() -> bool {
+    if !REUSE_OFF_SOMEWHERE.load(Ordering::Relaxed) {
+        return true;
+    }
     CURRENT.with(|current| {
         current
             .borrow()

@@ -452,7 +452,20 @@ impl<P: Payload> Operation<P> {
     /// [`WaitError::TimedOut`] when the timeout passed first;
     /// [`WaitError::IrqlTooHigh`] when the thread runs above `APC_LEVEL`.
     pub fn wait(&self, irql: &AtMostApc, timeout: Option<Duration>) -> Result<(), WaitError> {
-        self.block().done.wait(irql, timeout)
+        let block = self.block();
+        if block.state() == Lifecycle::Completed {
+            return Ok(());
+        }
+        // A recycled block's event is still set from its previous use
+        // (recycling does not clear it: most calls complete without anyone
+        // waiting). Clear it, then look again: a completion in between
+        // moved the state before it set the event, and the event's own
+        // synchronisation makes that visible here.
+        block.done.clear();
+        if block.state() == Lifecycle::Completed {
+            return Ok(());
+        }
+        block.done.wait(irql, timeout)
     }
 
     /// Asks the provider to complete the IRP early (`IoCancelIrp`).
@@ -473,13 +486,13 @@ impl<P: Payload> Operation<P> {
         self.block().result().0
     }
 
-    /// The completion's `IoStatus.Information`.
+    /// The completion status and `IoStatus.Information`, read once.
     ///
     /// # Panics
     /// If the operation has not completed.
-    pub fn information(&self) -> usize {
-        assert!(self.is_complete(), "information read before completion");
-        self.block().result().1
+    pub fn outcome(&self) -> (NtStatus, usize) {
+        assert!(self.is_complete(), "outcome read before completion");
+        self.block().result()
     }
 
     /// The status as a `Result`.
@@ -487,7 +500,8 @@ impl<P: Payload> Operation<P> {
     /// # Errors
     /// The typed error for a failure status.
     pub fn result(&self) -> Result<usize> {
-        self.status().ok().map(|()| self.information())
+        let (status, information) = self.outcome();
+        status.ok().map(|()| information)
     }
 
     /// Whether the call returned without completing its IRP (a provider
@@ -536,9 +550,9 @@ impl<P: Payload> Operation<P> {
                 unsafe { (*block.guard.get()).is_none() },
                 "a recycled operation holds no guard"
             );
-            block.reclaimed.store(STATUS_PENDING, Ordering::Relaxed);
+            // `reclaimed` is still STATUS_PENDING (checked above), and the
+            // event is cleared by the next wait, if any (see `wait`).
             block.hooked.store(false, Ordering::Relaxed);
-            block.done.clear();
             drop(block.waker.take());
         }
         // SAFETY: idle again and owned by us alone: nothing else touches
@@ -860,6 +874,15 @@ pub trait Escalation {
 /// No socket to escalate on (a call that creates one).
 pub struct NoEscalation;
 
+impl<E: Escalation> Escalation for &E {
+    fn abort(&self, irql: &AtMostApc, grace: Duration) {
+        (**self).abort(irql, grace);
+    }
+    fn close(&self) {
+        (**self).close();
+    }
+}
+
 impl Escalation for NoEscalation {
     fn abort(&self, _irql: &AtMostApc, _grace: Duration) {}
     fn close(&self) {}
@@ -907,7 +930,13 @@ impl<E: Escalation> Blocking<E> {
         }
     }
 
-    fn block<P: Payload>(&mut self, op: &Operation<P>) -> Result<()> {
+    /// Waits for `op` without a future: the blocking paths that need no
+    /// flow (a send, a receive) call this directly. As
+    /// [`Waiter::complete`].
+    ///
+    /// # Errors
+    /// As [`Waiter::complete`].
+    pub fn block<P: Payload>(&mut self, op: &Operation<P>) -> Result<()> {
         if op.is_complete() {
             return Ok(());
         }

@@ -292,7 +292,7 @@ fn a_success_that_races_the_timeout_keeps_its_result_for_the_caller() {
         op.is_complete(),
         "the blocking timeout waited for the completion"
     );
-    assert_eq!((op.status(), op.information()), (NtStatus::SUCCESS, 5));
+    assert_eq!(op.outcome(), (NtStatus::SUCCESS, 5));
     op.consume();
     drop(op);
     teardown(&kernel, registration, reg);

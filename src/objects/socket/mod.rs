@@ -365,7 +365,7 @@ async fn receive_flow<W: Waiter>(
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
-    let (result, mut buffer, moved) = transfer_flow(
+    let transferred = transfer_flow(
         connection,
         waiter,
         buffer,
@@ -373,8 +373,14 @@ async fn receive_flow<W: Waiter>(
         calls::receive,
     )
     .await;
-    // What arrived stays visible, even when a timeout cut the receive after
-    // the provider had taken bytes from the stream.
+    received(transferred)
+}
+
+/// A receive's outcome: what arrived stays visible, even when a timeout
+/// cut the receive after the provider had taken bytes from the stream.
+fn received(
+    (result, mut buffer, moved): (Result<usize>, PoolBuffer, usize),
+) -> (Result<usize>, PoolBuffer) {
     buffer.set_len(moved.min(buffer.capacity()));
     (result, buffer)
 }
@@ -393,34 +399,76 @@ async fn transfer_flow<W: Waiter>(
     direction: Direction,
     submit: Transfer,
 ) -> (Result<usize>, PoolBuffer, usize) {
-    let socket = &connection.raw.socket;
-    // Steady traffic reuses the socket's operation (its block, its IRP):
-    // nothing is allocated. A concurrent transfer finds none and makes its
-    // own.
-    let spare = socket.spare(direction);
-    let submitted = match socket.enter() {
-        Ok(entered) => submit(entered.handle(), socket.registration(), buffer, spare),
-        Err(error) => Err((error, buffer)),
-    };
-    let mut op = match submitted {
+    let op = match start_transfer(connection, buffer, direction, submit) {
         Ok(op) => op,
         Err((error, buffer)) => return (Err(error), buffer, 0),
     };
     let result = finish(waiter, &op).await;
+    end_transfer(connection, op, result, direction)
+}
+
+/// [`transfer_flow`] for a blocking caller: the same two halves around one
+/// blocking wait, without building a future.
+fn transfer_blocking(
+    connection: &Connection,
+    irql: &PassiveLevel,
+    timeout: Duration,
+    buffer: PoolBuffer,
+    direction: Direction,
+    submit: Transfer,
+) -> (Result<usize>, PoolBuffer, usize) {
+    let op = match start_transfer(connection, buffer, direction, submit) {
+        Ok(op) => op,
+        Err((error, buffer)) => return (Err(error), buffer, 0),
+    };
+    let socket = &connection.raw.socket;
+    let result = Blocking::new(irql, timeout)
+        .escalating(socket)
+        .block(&op)
+        .and_then(|()| op.result());
+    end_transfer(connection, op, result, direction)
+}
+
+/// Submits a send or receive of `buffer`, in the operation the socket set
+/// aside for `direction` when there is one (steady traffic allocates
+/// nothing; a concurrent transfer finds none and makes its own).
+fn start_transfer(
+    connection: &Connection,
+    buffer: PoolBuffer,
+    direction: Direction,
+    submit: Transfer,
+) -> core::result::Result<Operation<calls::Data>, calls::Refused> {
+    let socket = &connection.raw.socket;
+    match socket.enter() {
+        Ok(entered) => submit(
+            entered.handle(),
+            socket.registration(),
+            buffer,
+            socket.spare(direction),
+        ),
+        Err(error) => Err((error, buffer)),
+    }
+}
+
+/// The buffer and the bytes moved back from a transfer that `result` says
+/// how it ended, and its operation set aside for the next one.
+fn end_transfer(
+    connection: &Connection,
+    mut op: Operation<calls::Data>,
+    result: Result<usize>,
+    direction: Direction,
+) -> (Result<usize>, PoolBuffer, usize) {
     if !op.is_complete() {
         // A timeout the provider would not give the IRP back for, even once
         // the socket was closed: the buffer stays with the abandoned
         // operation (freed when the provider completes it, if ever).
         return (result, PoolBuffer::empty(), 0);
     }
-    let moved = if op.status().is_success() {
-        op.information()
-    } else {
-        0
-    };
+    let (status, information) = op.outcome();
+    let moved = if status.is_success() { information } else { 0 };
     let buffer = take_buffer(&mut op).expect("the buffer comes back");
     op.consume();
-    spare.put(op);
+    connection.raw.socket.spare(direction).put(op);
     (result, buffer, moved)
 }
 
@@ -794,11 +842,13 @@ impl Connection {
         timeout: Duration,
         buffer: PoolBuffer,
     ) -> (Result<usize>, PoolBuffer) {
-        run_blocking(send_flow(
-            self,
-            &mut blocking_on(&self.raw, irql, timeout),
-            buffer,
-        ))
+        // Nothing to send: no call at all.
+        if buffer.is_empty() {
+            return (Ok(0), buffer);
+        }
+        let (result, buffer, _) =
+            transfer_blocking(self, irql, timeout, buffer, Direction::Send, calls::send);
+        (result, buffer)
     }
 
     /// Receives into `buffer` (up to its capacity; `WskReceive`); the
@@ -833,10 +883,13 @@ impl Connection {
         timeout: Duration,
         buffer: PoolBuffer,
     ) -> (Result<usize>, PoolBuffer) {
-        run_blocking(receive_flow(
+        received(transfer_blocking(
             self,
-            &mut blocking_on(&self.raw, irql, timeout),
+            irql,
+            timeout,
             buffer,
+            Direction::Receive,
+            calls::receive,
         ))
     }
 
