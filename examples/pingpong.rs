@@ -15,11 +15,18 @@
 //! Prints one figure per line, `name: value unit`, and the ratios of the
 //! library to the others as `ratio NAME: X.XX` (medians over the rounds;
 //! the ways alternate within each round, so all see the same load).
+//!
+//! With `--inline`, every way waits after its send until the echo server
+//! has written the reply, so that every receive finds its data and
+//! completes inline: the path each round trip takes no longer depends on
+//! how the threads interleave, which makes instruction counts
+//! (`scripts/instructions.sh`) repeatable.
 
 use core::ffi::c_void;
 use core::ptr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use wsk::abi::{
@@ -39,8 +46,13 @@ fn main() {
     let mut round_trips = 10_000_u32;
     let mut rounds = 3_u32;
     let mut only = None;
+    let mut inline = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--inline" {
+            inline = true;
+            continue;
+        }
         let value = args.next();
         let ok = match flag.as_str() {
             "--round-trips" => value.and_then(|v| v.parse().ok()).map(|v| round_trips = v),
@@ -52,12 +64,13 @@ fn main() {
         };
         if ok.is_none() || round_trips == 0 || rounds == 0 {
             eprintln!(
-                "usage: pingpong [--round-trips N] [--rounds N] [--only std|wsk|raw-fresh|raw-reuse]"
+                "usage: pingpong [--round-trips N] [--rounds N] [--only std|wsk|raw-fresh|raw-reuse] [--inline]"
             );
             std::process::exit(2);
         }
     }
-    let server = echo_server();
+    let echoed = Echoed::new(inline);
+    let server = echo_server(&echoed);
     let kernel = Kernel::new();
     let _enter = kernel.enter();
     let passive = PassiveLevel::check().expect("main runs at PASSIVE_LEVEL");
@@ -69,7 +82,7 @@ fn main() {
     let mut allocations = vec![Allocations::default(); ways.len()];
     for _ in 0..rounds {
         for ((way, rates), allocated) in ways.iter().zip(&mut rates).zip(&mut allocations) {
-            let (elapsed, during) = run(way, &kernel, &passive, server, round_trips);
+            let (elapsed, during) = run(way, &kernel, &passive, server, round_trips, &echoed);
             rates.push(f64::from(round_trips) / elapsed.as_secs_f64());
             *allocated = during;
         }
@@ -108,11 +121,51 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn echo_server() -> SocketAddr {
+/// How many replies the echo server has written, for `--inline`.
+#[derive(Clone)]
+struct Echoed(Option<Arc<(Mutex<u64>, Condvar)>>);
+
+impl Echoed {
+    fn new(inline: bool) -> Self {
+        Self(inline.then(|| Arc::new((Mutex::new(0), Condvar::new()))))
+    }
+
+    /// The server wrote one more reply.
+    fn add(&self) {
+        if let Some(shared) = &self.0 {
+            *shared.0.lock().expect("echo count") += 1;
+            shared.1.notify_all();
+        }
+    }
+
+    /// The count now.
+    fn count(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |shared| *shared.0.lock().expect("echo count"))
+    }
+
+    /// With `--inline`, waits until the server has written `count` replies.
+    fn wait_for(&self, count: u64) {
+        if let Some(shared) = &self.0 {
+            let guard = shared.0.lock().expect("echo count");
+            drop(
+                shared
+                    .1
+                    .wait_while(guard, |echoed| *echoed < count)
+                    .expect("echo count"),
+            );
+        }
+    }
+}
+
+fn echo_server(echoed: &Echoed) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
     let address = listener.local_addr().expect("its address");
+    let echoed = echoed.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            let echoed = echoed.clone();
             std::thread::spawn(move || {
                 let mut stream = stream;
                 let _ = stream.set_nodelay(true);
@@ -121,6 +174,7 @@ fn echo_server() -> SocketAddr {
                     if stream.write_all(&buffer[..n]).is_err() {
                         break;
                     }
+                    echoed.add();
                 }
             });
         }
@@ -137,24 +191,28 @@ fn run(
     passive: &PassiveLevel,
     server: SocketAddr,
     round_trips: u32,
+    echoed: &Echoed,
 ) -> (Duration, Allocations) {
     match way {
         "std" => {
             let mut stream = TcpStream::connect(server).expect("std connect");
             stream.set_nodelay(true).expect("TCP_NODELAY");
             let mut reply = [0_u8; 5];
+            let mut expected = echoed.count();
             let start = Instant::now();
             for _ in 0..round_trips {
                 stream.write_all(PAYLOAD).expect("std send");
+                expected += 1;
+                echoed.wait_for(expected);
                 stream.read_exact(&mut reply).expect("std receive");
             }
             (start.elapsed(), Allocations::default())
         }
-        "wsk" => run_wsk(kernel, passive, server, round_trips),
+        "wsk" => run_wsk(kernel, passive, server, round_trips, echoed),
         _ => {
             let raw = RawClient::connect(server);
             let before = kernel.allocations();
-            let elapsed = raw.run(round_trips, way == "raw-reuse");
+            let elapsed = raw.run(round_trips, way == "raw-reuse", echoed);
             let during = kernel.allocations() - before;
             raw.close();
             (elapsed, during)
@@ -167,6 +225,7 @@ fn run_wsk(
     passive: &PassiveLevel,
     server: SocketAddr,
     round_trips: u32,
+    echoed: &Echoed,
 ) -> (Duration, Allocations) {
     let registration = Registration::register(passive).expect("WskRegister");
     let provider = registration.capture(passive, TIMEOUT).expect("capture");
@@ -176,11 +235,14 @@ fn run_wsk(
     let mut request = PoolBuffer::from_slice(PAYLOAD, PoolTag::BUFFER).expect("request");
     let mut reply = PoolBuffer::zeroed(PAYLOAD.len(), PoolTag::BUFFER).expect("reply");
     let before = kernel.allocations();
+    let mut expected = echoed.count();
     let start = Instant::now();
     for _ in 0..round_trips {
         let (sent, buffer) = connection.send_blocking(passive, TIMEOUT, request);
         assert_eq!(sent, Ok(PAYLOAD.len()));
         request = buffer;
+        expected += 1;
+        echoed.wait_for(expected);
         let mut received = 0;
         while received < PAYLOAD.len() {
             let (result, buffer) = connection.receive_blocking(passive, TIMEOUT, reply);
@@ -285,7 +347,7 @@ impl RawClient {
 
     /// The round trips: with `reuse`, one IRP and one MDL per direction for
     /// the whole run; otherwise a fresh IRP and MDL per call.
-    fn run(&self, round_trips: u32, reuse: bool) -> Duration {
+    fn run(&self, round_trips: u32, reuse: bool, echoed: &Echoed) -> Duration {
         let request = PoolBuffer::from_slice(PAYLOAD, PoolTag::BUFFER).expect("request");
         let reply = PoolBuffer::zeroed(PAYLOAD.len(), PoolTag::BUFFER).expect("reply");
         let (send, receive) = (
@@ -304,9 +366,14 @@ impl RawClient {
             )
         });
         let mut kept = kept;
+        let mut expected = echoed.count();
         let start = Instant::now();
         for _ in 0..round_trips {
             for (buffer, sending) in [(&request, true), (&reply, false)] {
+                if !sending {
+                    expected += 1;
+                    echoed.wait_for(expected);
+                }
                 let mut fresh = None;
                 let (irp, mdl) = if let Some((irp, request_mdl, reply_mdl)) = &mut kept {
                     irp.reuse();

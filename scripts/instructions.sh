@@ -4,10 +4,11 @@
 # work is in the host kernel, which callgrind does not count),
 # counted by callgrind (all threads). Counts do not move with the machine's
 # load, unlike time. Each way runs twice, with N and 2N round trips; the
-# difference divided by N leaves out setup and teardown. Whether a receive
-# finds the echo already there (inline) or pends depends on how the threads
-# interleave, which moves the count by a few thousand: the median of three
-# measurements is printed.
+# difference divided by N leaves out setup and teardown. Every way runs with
+# `--inline`: it waits after its send until the echo server has written the
+# reply, so every receive completes inline and the path taken does not
+# depend on how the threads interleave (which otherwise moves the count by
+# a few thousand). The median of three measurements is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || {
@@ -20,7 +21,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 count() {
     valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
-        target/release/examples/pingpong --only "$1" --round-trips "$2" --rounds 1 \
+        target/release/examples/pingpong --only "$1" --round-trips "$2" --rounds 1 --inline \
         >/dev/null 2>"$out/log"
     sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$out/log" | tail -1
 }
