@@ -145,16 +145,18 @@ impl Echoed {
             .map_or(0, |shared| *shared.0.lock().expect("echo count"))
     }
 
-    /// With `--inline`, waits until the server has written `count` replies.
+    /// With `--inline`, waits until the server has written `count` replies
+    /// (at most `TIMEOUT`: a server that stopped fails the run).
     fn wait_for(&self, count: u64) {
         if let Some(shared) = &self.0 {
-            let guard = shared.0.lock().expect("echo count");
-            drop(
-                shared
-                    .1
-                    .wait_while(guard, |echoed| *echoed < count)
-                    .expect("echo count"),
-            );
+            let (guard, waited) = shared
+                .1
+                .wait_timeout_while(shared.0.lock().expect("echo count"), TIMEOUT, |echoed| {
+                    *echoed < count
+                })
+                .expect("echo count");
+            drop(guard);
+            assert!(!waited.timed_out(), "the echo server stopped replying");
         }
     }
 }

@@ -20,7 +20,7 @@ cargo build --release --example pingpong
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 count() {
-    valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
+    timeout 600 valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
         target/release/examples/pingpong --only "$1" --round-trips "$2" --rounds 1 --inline \
         >/dev/null 2>"$out/log"
     sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$out/log" | tail -1

@@ -226,7 +226,8 @@ impl Kernel {
     /// (closed sockets' blocks, socket-creating and transfer operations,
     /// timers): on by default, as in the kernel. Off, every block goes back
     /// to the pool and through its poisoned quarantine of freed blocks, so
-    /// that a use after free on a reuse path is caught.
+    /// that a use after free on a reuse path is caught. Set it before
+    /// registering: what was set aside already stays in use.
     pub fn set_reuse(&self, reuse: bool) {
         if !reuse {
             REUSE_OFF_SOMEWHERE.store(true, Ordering::Relaxed);
@@ -462,6 +463,7 @@ pub(crate) fn reuse_allowed() -> bool {
         current
             .borrow()
             .as_ref()
+            .or_else(|| DEFAULT.get())
             .is_none_or(|kernel| kernel.inner.reuse.load(Ordering::Relaxed))
     })
 }

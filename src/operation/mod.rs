@@ -456,15 +456,6 @@ impl<P: Payload> Operation<P> {
         if block.state() == Lifecycle::Completed {
             return Ok(());
         }
-        // A recycled block's event is still set from its previous use
-        // (recycling does not clear it: most calls complete without anyone
-        // waiting). Clear it, then look again: a completion in between
-        // moved the state before it set the event, and the event's own
-        // synchronisation makes that visible here.
-        block.done.clear();
-        if block.state() == Lifecycle::Completed {
-            return Ok(());
-        }
         block.done.wait(irql, timeout)
     }
 
@@ -550,9 +541,14 @@ impl<P: Payload> Operation<P> {
                 unsafe { (*block.guard.get()).is_none() },
                 "a recycled operation holds no guard"
             );
-            // `reclaimed` is still STATUS_PENDING (checked above), and the
-            // event is cleared by the next wait, if any (see `wait`).
+            // `reclaimed` is still STATUS_PENDING (checked above). The event
+            // is cleared here, where it cannot race its `KeSetEvent`: the
+            // routine set it before it gave its reference back, and
+            // `recycle` saw that reference gone (Acquire). A lazy clear in
+            // the next wait could not be ordered against the set
+            // (`KeClearEvent` is a plain store) and could miss it.
             block.hooked.store(false, Ordering::Relaxed);
+            block.done.clear();
             drop(block.waker.take());
         }
         // SAFETY: idle again and owned by us alone: nothing else touches
@@ -851,9 +847,10 @@ impl<P: Payload> Future for CompletionFuture<'_, P> {
 
 /// How long a timed-out blocking call waits at each step of its escalation.
 ///
-/// The steps: after the cancel, after the abortive disconnect, and after
-/// closing the socket. A blocking call returns within its timeout plus
-/// three of these, whatever the provider does.
+/// The steps: after the cancel; for the abortive disconnect's own call and
+/// after it; and after closing the socket. A blocking call returns within
+/// its timeout (counted from its first wait that blocks) plus four of
+/// these, whatever the provider does.
 ///
 /// # IRQL
 /// Any (a constant).
