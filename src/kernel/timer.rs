@@ -205,15 +205,7 @@ impl Drop for Timer {
         // SAFETY: an initialised timer; <= DISPATCH_LEVEL.
         if unsafe { sys::KeCancelTimer(shared.timer.get()) } != FALSE {
             // Dequeued before it expired: its DPC will never run.
-            // SAFETY: the block's own node, only linked in its image's list.
-            unsafe {
-                shared
-                    .image
-                    .timers
-                    .lock()
-                    .armed
-                    .remove(self.block.cast::<Node>());
-            }
+            unlist(self.block);
             release(self.block);
         }
         release(self.block);
@@ -262,6 +254,15 @@ const fn blank_list() -> LIST_ENTRY {
     }
 }
 
+/// Takes a live block's node off its image's list of armed timers (if the
+/// sweep has not).
+fn unlist(block: NonNull<TimerBlock>) {
+    // SAFETY: the caller holds a reference, so the block is live.
+    let image = unsafe { block.as_ref() }.image;
+    // SAFETY: the block's own node, only ever linked in its image's list.
+    unsafe { image.timers.lock().armed.remove(block.cast::<Node>()) };
+}
+
 /// Drops one reference; the last sets the block aside in its image for
 /// the next timer, or frees it.
 fn release(block: NonNull<TimerBlock>) {
@@ -301,15 +302,7 @@ unsafe extern "system" fn on_expiry(
     let shared = unsafe { &*block };
     // SAFETY: non-null: the block's own address.
     let block = unsafe { NonNull::new_unchecked(block) };
-    // SAFETY: the block's own node, only linked in its image's list.
-    unsafe {
-        shared
-            .image
-            .timers
-            .lock()
-            .armed
-            .remove(block.cast::<Node>());
-    }
+    unlist(block);
     shared.fired.store(true, Ordering::Release);
     shared.waker.wake();
     release(block);
