@@ -9,22 +9,59 @@ use std::time::Duration;
 
 use support::echo_server;
 use wsk::emulator::{Allocations, Kernel};
-use wsk::{Family, PassiveLevel, PoolBuffer, PoolTag, Registration, SocketKind};
+use wsk::{
+    Connection, Family, PassiveLevel, PoolBuffer, PoolTag, Provider, Registration, SocketKind,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `step` `warm_up` times to build what later runs reuse, then
+/// `times` more, and asserts that those allocated nothing at all.
+fn assert_steady(kernel: &Kernel, warm_up: u32, times: u32, what: &str, mut step: impl FnMut()) {
+    for _ in 0..warm_up {
+        step();
+    }
+    let before = kernel.allocations();
+    for _ in 0..times {
+        step();
+    }
+    assert_eq!(
+        kernel.allocations() - before,
+        Allocations::default(),
+        "{times} {what} in steady state"
+    );
+}
+
+/// A registration, its provider and a connection to an echo server.
+fn connected(passive: &PassiveLevel) -> (Registration, Provider, Connection) {
+    let registration = Registration::register(passive).unwrap();
+    let provider = registration.capture(passive, TIMEOUT).unwrap();
+    let connection = provider
+        .socket_connect_blocking(passive, TIMEOUT, Family::V4.unspecified(), echo_server())
+        .unwrap();
+    (registration, provider, connection)
+}
+
+/// Hands the buffers to `f` (a round trip) and keeps what it gives back
+/// for the next step: for [`assert_steady`]'s closures.
+fn pass_on(
+    buffers: &mut Option<(PoolBuffer, PoolBuffer)>,
+    f: impl FnOnce(PoolBuffer, PoolBuffer) -> (PoolBuffer, PoolBuffer),
+) {
+    let (request, reply) = buffers.take().expect("the buffers came back");
+    *buffers = Some(f(request, reply));
+}
 
 #[test]
 fn steady_sends_and_receives_allocate_no_pool_irp_or_mdl() {
     let kernel = Kernel::new();
     let _enter = kernel.enter();
     let passive = PassiveLevel::check().unwrap();
-    let registration = Registration::register(&passive).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
-    let connection = provider
-        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), echo_server())
-        .unwrap();
-    let mut request = PoolBuffer::from_slice(b"ping", PoolTag::BUFFER).unwrap();
-    let mut reply = PoolBuffer::zeroed(4, PoolTag::BUFFER).unwrap();
+    let (registration, provider, connection) = connected(&passive);
+    let mut buffers = Some((
+        PoolBuffer::from_slice(b"ping", PoolTag::BUFFER).unwrap(),
+        PoolBuffer::zeroed(4, PoolTag::BUFFER).unwrap(),
+    ));
     let round_trip = |request: PoolBuffer, reply: PoolBuffer| {
         let (sent, request) = connection.send_blocking(&passive, TIMEOUT, request);
         assert_eq!(sent, Ok(4));
@@ -38,18 +75,11 @@ fn steady_sends_and_receives_allocate_no_pool_irp_or_mdl() {
         (request, reply)
     };
     // The first round trip builds what the later ones reuse.
-    (request, reply) = round_trip(request, reply);
-    let before = kernel.allocations();
-    for _ in 0..50 {
-        (request, reply) = round_trip(request, reply);
-    }
-    assert_eq!(
-        kernel.allocations() - before,
-        Allocations::default(),
-        "50 round trips in steady state"
-    );
+    assert_steady(&kernel, 1, 50, "round trips", || {
+        pass_on(&mut buffers, round_trip);
+    });
     connection.close_blocking(&passive, TIMEOUT).unwrap();
-    drop((request, reply, provider));
+    drop((buffers, provider));
     assert!(registration.deregister(&passive).is_clean());
     kernel.assert_no_leaks();
 }
@@ -59,11 +89,7 @@ fn concurrent_receives_fall_back_to_a_fresh_operation_and_free_it() {
     let kernel = Kernel::new();
     let _enter = kernel.enter();
     let passive = PassiveLevel::check().unwrap();
-    let registration = Registration::register(&passive).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
-    let connection = provider
-        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), echo_server())
-        .unwrap();
+    let (registration, provider, connection) = connected(&passive);
     // Warm the spare up.
     let (sent, _) = connection.send_blocking(
         &passive,
@@ -126,17 +152,7 @@ fn repeated_timeouts_reuse_their_timer() {
         futures::executor::block_on(wsk::timeout(Duration::from_mins(1), once))
     };
     // The first timeout allocates the timer block the later ones reuse.
-    assert_eq!(bounded(), Ok(7));
-    assert_eq!(kernel.usage().pool_tag(*b"WskT").allocations, 1);
-    let before = kernel.allocations();
-    for _ in 0..50 {
-        assert_eq!(bounded(), Ok(7));
-    }
-    assert_eq!(
-        kernel.allocations() - before,
-        Allocations::default(),
-        "50 timeouts in steady state"
-    );
+    assert_steady(&kernel, 1, 50, "timeouts", || assert_eq!(bounded(), Ok(7)));
     // The image keeps the block only while a registration is open.
     assert_eq!(kernel.usage().pool_tag(*b"WskT").allocations, 1);
     assert!(registration.deregister(&passive).is_clean());
@@ -152,8 +168,10 @@ fn connecting_again_and_again_allocates_nothing_in_steady_state() {
     let registration = Registration::register(&passive).unwrap();
     let provider = registration.capture(&passive, TIMEOUT).unwrap();
     let server = echo_server();
-    let mut request = PoolBuffer::from_slice(b"ping", PoolTag::BUFFER).unwrap();
-    let mut reply = PoolBuffer::zeroed(4, PoolTag::BUFFER).unwrap();
+    let mut buffers = Some((
+        PoolBuffer::from_slice(b"ping", PoolTag::BUFFER).unwrap(),
+        PoolBuffer::zeroed(4, PoolTag::BUFFER).unwrap(),
+    ));
     // Alternately through WskSocketConnect and through WskSocket, WskBind
     // and WskConnect on a stream socket.
     let mut turn = 0_u32;
@@ -195,19 +213,10 @@ fn connecting_again_and_again_allocates_nothing_in_steady_state() {
     // The first cycles give the registration closed sockets' blocks (with
     // their send, receive and bind/connect operations) and socket-creating
     // operations to reuse.
-    for _ in 0..4 {
-        (request, reply) = cycle(request, reply);
-    }
-    let before = kernel.allocations();
-    for _ in 0..20 {
-        (request, reply) = cycle(request, reply);
-    }
-    assert_eq!(
-        kernel.allocations() - before,
-        Allocations::default(),
-        "20 connect + echo + close cycles in steady state"
-    );
-    drop((request, reply, provider));
+    assert_steady(&kernel, 4, 20, "connect + echo + close cycles", || {
+        pass_on(&mut buffers, &mut cycle);
+    });
+    drop((buffers, provider));
     assert!(registration.deregister(&passive).is_clean());
     kernel.assert_no_leaks();
 }
@@ -218,11 +227,7 @@ fn with_reuse_off_every_transfer_allocates_and_frees_its_operation() {
     let _enter = kernel.enter();
     kernel.set_reuse(false);
     let passive = PassiveLevel::check().unwrap();
-    let registration = Registration::register(&passive).unwrap();
-    let provider = registration.capture(&passive, TIMEOUT).unwrap();
-    let connection = provider
-        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), echo_server())
-        .unwrap();
+    let (registration, provider, connection) = connected(&passive);
     let mut request = PoolBuffer::from_slice(b"ping", PoolTag::BUFFER).unwrap();
     let before = kernel.allocations();
     for _ in 0..10 {
