@@ -76,17 +76,7 @@ fn main() {
     );
     println!("bench std: {std_rate:.0} ops/s");
     println!("bench wsk: {wsk_rate:.0} ops/s");
-    #[allow(clippy::cast_precision_loss, reason = "a figure to print")]
-    let per = |count: u64| count as f64 / f64::from(iterations);
-    println!(
-        "allocations per op wsk: {:.3} pool, {:.3} IRP, {:.3} MDL ({} pool, {} IRPs, {} MDLs in {iterations})",
-        per(allocated.pool),
-        per(allocated.irps),
-        per(allocated.mdls),
-        allocated.pool,
-        allocated.irps,
-        allocated.mdls
-    );
+    println!("allocations per op wsk: {}", allocated.per(iterations));
     println!("ratio wsk/std: {:.2}", wsk_rate / std_rate);
 }
 

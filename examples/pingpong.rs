@@ -95,16 +95,9 @@ fn main() {
     }
     // Counts are exact: per round trip (a send and a receive), the last round.
     for (way, allocated) in ways.iter().zip(&allocations) {
-        #[allow(clippy::cast_precision_loss, reason = "a figure to print")]
-        let per = |count: u64| count as f64 / f64::from(round_trips);
         println!(
-            "allocations per round trip {way}: {:.3} pool, {:.3} IRP, {:.3} MDL ({} pool, {} IRPs, {} MDLs in {round_trips})",
-            per(allocated.pool),
-            per(allocated.irps),
-            per(allocated.mdls),
-            allocated.pool,
-            allocated.irps,
-            allocated.mdls
+            "allocations per round trip {way}: {}",
+            allocated.per(round_trips)
         );
     }
     if let Some(wsk) = ways.iter().position(|way| *way == "wsk") {

@@ -533,6 +533,43 @@ impl core::ops::Sub for Allocations {
     }
 }
 
+impl Allocations {
+    /// These counts spread over `operations`, to print: `0.001 pool, 0.000
+    /// IRP, 0.001 MDL (2 pool, 0 IRPs, 2 MDLs in 2000)`.
+    #[must_use]
+    pub const fn per(self, operations: u32) -> PerOperation {
+        PerOperation {
+            counts: self,
+            operations,
+        }
+    }
+}
+
+/// [`Allocations`] per operation, for printing (see [`Allocations::per`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PerOperation {
+    counts: Allocations,
+    operations: u32,
+}
+
+impl fmt::Display for PerOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { counts, operations } = *self;
+        #[allow(clippy::cast_precision_loss, reason = "a figure to print")]
+        let per = |count: u64| count as f64 / f64::from(operations.max(1));
+        write!(
+            f,
+            "{:.3} pool, {:.3} IRP, {:.3} MDL ({} pool, {} IRPs, {} MDLs in {operations})",
+            per(counts.pool),
+            per(counts.irps),
+            per(counts.mdls),
+            counts.pool,
+            counts.irps,
+            counts.mdls
+        )
+    }
+}
+
 /// Which counter of [`KernelInner::allocated`] an allocation counts in.
 #[derive(Clone, Copy)]
 pub(crate) enum Counted {

@@ -82,7 +82,8 @@ unsafe impl Sync for Timer {}
 /// An ended timer's block, set aside in its image for the next timer.
 ///
 /// # Invariants
-/// No reference is counted: neither armed nor running its DPC, unlinked.
+/// No reference is counted: neither armed nor running its DPC, unlinked,
+/// and its waker taken (by the last `release`).
 pub struct IdleTimer {
     block: PoolBox<TimerBlock>,
 }
@@ -103,7 +104,6 @@ impl IdleTimer {
         *shared.refs.get_mut() = 2;
         *shared.fired.get_mut() = false;
         *shared.cancelled.get_mut() = false;
-        drop(shared.waker.take());
         block.into_raw()
     }
 }
@@ -112,17 +112,22 @@ impl Timer {
     /// Arms a timer that fires once after `duration`.
     fn start(duration: Duration) -> Result<Self> {
         let image = image::current();
-        let idle = image.timers.lock().idle.take();
-        let raw = match idle {
-            Some(idle) => idle.reuse(),
-            None => Self::allocate(image)?,
-        };
         let units = (duration.as_nanos() / 100).clamp(1, i64::MAX as u128);
         let due = -i64::try_from(units).unwrap_or(i64::MAX);
         {
-            // Listed and armed under the image's lock, so that the last
-            // deregistration's sweep sees it either not yet listed or armed.
+            // Taken from the idle ones, listed and armed under one hold of
+            // the image's lock, so that the last deregistration's sweep sees
+            // it either not yet listed or armed. Only a new block is
+            // allocated outside the lock.
             let mut timers = image.timers.lock();
+            let raw = if let Some(idle) = timers.idle.take() {
+                idle.reuse()
+            } else {
+                drop(timers);
+                let raw = Self::allocate(image)?;
+                timers = image.timers.lock();
+                raw
+            };
             // SAFETY: the node lives in the block, which stays until the
             // timer's DPC ran or it was cancelled, both of which unlink it.
             if !unsafe { timers.armed.push(raw.cast::<Node>()) } {
@@ -139,9 +144,9 @@ impl Timer {
             // this processor before the lock is released, and elsewhere it
             // waits for the lock to unlink the timer.
             unsafe { sys::KeSetTimer(shared.timer.get(), due, shared.dpc.get()) };
+            // INVARIANT: two references: ours and the DPC's, armed above.
+            Ok(Self { block: raw })
         }
-        // INVARIANT: two references: ours and the DPC's, armed above.
-        Ok(Self { block: raw })
     }
 
     /// A new block with its timer and DPC initialised, counting two

@@ -70,6 +70,7 @@ use crate::objects::tracking::{DeregisterReport, Kind, List, Node, What, try_ret
 use crate::operation::Operation;
 use crate::operation::calls::NewSocket;
 use crate::status::NtStatus;
+use crate::sys;
 
 /// How many closed sockets' blocks a registration keeps for new sockets.
 const IDLE_SOCKETS: usize = 16;
@@ -82,7 +83,6 @@ struct Reusable {
     sockets: Idle<IdleSocket, IDLE_SOCKETS>,
     creators: Idle<Operation<NewSocket>, IDLE_CREATORS>,
 }
-use crate::sys;
 
 /// The WSK version this library asks for.
 const CLIENT_VERSION: USHORT = MAKE_WSK_VERSION(1, 0);
@@ -827,19 +827,19 @@ impl RegistrationRef {
         (reusable.sockets.take(), reusable.creators.take())
     }
 
-    /// Sets a closed socket's block aside for the next socket; gives it
-    /// back (to be freed by the caller) when the registration keeps no
-    /// more or is deregistering.
-    pub(crate) fn set_aside(&self, socket: IdleSocket) -> Option<IdleSocket> {
-        self.get().reusable.lock().sockets.put(socket)
+    /// Sets a closed socket's block aside for the next socket, or frees it
+    /// (outside the lock) when the registration keeps no more or is
+    /// deregistering.
+    pub(crate) fn set_aside(&self, socket: IdleSocket) {
+        let refused = self.get().reusable.lock().sockets.put(socket);
+        drop(refused);
     }
 
     /// Sets a finished socket-creating operation aside for the next one,
-    /// or frees it.
+    /// or frees it, as [`set_aside`](Self::set_aside) does.
     pub(crate) fn set_aside_creator(&self, op: Operation<NewSocket>) {
         op.forget_waker();
         let refused = self.get().reusable.lock().creators.put(op);
-        // Freed outside the lock.
         drop(refused);
     }
 

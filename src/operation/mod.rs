@@ -196,13 +196,12 @@ impl<P: Payload> Operation<P> {
     /// # Errors
     /// As [`new`](Self::new).
     pub fn reuse_or_new(idle: Option<Self>, payload: P) -> Result<Self> {
-        if let Some(mut op) = idle
-            && op.recycle_soon()
-        {
-            *op.payload_mut() = payload;
-            Ok(op)
-        } else {
-            Self::new(payload)
+        match Self::recycled(idle) {
+            Some(mut op) => {
+                *op.payload_mut() = payload;
+                Ok(op)
+            }
+            None => Self::new(payload),
         }
     }
 
@@ -213,13 +212,14 @@ impl<P: Payload> Operation<P> {
     /// # Errors
     /// As [`new`](Self::new).
     pub fn reuse_or(idle: Option<Self>, make: impl FnOnce() -> P) -> Result<Self> {
-        if let Some(mut op) = idle
-            && op.recycle_soon()
-        {
-            Ok(op)
-        } else {
-            Self::new(make())
-        }
+        Self::recycled(idle).map_or_else(|| Self::new(make()), Ok)
+    }
+
+    /// `idle`, if there is one and it can be made idle again
+    /// ([`recycle_soon`](Self::recycle_soon)); otherwise it is let go.
+    fn recycled(idle: Option<Self>) -> Option<Self> {
+        let mut op = idle?;
+        op.recycle_soon().then_some(op)
     }
 
     const fn block(&self) -> &Block<P> {
@@ -452,11 +452,7 @@ impl<P: Payload> Operation<P> {
     /// [`WaitError::TimedOut`] when the timeout passed first;
     /// [`WaitError::IrqlTooHigh`] when the thread runs above `APC_LEVEL`.
     pub fn wait(&self, irql: &AtMostApc, timeout: Option<Duration>) -> Result<(), WaitError> {
-        let block = self.block();
-        if block.state() == Lifecycle::Completed {
-            return Ok(());
-        }
-        block.done.wait(irql, timeout)
+        self.block().done.wait(irql, timeout)
     }
 
     /// Asks the provider to complete the IRP early (`IoCancelIrp`).
@@ -622,8 +618,7 @@ impl<P: Payload> Spare<P> {
     /// empty, or when its completion routine has not let go of it yet
     /// (it is then freed when it does).
     pub fn take(&self) -> Option<Operation<P>> {
-        let mut op = self.take_raw()?;
-        op.recycle_soon().then_some(op)
+        Operation::recycled(self.take_raw())
     }
 
     /// Frees the operation set aside, if any.

@@ -351,10 +351,6 @@ async fn send_flow<W: Waiter>(
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
-    // Nothing to send: no call at all.
-    if buffer.is_empty() {
-        return (Ok(0), buffer);
-    }
     let (result, buffer, _) =
         transfer_flow(connection, waiter, buffer, Direction::Send, calls::send).await;
     (result, buffer)
@@ -378,9 +374,7 @@ async fn receive_flow<W: Waiter>(
 
 /// A receive's outcome: what arrived stays visible, even when a timeout
 /// cut the receive after the provider had taken bytes from the stream.
-fn received(
-    (result, mut buffer, moved): (Result<usize>, PoolBuffer, usize),
-) -> (Result<usize>, PoolBuffer) {
+fn received((result, mut buffer, moved): Moved) -> (Result<usize>, PoolBuffer) {
     buffer.set_len(moved.min(buffer.capacity()));
     (result, buffer)
 }
@@ -398,10 +392,10 @@ async fn transfer_flow<W: Waiter>(
     buffer: PoolBuffer,
     direction: Direction,
     submit: Transfer,
-) -> (Result<usize>, PoolBuffer, usize) {
+) -> Moved {
     let op = match start_transfer(connection, buffer, direction, submit) {
         Ok(op) => op,
-        Err((error, buffer)) => return (Err(error), buffer, 0),
+        Err(ended) => return ended,
     };
     let result = finish(waiter, &op).await;
     end_transfer(connection, op, result, direction)
@@ -416,10 +410,10 @@ fn transfer_blocking(
     buffer: PoolBuffer,
     direction: Direction,
     submit: Transfer,
-) -> (Result<usize>, PoolBuffer, usize) {
+) -> Moved {
     let op = match start_transfer(connection, buffer, direction, submit) {
         Ok(op) => op,
-        Err((error, buffer)) => return (Err(error), buffer, 0),
+        Err(ended) => return ended,
     };
     let socket = &connection.raw.socket;
     let result = Blocking::new(irql, timeout)
@@ -429,17 +423,25 @@ fn transfer_blocking(
     end_transfer(connection, op, result, direction)
 }
 
+/// How a transfer ended: its result, the buffer back, and the bytes moved.
+type Moved = (Result<usize>, PoolBuffer, usize);
+
 /// Submits a send or receive of `buffer`, in the operation the socket set
 /// aside for `direction` when there is one (steady traffic allocates
-/// nothing; a concurrent transfer finds none and makes its own).
+/// nothing; a concurrent transfer finds none and makes its own). A transfer
+/// that ends before any call (an empty send: nothing to do; a refusal)
+/// comes back as `Err`.
 fn start_transfer(
     connection: &Connection,
     buffer: PoolBuffer,
     direction: Direction,
     submit: Transfer,
-) -> core::result::Result<Operation<calls::Data>, calls::Refused> {
+) -> core::result::Result<Operation<calls::Data>, Moved> {
+    if direction == Direction::Send && buffer.is_empty() {
+        return Err((Ok(0), buffer, 0));
+    }
     let socket = &connection.raw.socket;
-    match socket.enter() {
+    let submitted = match socket.enter() {
         Ok(entered) => submit(
             entered.handle(),
             socket.registration(),
@@ -447,7 +449,8 @@ fn start_transfer(
             socket.spare(direction),
         ),
         Err(error) => Err((error, buffer)),
-    }
+    };
+    submitted.map_err(|(error, buffer)| (Err(error), buffer, 0))
 }
 
 /// The buffer and the bytes moved back from a transfer that `result` says
@@ -457,7 +460,7 @@ fn end_transfer(
     mut op: Operation<calls::Data>,
     result: Result<usize>,
     direction: Direction,
-) -> (Result<usize>, PoolBuffer, usize) {
+) -> Moved {
     if !op.is_complete() {
         // A timeout the provider would not give the IRP back for, even once
         // the socket was closed: the buffer stays with the abandoned
@@ -842,10 +845,6 @@ impl Connection {
         timeout: Duration,
         buffer: PoolBuffer,
     ) -> (Result<usize>, PoolBuffer) {
-        // Nothing to send: no call at all.
-        if buffer.is_empty() {
-            return (Ok(0), buffer);
-        }
         let (result, buffer, _) =
             transfer_blocking(self, irql, timeout, buffer, Direction::Send, calls::send);
         (result, buffer)

@@ -356,7 +356,7 @@ fn release(block: NonNull<SocketBlock>) {
         let registration = block.registration.clone();
         // INVARIANT: no reference left, unlinked, closed or never created.
         // Freed (with its operations) if the registration keeps no more.
-        drop(registration.set_aside(IdleSocket { block }));
+        registration.set_aside(IdleSocket { block });
     }
 }
 
