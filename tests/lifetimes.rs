@@ -181,10 +181,15 @@ fn deregistration_ends_what_the_driver_forgot_and_holds_within_its_bound() {
         (0, 0, 0),
         "{usage}"
     );
-    // The forgotten receive and connect, and the close set aside for the
-    // socket the connect never created.
+    // The forgotten receive's IRP, and those of the two socket blocks'
+    // own operations (the forgotten connection's, and the forgotten
+    // connect's, which its future still holds).
     assert_eq!(usage.irps, 3, "{usage}");
-    assert_eq!(usage.pool_tag(*b"WskO").allocations, 3, "{usage}");
+    assert_eq!(
+        usage.pool_tag(*b"WskO").allocations,
+        1,
+        "the forgotten receive: {usage}"
+    );
     assert_eq!(usage.mdls, 1, "the forgotten receive's: {usage}");
     assert_eq!(
         usage.pool_tag(*b"WskB").allocations,
@@ -507,10 +512,130 @@ fn forgotten_handles_do_not_keep_the_device_object_after_deregistration() {
         (1, 1),
         "{report}"
     );
-    // The forgotten handles keep their blocks and the registration block,
-    // not the device: the driver can unload.
-    kernel.assert_no_leaks_except(&[*b"WskS", *b"WskN", *b"WskR"]);
+    // The forgotten handles keep their blocks (the socket's with its own
+    // operation's IRP) and the registration block, not the device: the
+    // driver can unload.
+    let usage = kernel.settled_usage();
+    let tags: Vec<[u8; 4]> = usage.pool.keys().map(|tag| tag.0).collect();
+    assert_eq!(tags, [*b"WskN", *b"WskR", *b"WskS"], "{usage}");
+    assert_eq!(
+        (usage.irps, usage.irps_in_flight, usage.mdls, usage.sockets),
+        (1, 0, 0, 0),
+        "{usage}"
+    );
+    kernel.expect_leaks();
     assert_eq!(device.references(), 0);
     drop(device);
     drop(server);
+}
+
+/// A `WskSocketConnect` future polled once, its call left to complete on
+/// its own (the provider always pends): the socket exists, and the
+/// future, never polled again, still holds the operation that created it
+/// (the socket block's own operation, which would close it).
+fn connected_behind_an_unpolled_future(
+    kernel: &Kernel,
+    provider: &Provider,
+    remote: SocketAddr,
+) -> std::pin::Pin<Box<impl Future<Output = Result<Connection, Error>> + Send + 'static>> {
+    let mut future = Box::pin(provider.socket_connect(Family::V4.unspecified(), remote));
+    assert!(
+        future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while {
+        let usage = kernel.usage();
+        usage.sockets != 1 || usage.irps_in_flight != 0
+    } {
+        assert!(Instant::now() < deadline, "the connect completes");
+        thread::sleep(Duration::from_millis(1));
+    }
+    future
+}
+
+#[test]
+fn deregistration_closes_a_socket_whose_forgotten_creator_holds_its_own_operation() {
+    let kernel = Kernel::with_provider(ProviderConfig {
+        always_pend: true,
+        ..ProviderConfig::default()
+    });
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    std::mem::forget(connected_behind_an_unpolled_future(
+        &kernel, &provider, remote,
+    ));
+    drop(provider);
+
+    // The own operation never comes back: the close takes a stand-in (one
+    // operation block and one IRP), and deregistration does not hang.
+    let before = kernel.allocations();
+    let report = registration.deregister(&passive);
+    let during = kernel.allocations() - before;
+    assert_eq!(report.closed_sockets, 1, "{report}");
+    assert_eq!((during.pool, during.irps), (1, 1), "the stand-in close");
+    for stream in server.join().unwrap() {
+        assert_ended(stream);
+    }
+    // What stays is what the forgotten future holds: the socket block
+    // with its own operation's IRP, the capture and the registration.
+    let usage = kernel.settled_usage();
+    let tags: Vec<[u8; 4]> = usage.pool.keys().map(|tag| tag.0).collect();
+    assert_eq!(tags, [*b"WskN", *b"WskR", *b"WskS"], "{usage}");
+    assert_eq!(
+        (usage.irps, usage.irps_in_flight, usage.sockets),
+        (1, 0, 0),
+        "{usage}"
+    );
+    kernel.expect_leaks();
+}
+
+#[test]
+fn without_memory_for_a_stand_in_the_creation_closes_when_it_lets_go() {
+    let kernel = Kernel::with_provider(ProviderConfig {
+        always_pend: true,
+        ..ProviderConfig::default()
+    });
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    let future = connected_behind_an_unpolled_future(&kernel, &provider, remote);
+    drop(provider);
+
+    // No IRP can be allocated: deregistration's close is deferred to the
+    // creation's last release, which comes when the future is dropped, on
+    // another thread, while `WskDeregister` waits for the socket (the
+    // emulator's bugchecks if it is never closed).
+    kernel.inject_faults(wsk::emulator::FaultPlan {
+        irp_one_in: 1,
+        ..wsk::emulator::FaultPlan::default()
+    });
+    let dropper = {
+        let kernel = kernel.clone();
+        thread::spawn(move || {
+            let _enter = kernel.enter();
+            thread::sleep(Duration::from_millis(300));
+            drop(future);
+        })
+    };
+    let report = registration.deregister(&passive);
+    dropper.join().unwrap();
+    assert!(
+        kernel.faults_injected().irps >= 1,
+        "the stand-in was refused"
+    );
+    assert_eq!(report.closed_sockets, 1, "{report}");
+    assert_eq!(report.unfinished_operations, 0, "{report}");
+    for stream in server.join().unwrap() {
+        assert_ended(stream);
+    }
+    kernel.inject_faults(wsk::emulator::FaultPlan::default());
+    kernel.assert_no_leaks();
 }

@@ -1,6 +1,6 @@
 //! A few finished objects set aside for the next user, as a kernel
 //! lookaside list keeps freed blocks: the socket blocks of closed
-//! connections and the operations that created them (per registration),
+//! connections, with their operations (per registration),
 //! and the timers of ended timeouts (per driver image), so that a driver
 //! connecting or timing out again and again allocates nothing in steady
 //! state.

@@ -149,6 +149,20 @@ impl Irp {
         unsafe { sys::IoReuseIrp(self.as_ptr(), STATUS_UNSUCCESSFUL) };
     }
 
+    /// [`reuse`](Self::reuse) through a shared reference, for an IRP that
+    /// lives in a block several parties reach.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    ///
+    /// # Safety
+    /// The IRP is not in flight and nobody else uses it meanwhile.
+    pub unsafe fn reuse_unshared(&self) {
+        // SAFETY: live, owned, not in flight and not used by anyone else
+        // (contract).
+        unsafe { sys::IoReuseIrp(self.as_ptr(), STATUS_UNSUCCESSFUL) };
+    }
+
     /// `IoCancelIrp`: asks whoever holds the IRP to complete it early.
     /// Returns whether a cancel routine was called. The IRP still completes
     /// through its completion routine, possibly with success.

@@ -67,21 +67,16 @@ use crate::kernel::time::Deadline;
 use crate::objects::rundown::{Begin, RunDown};
 use crate::objects::socket::shared::IdleSocket;
 use crate::objects::tracking::{DeregisterReport, Kind, List, Node, What, try_retain};
-use crate::operation::Operation;
-use crate::operation::calls::NewSocket;
 use crate::status::NtStatus;
 use crate::sys;
 
 /// How many closed sockets' blocks a registration keeps for new sockets.
 const IDLE_SOCKETS: usize = 16;
-/// How many socket-creating operations a registration keeps.
-const IDLE_CREATORS: usize = 4;
 
 /// What a registration sets aside for its next sockets (see
 /// [`crate::kernel::idle`]), under one lock.
 struct Reusable {
     sockets: Idle<IdleSocket, IDLE_SOCKETS>,
-    creators: Idle<Operation<NewSocket>, IDLE_CREATORS>,
 }
 
 /// The WSK version this library asks for.
@@ -255,7 +250,6 @@ impl Registration {
                 device_rundown: RunDown::new(),
                 reusable: SpinLock::new(Reusable {
                     sockets: Idle::new(),
-                    creators: Idle::new(),
                 }),
                 image,
             };
@@ -395,7 +389,7 @@ impl Registration {
         // (outside the lock), and whatever is set aside from now on.
         let set_aside = {
             let mut reusable = block.reusable.lock();
-            (reusable.sockets.close(), reusable.creators.close())
+            reusable.sockets.close()
         };
         drop(set_aside);
         loop {
@@ -820,11 +814,9 @@ impl RegistrationRef {
         }
     }
 
-    /// A closed socket's block and a socket-creating operation set aside
-    /// for reuse, if there are.
-    pub(crate) fn reusable(&self) -> (Option<IdleSocket>, Option<Operation<NewSocket>>) {
-        let mut reusable = self.get().reusable.lock();
-        (reusable.sockets.take(), reusable.creators.take())
+    /// A closed socket's block set aside for reuse, if there is one.
+    pub(crate) fn reusable(&self) -> Option<IdleSocket> {
+        self.get().reusable.lock().sockets.take()
     }
 
     /// Sets a closed socket's block aside for the next socket, or frees it
@@ -832,14 +824,6 @@ impl RegistrationRef {
     /// deregistering.
     pub(crate) fn set_aside(&self, socket: IdleSocket) {
         let refused = self.get().reusable.lock().sockets.put(socket);
-        drop(refused);
-    }
-
-    /// Sets a finished socket-creating operation aside for the next one,
-    /// or frees it, as [`set_aside`](Self::set_aside) does.
-    pub(crate) fn set_aside_creator(&self, op: Operation<NewSocket>) {
-        op.forget_waker();
-        let refused = self.get().reusable.lock().creators.put(op);
         drop(refused);
     }
 

@@ -15,7 +15,7 @@ use crate::kernel::mdl::Mdl;
 use crate::kernel::pool::PoolBuffer;
 use crate::objects::addr::{Family, RawAddress};
 use crate::objects::registration::{Provider, RegistrationRef};
-use crate::objects::socket::shared::{IdleSocket, SocketRef};
+use crate::objects::socket::shared::{OwnCall, SocketRef};
 use crate::operation::{Operation, Payload, Spare};
 use crate::status::NtStatus;
 
@@ -163,81 +163,14 @@ const fn missing() -> Error {
     Error::NotSupported(NtStatus(STATUS_NOT_SUPPORTED))
 }
 
-/// A socket-creating call's payload: the socket's block, allocated up front
-/// (with its close operation), so a socket whose caller has gone can always
-/// be closed, and deregistration can find it from the moment it exists.
-/// `socket` is `None` only once the caller took the socket.
-pub struct NewSocket {
-    socket: Option<SocketRef>,
-    local: RawAddress,
-    remote: RawAddress,
-}
-
-impl NewSocket {
-    fn new(
-        kind: SocketKind,
-        registration: &RegistrationRef,
-        idle: Option<IdleSocket>,
-        local: RawAddress,
-        remote: RawAddress,
-    ) -> Result<Self> {
-        Ok(Self {
-            socket: Some(SocketRef::new(kind, registration, idle)?),
-            local,
-            remote,
-        })
-    }
-
-    /// The socket the completed call created, taken out of the payload.
-    ///
-    /// # Errors
-    /// [`Error::Other`] if the provider reported success without a socket.
-    pub fn take(&mut self) -> Result<SocketRef> {
-        self.socket
-            .take_if(|socket| socket.is_attached())
-            .ok_or(Error::Other(NtStatus::UNSUCCESSFUL))
-    }
-}
-
-impl Payload for NewSocket {
-    fn completed(&mut self, status: NtStatus, information: usize) {
-        if status.is_success()
-            && let Some(raw) = NonNull::new(information as *mut WSK_SOCKET)
-            && let Some(socket) = &self.socket
-        {
-            // INVARIANT: the provider created it, of the kind asked for.
-            socket.attach(raw);
-        }
-    }
-
-    fn unconsumed(&mut self, _status: NtStatus, _information: usize) {
-        // Nobody took the socket: close it (unless deregistration did).
-        if let Some(socket) = &self.socket {
-            socket.close_detached();
-        }
-    }
-}
-
 /// `WskSocket`.
-pub fn socket(
-    provider: &Provider,
-    family: Family,
-    kind: SocketKind,
-) -> Result<Operation<NewSocket>> {
+pub fn socket(provider: &Provider, family: Family, kind: SocketKind) -> Result<Operation<OwnCall>> {
     let captured = provider.enter()?;
     let entry = captured.dispatch().WskSocket.ok_or_else(missing)?;
     let client = captured.client();
     let registration = provider.registration();
-    let (idle_socket, idle_op) = registration.reusable();
-    let payload = NewSocket::new(
-        kind,
-        registration,
-        idle_socket,
-        RawAddress::empty(),
-        RawAddress::empty(),
-    )?;
-    let mut op = Operation::reuse_or_new(idle_op, payload)?;
-    let call = |irp: *mut IRP, _: *mut NewSocket| {
+    let mut op = SocketRef::create(kind, registration, RawAddress::empty(), RawAddress::empty())?;
+    let call = |irp: *mut IRP, _: *mut OwnCall| {
         // SAFETY: a captured provider's entry (the capture cannot be released
         // while `captured` lives); no socket context or event dispatch; the
         // IRP is the operation's.
@@ -267,21 +200,18 @@ pub fn socket_connect(
     provider: &Provider,
     local: core::net::SocketAddr,
     remote: core::net::SocketAddr,
-) -> Result<Operation<NewSocket>> {
+) -> Result<Operation<OwnCall>> {
     let captured = provider.enter()?;
     let entry = captured.dispatch().WskSocketConnect.ok_or_else(missing)?;
     let client = captured.client();
     let registration = provider.registration();
-    let (idle_socket, idle_op) = registration.reusable();
-    let payload = NewSocket::new(
+    let mut op = SocketRef::create(
         SocketKind::Connection,
         registration,
-        idle_socket,
         RawAddress::new(local),
         RawAddress::new(remote),
     )?;
-    let mut op = Operation::reuse_or_new(idle_op, payload)?;
-    let call = |irp: *mut IRP, payload: *mut NewSocket| {
+    let call = |irp: *mut IRP, payload: *mut OwnCall| {
         // SAFETY: the payload lives in the operation block until completion.
         let payload = unsafe { &mut *payload };
         // SAFETY: a captured provider's entry (held by `captured`); the

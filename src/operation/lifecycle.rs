@@ -170,6 +170,21 @@ impl Protocol {
         true
     }
 
+    /// A block whose last reference was released made idle again, with one
+    /// new owner: for a block that outlives its operations (one embedded in
+    /// a socket block). Only with the block to itself: the count is zero,
+    /// and a completed block is never listed, so no sweep can retain it.
+    pub fn revive(&self) {
+        debug_assert_eq!(
+            self.refs.load(Ordering::Relaxed),
+            0,
+            "revived while referenced"
+        );
+        self.refs.store(1, Ordering::Relaxed);
+        self.state.store(Lifecycle::Idle as u8, Ordering::Relaxed);
+        self.consumed.store(false, Ordering::Relaxed);
+    }
+
     /// The result was taken: no clean-up of it is due.
     pub fn consume(&self) {
         self.consumed.store(true, Ordering::Relaxed);
@@ -350,6 +365,37 @@ mod model {
                 block.protocol.consume();
             }
             provider.join().unwrap();
+            block.release();
+            assert_eq!(block.freed.load(Ordering::Relaxed), 1);
+            assert_eq!(block.cleanups.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn an_embedded_block_revived_after_its_last_release_completes_again() {
+        loom::model(|| {
+            let block = submitted();
+            let provider = {
+                let block = block.clone();
+                thread::spawn(move || {
+                    block.touch();
+                    let _ = block.protocol.complete();
+                    block.protocol.release()
+                })
+            };
+            // The owner leaves (a dropped future); whichever release is
+            // last hands the dead block to its home.
+            let _ = block.protocol.abandon();
+            let mine = block.protocol.release();
+            let theirs = provider.join().unwrap();
+            assert!(mine.is_some() != theirs.is_some(), "one last release");
+            // The home revives it for the next call (the close).
+            block.protocol.revive();
+            assert_eq!(block.protocol.state(), Lifecycle::Idle);
+            block.protocol.submit();
+            spawn_routine(&block).join().unwrap();
+            assert_eq!(block.protocol.state(), Lifecycle::Completed);
+            block.protocol.consume();
             block.release();
             assert_eq!(block.freed.load(Ordering::Relaxed), 1);
             assert_eq!(block.cleanups.load(Ordering::Relaxed), 0);

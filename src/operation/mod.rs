@@ -100,6 +100,8 @@ struct Submitted {
 #[repr(C)]
 struct Block<P> {
     node: Node,
+    /// The block this one lives in, if any ([`Embedded`]).
+    home: Option<Home>,
     protocol: Protocol,
     /// The status a call returned when its completion routine never ran
     /// (`STATUS_PENDING` otherwise: the result is then the IRP's).
@@ -165,6 +167,7 @@ impl<P: Payload> Operation<P> {
         let init = |slot: *mut Block<P>| {
             let block = Block {
                 node: Node::new(Block::<P>::KIND),
+                home: None,
                 protocol: Protocol::new(),
                 reclaimed: AtomicI32::new(STATUS_PENDING),
                 hooked: AtomicBool::new(false),
@@ -579,10 +582,145 @@ impl<P: Payload> Operation<P> {
     }
 }
 
+/// The block an [`Embedded`] operation lives in, and what happens when the
+/// operation's last reference goes: instead of being freed, the operation
+/// is handed back to its home.
+///
+/// # IRQL
+/// `released` runs wherever the last reference goes: at `DISPATCH_LEVEL` or
+/// below, possibly in a completion routine.
+#[derive(Clone, Copy)]
+pub struct Home {
+    /// The enclosing block, passed back to `released`.
+    pub parent: NonNull<c_void>,
+    /// Called once per life of the operation, with its last reference gone
+    /// and whether a completed result was never consumed. The operation is
+    /// dead then: its home may revive it ([`Embedded::revive`]) or free
+    /// the enclosing block.
+    pub released: unsafe fn(parent: NonNull<c_void>, result_untaken: bool),
+}
+
+/// An operation block inside another block (a socket's own operation), with
+/// its IRP: allocated with the enclosing block, used again and again for
+/// the enclosing block's calls, and freed with it.
+///
+/// # Invariants
+/// Once [`settle`](Self::settle)d, its `home` is set and the block stays at
+/// its address until dropped; it is dropped only while dead (no reference).
+#[repr(transparent)]
+pub struct Embedded<P: Payload> {
+    block: Block<P>,
+}
+
+impl<P: Payload> Embedded<P> {
+    /// A block with `payload` and a new IRP, to be placed in its home and
+    /// then [`settle`](Self::settle)d.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// [`Error::InsufficientResources`] when the IRP cannot be allocated.
+    pub fn new(payload: P) -> Result<Self> {
+        let irp = Irp::allocate(1)?;
+        Ok(Self {
+            block: Block {
+                node: Node::new(Block::<P>::KIND),
+                home: None,
+                protocol: Protocol::new(),
+                reclaimed: AtomicI32::new(STATUS_PENDING),
+                hooked: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+                done: RawEvent::zeroed(),
+                irp: ManuallyDrop::new(irp),
+                guard: UnsafeCell::new(None),
+                payload: UnsafeCell::new(payload),
+            },
+        })
+    }
+
+    /// Readies the block at its final address and hands out its first
+    /// owner (the block is idle, with one reference).
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    ///
+    /// # Safety
+    /// `this` is the block's final address, in non-paged memory inside
+    /// `home.parent`, where it stays until dropped; called once, before
+    /// anything else uses the block; `home.released` may be called with
+    /// `home.parent` whenever the operation's last reference goes.
+    pub unsafe fn settle(this: *mut Self, home: Home) -> Operation<P> {
+        // SAFETY: per the contract, `this` is ours alone for now.
+        let block = unsafe { &raw mut (*this).block };
+        // SAFETY: as above.
+        unsafe { (*block).home = Some(home) };
+        // SAFETY: as above; only the field's address is taken.
+        let done = unsafe { &raw mut (*block).done };
+        // SAFETY: the event is at its final, non-paged address;
+        // <= DISPATCH_LEVEL.
+        unsafe { RawEvent::init(done, EventKind::Notification, false) };
+        // INVARIANT: the one reference `Protocol::new` counted.
+        Operation {
+            // SAFETY: from a non-null `this`.
+            block: unsafe { NonNull::new_unchecked(block) },
+        }
+    }
+
+    /// A dead operation (its last reference gone, [`Home::released`]
+    /// called) made idle again, its IRP reset with `IoReuseIrp`, with one
+    /// new owner. The payload is the caller's to reset.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    ///
+    /// # Safety
+    /// The operation is dead and the caller has it to itself (its home
+    /// hands it to one party).
+    pub unsafe fn revive(&self) -> Operation<P> {
+        let block = &self.block;
+        // The last release (AcqRel) ordered everything the completion
+        // routine did (its `KeSetEvent` included) before this.
+        block.protocol.revive();
+        block.reclaimed.store(STATUS_PENDING, Ordering::Relaxed);
+        block.hooked.store(false, Ordering::Relaxed);
+        block.done.clear();
+        drop(block.waker.take());
+        // SAFETY: dead, so not in flight, and ours alone (contract).
+        unsafe { block.irp.reuse_unshared() };
+        // INVARIANT: the reference `revive` counted.
+        Operation {
+            block: NonNull::from(block),
+        }
+    }
+
+    /// The payload of a dead operation.
+    ///
+    /// # Safety
+    /// As for [`revive`](Self::revive); the reference is not kept past
+    /// the caller's exclusive use.
+    #[allow(
+        clippy::mut_from_ref,
+        reason = "the home hands a dead operation to one party at a time"
+    )]
+    pub unsafe fn payload_of_dead(&self) -> &mut P {
+        // SAFETY: dead and exclusive (contract).
+        unsafe { &mut *self.block.payload.get() }
+    }
+}
+
+impl<P: Payload> Drop for Embedded<P> {
+    fn drop(&mut self) {
+        // SAFETY: dead (invariant), so the IRP is not in flight; dropped
+        // exactly once, here.
+        unsafe { ManuallyDrop::drop(&mut self.block.irp) };
+    }
+}
+
 /// How many times [`Operation::recycle_soon`] looks again for the completion routine
 /// to let go (it is past signalling the owner, at `DISPATCH_LEVEL` on
 /// Windows) before it allocates instead. Not measured on Windows.
-const RECYCLE_SPINS: usize = 64;
+pub const RECYCLE_SPINS: usize = 64;
 
 /// One operation set aside for the next call of its kind on a socket (its
 /// send, its receive), so that steady traffic allocates nothing: the next
@@ -697,6 +835,13 @@ fn release<P: Payload>(block: NonNull<Block<P>>) {
     let Some(result_untaken) = shared.protocol.release() else {
         return;
     };
+    if let Some(home) = shared.home {
+        // SAFETY: an embedded block's last reference: its home decides what
+        // comes next (per `Home`'s contract); nothing here touches the
+        // block afterwards.
+        unsafe { (home.released)(home.parent, result_untaken) };
+        return;
+    }
     let (status, information) = shared.result();
     if result_untaken && status.is_success() {
         // SAFETY: the last reference: nobody else touches the payload.

@@ -42,6 +42,7 @@
     reason = "the `Send` bound on each future is part of the API"
 )]
 
+mod closer;
 pub mod shared;
 
 use core::net::SocketAddr;
@@ -77,10 +78,7 @@ impl Raw {
         // A blocking waiter returns within its bound even if the provider
         // holds on to the close; the operation is then left to finish.
         waiter.complete(&op).await?;
-        let status = op.status();
-        // Kept for the next socket that reuses the block.
-        self.socket.close_done(op);
-        status.ok()
+        op.status().ok()
     }
 
     /// Submits one call on the socket under its run-down protection.
@@ -187,8 +185,6 @@ async fn socket_flow<W: Waiter>(
     finish(waiter, &op).await?;
     let socket = op.payload_mut().take()?;
     op.consume();
-    // Kept for the registration's next socket.
-    provider.registration().set_aside_creator(op);
     Ok(Socket {
         raw: Raw { socket },
         family,
@@ -208,8 +204,6 @@ async fn socket_connect_flow<W: Waiter>(
     finish(waiter, &op).await?;
     let socket = op.payload_mut().take()?;
     op.consume();
-    // Kept for the registration's next socket.
-    provider.registration().set_aside_creator(op);
     Ok(Connection {
         raw: Raw { socket },
     })

@@ -1,35 +1,39 @@
 //! One WSK socket shared by its handle, the operation that created it, and
-//! deregistration's sweep: the `WSK_SOCKET`, its run-down protection, and a
-//! close operation set aside so that closing never fails for want of
-//! memory.
+//! deregistration's sweep: the `WSK_SOCKET`, its run-down protection, and
+//! an operation of its own that creates the socket and then closes it, so
+//! that closing never fails for want of memory and a socket costs one pool
+//! block and one IRP.
 //!
 //! Exactly one party closes the socket (the run-down picks it): the handle
 //! when it is closed or dropped, deregistration when the driver forgot the
-//! handle or still holds it, the creating operation's clean-up when its
+//! handle or still holds it, the creating operation's last release when its
 //! caller went away, or a timeout that had to give up on the socket. Calls
 //! hold the protection only while they are inside the provider, so a close
 //! never overlaps a call, and pending IRPs are left to the close, which
-//! cancels them.
+//! cancels them. Whether the own operation is free to close, or still held
+//! by the creation, is settled by [`Closer`].
 //!
-//! When the last reference goes, the block (with its close operation, if
-//! that came back, and its send and receive operations) is set aside in
-//! the registration for the next socket, so that a driver connecting again
-//! and again allocates nothing in steady state.
+//! When the last reference goes, the block (with its own operation and its
+//! send and receive operations) is set aside in the registration for the
+//! next socket, so that a driver connecting again and again allocates
+//! nothing in steady state.
 
-use core::cell::UnsafeCell;
+use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
 
+use super::closer::{Closer, Released, Take};
 use crate::abi::{IRP, WSK_SOCKET};
 use crate::error::{Error, Result};
 use crate::kernel::irql::AtMostApc;
 use crate::kernel::pool::{PoolBox, PoolTag};
+use crate::objects::addr::RawAddress;
 use crate::objects::registration::{Missing, RegistrationRef};
 use crate::objects::rundown::{Begin, RunDown};
 use crate::objects::tracking::{Kind, Node, What, try_retain};
 use crate::operation::calls::{self, Address, Data, SocketHandle, SocketKind};
-use crate::operation::{Escalation, Operation, Spare};
+use crate::operation::{Embedded, Escalation, Home, Operation, Payload, RECYCLE_SPINS, Spare};
 use crate::status::NtStatus;
 
 /// Socket blocks.
@@ -38,11 +42,12 @@ const TAG: PoolTag = PoolTag::new(*b"WskS");
 /// The shared block.
 ///
 /// # Invariants
-/// `refs` counts the [`SocketRef`]s and any sweep that retained the block.
-/// `raw` is null until the provider created the socket, then a live socket
-/// until the run-down's winner closes it. `closer` is touched only by that
-/// winner. `node` is the first field; it is linked from the socket's
-/// creation until its close.
+/// `refs` counts the [`SocketRef`]s, the own operation while it is alive
+/// (from its creation or revival until its last release), and any sweep
+/// that retained the block. `raw` is null until the provider created the
+/// socket, then a live socket until the run-down's winner closes it. `own`
+/// is handed out as `closer` says. `node` is the first field; it is linked
+/// from the socket's creation until its close.
 #[repr(C)]
 struct SocketBlock {
     node: Node,
@@ -50,12 +55,88 @@ struct SocketBlock {
     rundown: RunDown,
     raw: AtomicPtr<WSK_SOCKET>,
     kind: SocketKind,
-    closer: UnsafeCell<Option<Operation<()>>>,
+    closer: Closer,
+    /// Creates the socket, then closes it.
+    own: Embedded<OwnCall>,
     /// A send and a receive operation set aside for the next ones.
     spares: [Spare<Data>; 2],
     /// An operation set aside for the next bind, connect or address query.
     address: Spare<Address>,
     registration: RegistrationRef,
+}
+
+/// Which call a socket's own operation makes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// `WskSocket` or `WskSocketConnect`.
+    Create,
+    /// `WskCloseSocket`.
+    Close,
+}
+
+/// The payload of a socket's own operation (and of a stand-in close, when
+/// the own one is held by a creator that has not let go): the creating
+/// call's addresses, and the block the created socket goes to.
+///
+/// # Invariants
+/// `home` is the block that holds this payload's operation (null for a
+/// stand-in), alive while the operation is.
+pub struct OwnCall {
+    home: *const SocketBlock,
+    phase: Phase,
+    /// `WskSocketConnect`'s local address.
+    pub local: RawAddress,
+    /// `WskSocketConnect`'s remote address.
+    pub remote: RawAddress,
+}
+
+// SAFETY: `home` is only used to reach the block, which is shared between
+// threads already (`SocketRef` is `Send + Sync`).
+unsafe impl Send for OwnCall {}
+
+impl OwnCall {
+    const fn creating(local: RawAddress, remote: RawAddress) -> Self {
+        Self {
+            home: ptr::null(),
+            phase: Phase::Create,
+            local,
+            remote,
+        }
+    }
+
+    /// The socket the completed call created.
+    ///
+    /// # Errors
+    /// [`Error::Other`] if the provider reported success without a socket.
+    pub fn take(&self) -> Result<SocketRef> {
+        // SAFETY: the operation is alive (its owner calls this), so its
+        // block is (invariant).
+        let shared = unsafe { self.home.as_ref() }.ok_or(Error::Other(NtStatus::UNSUCCESSFUL))?;
+        if shared.raw.load(Ordering::Acquire).is_null() {
+            return Err(Error::Other(NtStatus::UNSUCCESSFUL));
+        }
+        shared.refs.fetch_add(1, Ordering::Relaxed);
+        // INVARIANT: the reference just taken.
+        Ok(SocketRef {
+            block: NonNull::from(shared),
+        })
+    }
+}
+
+impl Payload for OwnCall {
+    fn completed(&mut self, status: NtStatus, information: usize) {
+        // SAFETY: alive while its operation is (invariant).
+        let Some(shared) = (unsafe { self.home.as_ref() }) else {
+            return;
+        };
+        if self.phase == Phase::Create
+            && status.is_success()
+            && let Some(raw) = NonNull::new(information as *mut WSK_SOCKET)
+        {
+            // INVARIANT: the provider created it, of the kind asked for.
+            attach(shared, raw);
+        }
+    }
 }
 
 /// Which way a transfer goes (which spare it uses).
@@ -75,8 +156,9 @@ pub struct SocketRef {
     block: NonNull<SocketBlock>,
 }
 
-// SAFETY: the block's shared state is atomic, or the closer, which the
-// run-down hands to one party; WSK sockets may be used from any thread.
+// SAFETY: the block's shared state is atomic, or the own operation, which
+// `Closer` hands to one party at a time; WSK sockets may be used from any
+// thread.
 unsafe impl Send for SocketRef {}
 // SAFETY: as above: shared access only enters the run-down or closes.
 unsafe impl Sync for SocketRef {}
@@ -91,8 +173,8 @@ const KIND: &Kind = &Kind {
 /// socket.
 ///
 /// # Invariants
-/// No [`SocketRef`] refers to it; its node is unlinked; its socket was
-/// closed or never created.
+/// No reference to it is left: no [`SocketRef`], and its own operation is
+/// dead; its node is unlinked; its socket was closed or never created.
 pub struct IdleSocket {
     block: PoolBox<SocketBlock>,
 }
@@ -104,59 +186,72 @@ pub struct IdleSocket {
 unsafe impl Send for IdleSocket {}
 
 impl SocketRef {
-    /// A block for a socket about to be created, with its close operation:
-    /// `idle`'s, if the registration had one set aside.
+    /// A block for a socket of `kind` about to be created (the registration's
+    /// idle one, or a new one: one pool block and one IRP), and its own
+    /// operation, idle, ready to submit the creating call with `local` and
+    /// `remote` in its payload.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
     ///
     /// # Errors
-    /// [`Error::InsufficientResources`] when the block or the close
-    /// operation cannot be allocated.
-    pub fn new(
+    /// [`Error::InsufficientResources`] when the block or its IRP cannot be
+    /// allocated.
+    pub fn create(
         kind: SocketKind,
         registration: &RegistrationRef,
-        idle: Option<IdleSocket>,
-    ) -> Result<Self> {
-        if let Some(idle) = idle {
-            return Self::reuse(idle, kind);
+        local: RawAddress,
+        remote: RawAddress,
+    ) -> Result<Operation<OwnCall>> {
+        if let Some(idle) = registration.reusable() {
+            return Ok(Self::reuse(idle, kind, local, remote));
         }
-        let closer = Operation::new(())?;
         let block = SocketBlock {
             node: Node::new(KIND),
+            // The own operation's.
             refs: AtomicUsize::new(1),
             rundown: RunDown::new(),
             raw: AtomicPtr::new(ptr::null_mut()),
             kind,
-            closer: UnsafeCell::new(Some(closer)),
+            closer: Closer::busy(),
+            own: Embedded::new(OwnCall::creating(local, remote))?,
             spares: [Spare::new(), Spare::new()],
             address: Spare::new(),
             registration: registration.clone(),
         };
-        let block = PoolBox::new(block, TAG)?;
-        // INVARIANT: the one reference counted at creation.
-        Ok(Self {
-            block: block.into_raw(),
-        })
+        let block = PoolBox::new(block, TAG)?.into_raw();
+        // SAFETY: a fresh block at its final address, ours alone.
+        Ok(unsafe { settle(block) })
     }
 
-    /// An idle block made new for a socket of `kind`: its spares stay,
-    /// and its close operation if it came back.
-    fn reuse(idle: IdleSocket, kind: SocketKind) -> Result<Self> {
+    /// An idle block made new for a socket of `kind`: its spares stay, and
+    /// its own operation is revived for the creating call.
+    fn reuse(
+        idle: IdleSocket,
+        kind: SocketKind,
+        local: RawAddress,
+        remote: RawAddress,
+    ) -> Operation<OwnCall> {
         let mut block = idle.block;
         let shared = &mut *block;
-        // The close operation that came back has long completed: its
-        // routine has let go by now, or it is not reused.
-        let closer = shared.closer.get_mut();
-        if !closer.as_mut().is_some_and(Operation::recycle_soon) {
-            *closer = Some(Operation::new(())?);
-        }
         shared.node = Node::new(KIND);
+        // The own operation's.
         *shared.refs.get_mut() = 1;
         shared.rundown = RunDown::new();
         *shared.raw.get_mut() = ptr::null_mut();
         shared.kind = kind;
-        // INVARIANT: the one reference counted above.
-        Ok(Self {
-            block: block.into_raw(),
-        })
+        shared.closer.reset();
+        let block = block.into_raw();
+        // SAFETY: from `into_raw`: live, and ours alone.
+        let shared = unsafe { block.as_ref() };
+        // SAFETY: idle: the own operation is dead and nobody else can reach
+        // the block (invariant).
+        let mut op = unsafe { shared.own.revive() };
+        let call = op.payload_mut();
+        call.phase = Phase::Create;
+        call.local = local;
+        call.remote = remote;
+        op
     }
 
     const fn shared(&self) -> &SocketBlock {
@@ -179,27 +274,9 @@ impl SocketRef {
         &self.shared().spares[direction as usize]
     }
 
-    /// The provider created the socket: records it and lists it for
-    /// deregistration, or closes it at once if deregistration has swept
-    /// already. Called once, by the creating operation's completion.
-    pub fn attach(&self, raw: NonNull<WSK_SOCKET>) {
-        let shared = self.shared();
-        shared.raw.store(raw.as_ptr(), Ordering::Release);
-        // SAFETY: the node lives in the block, unlinked when the socket is
-        // closed, before the block can be freed.
-        if !unsafe { shared.registration.track(NonNull::from(&shared.node)) } {
-            self.close_detached();
-        }
-    }
-
     /// The socket's kind.
     pub const fn kind(&self) -> SocketKind {
         self.shared().kind
-    }
-
-    /// Whether the provider created the socket.
-    pub fn is_attached(&self) -> bool {
-        !self.shared().raw.load(Ordering::Acquire).is_null()
     }
 
     /// Run-down protection for one call into the provider.
@@ -223,41 +300,73 @@ impl SocketRef {
 
     /// Begins the close: if this caller wins the run-down and no call is
     /// inside, submits `WskCloseSocket` and returns the operation to await.
-    /// `None` when someone else closes it (or the last call to leave will).
-    pub fn close(&self) -> Option<Operation<()>> {
-        let shared = self.shared();
-        if !self.is_attached() {
-            return None;
-        }
-        match shared.rundown.begin() {
-            Begin::EndNow => Some(close_now(shared)),
-            Begin::EndedByLastCall | Begin::Lost => None,
-        }
-    }
-
-    /// Gives the completed close operation back to the block, for the next
-    /// socket that reuses it. Only the caller that [`close`](Self::close)
-    /// handed it to, once it has completed.
-    pub fn close_done(&self, op: Operation<()>) {
-        if !op.is_complete() || !crate::kernel::idle::reuse_allowed() {
-            return;
-        }
-        op.forget_waker();
-        // SAFETY: the run-down's winner (our caller) took the closer and
-        // the socket is closed: nobody else touches the slot again.
-        let slot = unsafe { &mut *self.shared().closer.get() };
-        *slot = Some(op);
+    /// `None` when someone else closes it (or the last call to leave will,
+    /// or the creation's last release will, see [`Closer`]).
+    pub fn close(&self) -> Option<Operation<OwnCall>> {
+        close(self.shared())
     }
 
     /// [`close`](Self::close) without waiting: the completion frees what
     /// the close used. Safe at `DISPATCH_LEVEL`.
     pub fn close_detached(&self) {
-        if let Some(op) = self.close() {
-            op.detach();
-        }
+        close_detached(self.shared());
     }
 }
 
+impl SocketBlock {
+    fn is_attached(&self) -> bool {
+        !self.raw.load(Ordering::Acquire).is_null()
+    }
+}
+
+/// Readies a new block's own operation and hands it out.
+///
+/// # Safety
+/// `block` is a new block at its final address, not yet shared.
+unsafe fn settle(block: NonNull<SocketBlock>) -> Operation<OwnCall> {
+    let home = Home {
+        parent: block.cast::<c_void>(),
+        released: own_released,
+    };
+    // SAFETY: a live block (contract); only the field's address is taken.
+    let own = unsafe { &raw mut (*block.as_ptr()).own };
+    // SAFETY: the block's final address; the own operation is placed in
+    // it for good; `own_released` takes the block it is given.
+    let mut op = unsafe { Embedded::settle(own, home) };
+    // INVARIANT: the block that holds the operation.
+    op.payload_mut().home = block.as_ptr();
+    op
+}
+
+/// The provider created the socket: records it and lists it for
+/// deregistration, or closes it at once if deregistration has swept
+/// already. Called once, by the creating operation's completion.
+fn attach(shared: &SocketBlock, raw: NonNull<WSK_SOCKET>) {
+    shared.raw.store(raw.as_ptr(), Ordering::Release);
+    // SAFETY: the node lives in the block, unlinked when the socket is
+    // closed, before the block can be freed.
+    if !unsafe { shared.registration.track(NonNull::from(&shared.node)) } {
+        close_detached(shared);
+    }
+}
+
+/// See [`SocketRef::close`].
+fn close(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
+    if !shared.is_attached() {
+        return None;
+    }
+    match shared.rundown.begin() {
+        Begin::EndNow => close_now(shared),
+        Begin::EndedByLastCall | Begin::Lost => None,
+    }
+}
+
+/// See [`SocketRef::close_detached`].
+fn close_detached(shared: &SocketBlock) {
+    if let Some(op) = close(shared) {
+        op.detach();
+    }
+}
 impl Escalation for SocketRef {
     fn abort(&self, irql: &AtMostApc, grace: Duration) {
         if self.registration().is_missing(Missing::Disconnect) {
@@ -280,11 +389,58 @@ impl Escalation for SocketRef {
 }
 
 /// Closes the socket: the run-down chose the caller and no call is inside.
-fn close_now(shared: &SocketBlock) -> Operation<()> {
+/// With the own operation once the creation has let go of it (looking
+/// again a bounded number of times: its routine may be a few instructions
+/// from letting go); else with a stand-in operation, so that a creator
+/// that never lets go (a forgotten future) cannot keep the socket open;
+/// else, without memory for one, the creation's last release closes. The
+/// operation returned, if any, is submitted.
+fn close_now(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
     // SAFETY: the block's own node, only ever linked in its registration.
     unsafe { shared.registration.untrack(NonNull::from(&shared.node)) };
-    // SAFETY: only the run-down's winner touches the closer, once.
-    let mut op = unsafe { (*shared.closer.get()).take() }.expect("a socket is closed once");
+    let mut looks = 0;
+    loop {
+        match shared.closer.take() {
+            Take::Own => {
+                // The own operation holds the block while it closes.
+                shared.refs.fetch_add(1, Ordering::Relaxed);
+                return Some(close_with_own(shared));
+            }
+            Take::Busy if looks < RECYCLE_SPINS => {
+                looks += 1;
+                crate::sys::yield_processor();
+            }
+            Take::Busy => match Operation::new(OwnCall {
+                phase: Phase::Close,
+                ..OwnCall::creating(RawAddress::empty(), RawAddress::empty())
+            }) {
+                Ok(stand_in) => {
+                    if shared.closer.take_over() {
+                        return Some(submit_close(shared, stand_in));
+                    }
+                }
+                Err(_) => {
+                    if shared.closer.defer() {
+                        return None;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Closes with the own operation, which `Closer` handed to the caller; the
+/// block reference it holds is counted already.
+fn close_with_own(shared: &SocketBlock) -> Operation<OwnCall> {
+    // SAFETY: the creation let go (dead) and `Closer` handed it to us
+    // alone.
+    let mut op = unsafe { shared.own.revive() };
+    op.payload_mut().phase = Phase::Close;
+    submit_close(shared, op)
+}
+
+/// Submits `WskCloseSocket` with `op`.
+fn submit_close(shared: &SocketBlock, mut op: Operation<OwnCall>) -> Operation<OwnCall> {
     let raw = shared.raw.load(Ordering::Acquire);
     // INVARIANT: created (the caller checked) and not yet closed.
     let handle = SocketHandle::new(
@@ -298,13 +454,46 @@ fn close_now(shared: &SocketBlock) -> Operation<()> {
     let raw = handle.raw();
     // SAFETY: a live socket's entry; no other call on it is inside the
     // provider (run-down), and none may follow.
-    let call = |irp: *mut IRP, _: *mut ()| unsafe { entry(raw, irp) };
+    let call = |irp: *mut IRP, _: *mut OwnCall| unsafe { entry(raw, irp) };
     // SAFETY: one WSK call with the operation's IRP; a close counts in
     // flight even while deregistration drains.
     unsafe { op.submit_cleanup(&shared.registration, call) };
     op
 }
 
+/// [`Home::released`] of a socket's own operation: its last reference is
+/// gone. After the creation: closes a socket nobody took, or one whose
+/// close was deferred to here, with the own operation; after the close:
+/// nothing more. Then lets go of the block, unless the close keeps it.
+///
+/// # Safety
+/// `parent` is the socket block that holds the operation, which holds one
+/// of the block's references; called once per life of the operation.
+unsafe fn own_released(parent: NonNull<c_void>, result_untaken: bool) {
+    let block = parent.cast::<SocketBlock>();
+    // SAFETY: the operation's reference keeps the block alive.
+    let shared = unsafe { block.as_ref() };
+    // SAFETY: dead: its payload is ours until it is revived or the block
+    // released below.
+    let phase = unsafe { shared.own.payload_of_dead() }.phase;
+    if phase == Phase::Create {
+        if result_untaken && shared.is_attached() && shared.rundown.begin() == Begin::EndNow {
+            // Nobody took the socket: close it, here (unless someone else
+            // is, or the last call inside will).
+            // SAFETY: the block's own node, only ever linked in its
+            // registration.
+            unsafe { shared.registration.untrack(NonNull::from(&shared.node)) };
+            let deferred = shared.closer.defer();
+            debug_assert!(deferred, "the creation holds the own operation");
+        }
+        if shared.closer.released() == Released::CloseNow {
+            // The operation's reference passes to the close.
+            close_with_own(shared).detach();
+            return;
+        }
+    }
+    release(block);
+}
 /// One call inside the provider on a socket.
 pub struct Entered<'a> {
     shared: &'a SocketBlock,
@@ -323,7 +512,9 @@ impl Drop for Entered<'_> {
         if self.shared.rundown.release() {
             // A close began while this call was inside: the last call out
             // closes, without waiting.
-            close_now(self.shared).detach();
+            if let Some(op) = close_now(self.shared) {
+                op.detach();
+            }
         }
     }
 }
@@ -349,12 +540,14 @@ fn release(block: NonNull<SocketBlock>) {
         .fetch_sub(1, Ordering::AcqRel)
         == 1
     {
-        // SAFETY: the last reference to a block from `PoolBox::into_raw`.
-        // A created socket was closed (whoever holds a handle closes it on
-        // drop), which unlinked the node.
+        // SAFETY: the last reference to a block from `PoolBox::into_raw`
+        // (so the own operation is dead). A created socket was closed
+        // (whoever holds a handle closes it on drop), which unlinked the
+        // node.
         let block = unsafe { PoolBox::from_raw(block, TAG) };
         let registration = block.registration.clone();
-        // INVARIANT: no reference left, unlinked, closed or never created.
+        // INVARIANT: no reference left, the own operation dead, unlinked,
+        // closed or never created.
         // Freed (with its operations) if the registration keeps no more.
         registration.set_aside(IdleSocket { block });
     }
@@ -380,7 +573,9 @@ unsafe fn force(node: NonNull<Node>) -> bool {
     let shared = unsafe { block.as_ref() };
     let forced = match shared.rundown.begin() {
         Begin::EndNow => {
-            close_now(shared).detach();
+            if let Some(op) = close_now(shared) {
+                op.detach();
+            }
             true
         }
         Begin::EndedByLastCall => true,
