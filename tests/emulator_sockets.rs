@@ -1101,7 +1101,7 @@ fn closing_a_socket_while_another_call_on_it_is_in_progress_bugchecks() {
         scope.spawn(move || {
             let socket = shared;
             let _enter = kernel.enter();
-            let mut irp = Irp::allocate(1).unwrap();
+            let irp = Irp::allocate(1).unwrap();
             // SAFETY: the routine takes no context; the IRP is not in flight.
             unsafe { irp.set_completion_routine(spinning_routine, ptr::null_mut()) };
             let mut local = support::WinAddr::new(any_port(V4));

@@ -82,7 +82,7 @@ fn completion_routines_run_bottom_up_until_more_processing_required() {
     let top = probe("client", STATUS_MORE_PROCESSING_REQUIRED, &log);
     let middle = probe("filter", STATUS_SUCCESS, &log);
 
-    let mut irp = Irp::allocate(2).unwrap();
+    let irp = Irp::allocate(2).unwrap();
     // SAFETY: the probe outlives the completion; the IRP is not in flight.
     unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
     // SAFETY: the test plays the lower drivers: a filter passes the IRP down
@@ -117,7 +117,7 @@ fn more_processing_required_below_the_top_stops_completion_until_completed_again
     let top = probe("client", STATUS_MORE_PROCESSING_REQUIRED, &log);
     let middle = probe("filter", STATUS_MORE_PROCESSING_REQUIRED, &log);
 
-    let mut irp = Irp::allocate(2).unwrap();
+    let irp = Irp::allocate(2).unwrap();
     // SAFETY: as in the test above.
     unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
     // SAFETY: the filter takes the IRP.
@@ -157,7 +157,7 @@ fn invoke_flags_choose_which_outcomes_call_the_routine() {
         (STATUS_UNSUCCESSFUL, vec!["error-only", "client"]),
     ] {
         log.lock().unwrap().clear();
-        let mut irp = Irp::allocate(2).unwrap();
+        let irp = Irp::allocate(2).unwrap();
         // SAFETY: as above.
         unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
         // SAFETY: the filter takes it.
@@ -188,7 +188,7 @@ fn cancel_before_completion_runs_the_cancel_routine_and_completes_cancelled() {
     let top = probe("client", STATUS_MORE_PROCESSING_REQUIRED, &log);
     let queue = PendingQueue::<u32>::new();
 
-    let mut irp = Irp::allocate(1).unwrap();
+    let irp = Irp::allocate(1).unwrap();
     // SAFETY: as above.
     unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
     // SAFETY: the provider takes the IRP and pends it.
@@ -217,7 +217,7 @@ fn cancel_after_completion_changes_nothing() {
     let top = probe("client", STATUS_MORE_PROCESSING_REQUIRED, &log);
     let queue = PendingQueue::<()>::new();
 
-    let mut irp = Irp::allocate(1).unwrap();
+    let irp = Irp::allocate(1).unwrap();
     // SAFETY: as above.
     unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
     // SAFETY: the provider takes the IRP, pends it, then completes it.
@@ -244,7 +244,7 @@ fn an_irp_cancelled_before_it_is_pended_completes_cancelled_at_once() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let top = probe("client", STATUS_MORE_PROCESSING_REQUIRED, &log);
     let queue = PendingQueue::<&str>::new();
-    let mut irp = Irp::allocate(1).unwrap();
+    let irp = Irp::allocate(1).unwrap();
     // SAFETY: as above.
     unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
     // SAFETY: the provider takes the IRP.
@@ -287,7 +287,7 @@ fn cancel_racing_completion_completes_each_irp_exactly_once() {
     // Miri explores each round's interleavings itself, slowly.
     const ROUNDS: usize = if cfg!(miri) { 100 } else { 2000 };
     for round in 0..ROUNDS {
-        let mut irp = Irp::allocate(1).unwrap();
+        let irp = Irp::allocate(1).unwrap();
         // SAFETY: the counters outlive every completion.
         unsafe {
             irp.set_completion_routine(count, core::ptr::from_ref(&*counters).cast_mut().cast());
@@ -365,7 +365,7 @@ fn a_provider_completion_from_a_dpc_runs_at_dispatch_level_on_another_thread() {
     let _enter = kernel.enter();
     let log = Arc::new(Mutex::new(Vec::new()));
     let top = probe("client", STATUS_MORE_PROCESSING_REQUIRED, &log);
-    let mut irp = Irp::allocate(1).unwrap();
+    let irp = Irp::allocate(1).unwrap();
     let done = wsk::Event::new(wsk::EventKind::Notification, false).unwrap();
 
     struct Both<'a> {
@@ -418,7 +418,7 @@ fn completing_twice_bugchecks() {
     let _enter = kernel.enter();
     let log = Arc::new(Mutex::new(Vec::new()));
     let top = probe("client", STATUS_MORE_PROCESSING_REQUIRED, &log);
-    let mut irp = Irp::allocate(1).unwrap();
+    let irp = Irp::allocate(1).unwrap();
     // SAFETY: as above.
     unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
     // SAFETY: the provider takes and completes it, then wrongly completes it again.
@@ -436,7 +436,7 @@ fn a_top_level_routine_that_lets_completion_continue_bugchecks() {
     let _enter = kernel.enter();
     let log = Arc::new(Mutex::new(Vec::new()));
     let top = probe("client", STATUS_SUCCESS, &log);
-    let mut irp = Irp::allocate(1).unwrap();
+    let irp = Irp::allocate(1).unwrap();
     // SAFETY: as above (the routine's result is deliberately wrong).
     unsafe { irp.set_completion_routine(probe_routine, context(&top)) };
     // SAFETY: the provider takes and completes it.

@@ -240,7 +240,7 @@ fn a_wait_in_a_completion_routine_bugchecks_even_at_passive_level() {
     }
     let kernel = Kernel::new();
     let _enter = kernel.enter();
-    let mut irp = Irp::allocate(1).unwrap();
+    let irp = Irp::allocate(1).unwrap();
     // SAFETY: the routine takes no context; the IRP is not in flight.
     unsafe { irp.set_completion_routine(waiting_routine, ptr::null_mut()) };
     // SAFETY: the provider takes the IRP and completes it at PASSIVE_LEVEL,

@@ -71,18 +71,15 @@ impl Irp {
     /// success, error and cancel, as WSK requires.
     ///
     /// # Safety
-    /// The IRP is not in flight; `routine` and `context` stay valid until
-    /// the routine has run; the routine returns
-    /// `STATUS_MORE_PROCESSING_REQUIRED` (this driver owns the IRP).
-    pub unsafe fn set_completion_routine(
-        &mut self,
-        routine: CompletionRoutine,
-        context: *mut c_void,
-    ) {
+    /// The IRP is not in flight and nobody else uses it meanwhile;
+    /// `routine` and `context` stay valid until the routine has run; the
+    /// routine returns `STATUS_MORE_PROCESSING_REQUIRED` (this driver owns
+    /// the IRP).
+    pub unsafe fn set_completion_routine(&self, routine: CompletionRoutine, context: *mut c_void) {
         let next = self.next_stack_location();
         // SAFETY: `next` is within this IRP's stack (checked by
-        // `next_stack_location`), and the IRP is not in flight, so nobody
-        // else touches it.
+        // `next_stack_location`), and the IRP is not in flight and nobody
+        // else uses it (contract).
         let next = unsafe { &mut *next };
         next.CompletionRoutine = Some(routine);
         next.Context = context;
@@ -105,7 +102,7 @@ impl Irp {
     /// # Safety
     /// As for [`set_completion_routine`](Self::set_completion_routine).
     pub unsafe fn set_completion_routine_ex(
-        &mut self,
+        &self,
         device: &DeviceObject,
         routine: CompletionRoutine,
         context: *mut c_void,
@@ -129,8 +126,8 @@ impl Irp {
 
     /// `IoGetNextIrpStackLocation`.
     fn next_stack_location(&self) -> *mut IO_STACK_LOCATION {
-        // SAFETY: live per the invariant; not in flight while `&mut self` is
-        // held by the only caller.
+        // SAFETY: live per the invariant; not in flight while the only
+        // caller installs a routine (its contract).
         let header = unsafe { self.raw.as_ref() };
         assert!(header.CurrentLocation > 1, "IRP has no next stack location");
         // SAFETY: CurrentLocation > 1, so one below the current location is

@@ -330,8 +330,10 @@ impl<P: Payload> Operation<P> {
         must_succeed: bool,
     ) -> Result<()> {
         let raw = self.block.as_ptr();
-        // SAFETY: the IRP is ours (idle, so not in flight).
-        let irp: &mut Irp = unsafe { &mut (*raw).irp };
+        // The `Irp` is only read: the routine goes into the IRP's own
+        // memory. (A shared reference: an embedded block is reached
+        // through its home's shared references.)
+        let irp: &Irp = &self.block().irp;
         let installed = registration.with_device(|device| {
             let device = device?;
             // SAFETY: the IRP is not in flight; the routine and its context
@@ -530,7 +532,6 @@ impl<P: Payload> Operation<P> {
         if self.was_reclaimed() || !self.block().protocol.recycle() {
             return false;
         }
-        let raw = self.block.as_ptr();
         {
             let block = self.block();
             // The completion routine took the guard, and a reclaimed call
@@ -552,7 +553,7 @@ impl<P: Payload> Operation<P> {
         }
         // SAFETY: idle again and owned by us alone: nothing else touches
         // the IRP, which is not in flight.
-        unsafe { (*raw).irp.reuse() };
+        unsafe { self.block().irp.reuse_unshared() };
         true
     }
 

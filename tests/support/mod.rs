@@ -108,7 +108,7 @@ pub struct Outcome {
 /// sees. A call that does not return `STATUS_PENDING` must already have
 /// completed its IRP with the status it returned (the WDM rule).
 pub fn submit(call: impl FnOnce(*mut IRP) -> NTSTATUS) -> InFlight {
-    let mut irp = Irp::allocate(1).unwrap();
+    let irp = Irp::allocate(1).unwrap();
     let context = Box::new(Context {
         done: Event::new(EventKind::Notification, false).unwrap(),
         seen: Mutex::new(None),
