@@ -1,9 +1,11 @@
 //! `KEVENT`: the state lives in the caller's `KEVENT` (its `SignalState`),
-//! waiters sleep on one condition variable shared by all events.
+//! waiters sleep on one condition variable shared by all events. Setting
+//! an event nobody waits for (a completion routine signalling a call that
+//! completed inline) takes neither the lock nor a wake-up system call.
 
 use core::ffi::c_void;
 use core::ptr::addr_of_mut;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +18,12 @@ use crate::abi::{
 
 static LOCK: Mutex<()> = Mutex::new(());
 static CHANGED: Condvar = Condvar::new();
+/// Threads in [`wait`] that may sleep: a setter wakes them only when there
+/// are any. Each side writes its own variable, then reads the other's, all
+/// `SeqCst`, so at least one sees the other: a waiter that looked before
+/// the state was set is counted by then, and the setter wakes it (under
+/// the lock, so the waiter is either asleep already or still holds it).
+static WAITERS: AtomicUsize = AtomicUsize::new(0);
 
 /// # Safety
 /// `event` points to a `KEVENT` initialised by [`initialize`] that stays
@@ -72,10 +80,12 @@ fn check(event: *mut KEVENT, function: &str) {
 pub unsafe fn set(event: *mut KEVENT) -> LONG {
     irql::require(const { irql::rule_of("KeSetEvent") });
     check(event, "KeSetEvent");
-    let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     // SAFETY: checked to be an initialised event.
-    let previous = unsafe { signal_state(event) }.swap(1, Ordering::AcqRel);
-    CHANGED.notify_all();
+    let previous = unsafe { signal_state(event) }.swap(1, Ordering::SeqCst);
+    if WAITERS.load(Ordering::SeqCst) != 0 {
+        let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        CHANGED.notify_all();
+    }
     previous
 }
 
@@ -111,25 +121,59 @@ pub unsafe fn wait(object: *mut c_void, timeout: *const i64) -> NTSTATUS {
     // SAFETY: as above.
     let state = unsafe { signal_state(event) };
     let deadline = timeout.map(deadline_of);
+    if timeout != Some(0) && spin_until_set(state, deadline) {
+        if synchronization {
+            state.store(0, Ordering::Release);
+        }
+        return STATUS_SUCCESS;
+    }
     let mut guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    loop {
-        if state.load(Ordering::Acquire) != 0 {
+    WAITERS.fetch_add(1, Ordering::SeqCst);
+    let status = loop {
+        if state.load(Ordering::SeqCst) != 0 {
             if synchronization {
                 state.store(0, Ordering::Release);
             }
-            return STATUS_SUCCESS;
+            break STATUS_SUCCESS;
         }
         let wait = match deadline {
             None => Duration::from_hours(1),
             Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => left,
-                _ => return STATUS_TIMEOUT,
+                _ => break STATUS_TIMEOUT,
             },
         };
         guard = CHANGED
             .wait_timeout(guard, wait)
             .unwrap_or_else(PoisonError::into_inner)
             .0;
+    };
+    WAITERS.fetch_sub(1, Ordering::SeqCst);
+    drop(guard);
+    status
+}
+
+/// How long a waiter looks at its event, yielding the processor, before it
+/// sleeps. Completions in the emulator come from other threads (the poller,
+/// DPCs) a few microseconds after the host delivered the data; a waiter
+/// that sleeps at once adds a second wake-up to the one the host's own
+/// blocking read has, which is most of what separates the emulator's data
+/// path from the host's.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Looks at `state` until it is set (`true`), `SPIN` has passed or the
+/// deadline comes.
+fn spin_until_set(state: &AtomicI32, deadline: Option<Instant>) -> bool {
+    let start = Instant::now();
+    let until = deadline.map_or(start + SPIN, |deadline| deadline.min(start + SPIN));
+    loop {
+        if state.load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::yield_now();
     }
 }
 
