@@ -16,13 +16,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    Client, Data, PENDING, SUCCESS, Sock, expect_bugcheck_in_child, in_fatal_child, thread_count,
+    Client, Data, PENDING, SUCCESS, Sock, WinAddr, call, expect_bugcheck_in_child, in_fatal_child,
+    thread_count,
 };
 use wsk::abi::{
-    AF_INET, DISPATCH_LEVEL, IPPROTO_TCP, IRP, NTSTATUS, SOCK_STREAM, TCP_FASTOPEN,
+    AF_INET, DISPATCH_LEVEL, IPPROTO_TCP, IRP, NTSTATUS, SOCK_STREAM, TCP_FASTOPEN, ULONG,
     WSK_FLAG_ABORTIVE, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
     WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL,
-    WskSetOption,
+    WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET, WskSetOption,
 };
 use wsk::emulator::{Kernel, ProviderConfig, irql};
 use wsk::{Irp, NtStatus};
@@ -292,12 +293,12 @@ fn reserved_and_unknown_flags_are_invalid_parameters() {
         client.socket_raw(AF_INET, SOCK_STREAM, 0x10).status,
         NtStatus::INVALID_PARAMETER
     );
-    for kind in [WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_DATAGRAM_SOCKET] {
-        assert_eq!(
-            client.socket_raw(AF_INET, SOCK_STREAM, kind).status,
-            NtStatus::NOT_SUPPORTED
-        );
-    }
+    assert_eq!(
+        client
+            .socket_raw(AF_INET, SOCK_STREAM, WSK_FLAG_DATAGRAM_SOCKET)
+            .status,
+        NtStatus::NOT_SUPPORTED
+    );
     assert_eq!(
         client
             .socket_raw(10, SOCK_STREAM, WSK_FLAG_CONNECTION_SOCKET)
@@ -1247,5 +1248,63 @@ fn a_thousand_pending_receives_complete_without_a_thread_each() {
     server.join().unwrap();
     client.finish();
     drop(buffers);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn the_listening_table_accepts_only_once_bound_and_checks_its_arguments() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let client = Client::register();
+    let created = client.socket_raw(AF_INET, SOCK_STREAM, WSK_FLAG_LISTEN_SOCKET);
+    assert_eq!(created.status, SUCCESS);
+    let raw = created.information as *mut WSK_SOCKET;
+    // SAFETY: a socket the provider just created.
+    let dispatch = unsafe { (*raw).Dispatch };
+    // SAFETY: a listening socket points at its listening table.
+    let table = unsafe { &*dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() };
+    let accept = table.WskAccept.unwrap();
+    let accept_with = |flags: ULONG, context: *mut c_void| {
+        // SAFETY: the provider's function on a live socket; NULL addresses
+        // are allowed.
+        call(|irp| unsafe {
+            accept(
+                raw,
+                flags,
+                context,
+                ptr::null(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                irp,
+            )
+        })
+        .status
+    };
+    // Not bound: not listening yet.
+    assert_eq!(
+        accept_with(0, ptr::null_mut()),
+        NtStatus::INVALID_DEVICE_STATE
+    );
+    let mut local = WinAddr::new("127.0.0.1:0".parse().unwrap());
+    let bind = table.WskBind.unwrap();
+    // SAFETY: as above.
+    let bound = call(|irp| unsafe { bind(raw, local.as_ptr(), 0, irp) });
+    assert_eq!(bound.status, SUCCESS);
+    // Reserved flags, and a socket context (events are not emulated).
+    assert_eq!(accept_with(1, ptr::null_mut()), NtStatus::INVALID_PARAMETER);
+    let mut context = 0_u8;
+    assert_eq!(
+        accept_with(0, (&raw mut context).cast()),
+        NtStatus::NOT_SUPPORTED
+    );
+    // A listening socket has no WskConnect, and a second bind is refused.
+    let mut again = WinAddr::new("127.0.0.1:0".parse().unwrap());
+    // SAFETY: as above.
+    let rebound = call(|irp| unsafe { bind(raw, again.as_ptr(), 0, irp) });
+    assert_eq!(rebound.status, NtStatus::ADDRESS_ALREADY_ASSOCIATED);
+    let close = table.Basic.WskCloseSocket.unwrap();
+    // SAFETY: as above; closed once.
+    assert_eq!(call(|irp| unsafe { close(raw, irp) }).status, SUCCESS);
+    client.finish();
     kernel.assert_no_leaks();
 }

@@ -504,6 +504,20 @@ fn wsk_dispatch_layouts(checks: &mut Vec<Check>) {
             WskReceiveEx,
         ]
     );
+    layout!(
+        checks,
+        Wsk,
+        WSK_PROVIDER_LISTEN_DISPATCH,
+        [
+            Basic,
+            Basic.WskControlSocket,
+            Basic.WskCloseSocket,
+            WskBind,
+            WskAccept,
+            WskInspectComplete,
+            WskGetLocalAddress,
+        ]
+    );
 }
 
 /// Socket addresses (mingw's ws2def.h and ws2ipdef.h).

@@ -586,6 +586,27 @@ pub struct WSK_PROVIDER_STREAM_DISPATCH {
     pub WskReceiveEx: PFN_UNUSED,
 }
 
+pub type PFN_WSK_ACCEPT = Option<
+    unsafe extern "system" fn(
+        ListenSocket: *mut WSK_SOCKET,
+        Flags: ULONG,
+        AcceptSocketContext: *mut c_void,
+        AcceptSocketDispatch: *const WSK_CLIENT_CONNECTION_DISPATCH,
+        LocalAddress: *mut SOCKADDR,
+        RemoteAddress: *mut SOCKADDR,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+#[repr(C)]
+pub struct WSK_PROVIDER_LISTEN_DISPATCH {
+    pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
+    pub WskBind: PFN_WSK_BIND,
+    pub WskAccept: PFN_WSK_ACCEPT,
+    pub WskInspectComplete: PFN_UNUSED,
+    pub WskGetLocalAddress: PFN_WSK_GET_ADDRESS,
+}
+
 /// `WSK_FLAG_NODELAY` for `WskSend`.
 pub const WSK_FLAG_NODELAY: ULONG = 0x0000_0002;
 /// `WSK_FLAG_WAITALL` for `WskReceive`.
@@ -635,6 +656,8 @@ assert_layout! {
     WSK_PROVIDER_STREAM_DISPATCH => 120, { WskBind @ 16 }, { WskConnect @ 32 },
         { WskSend @ 48 }, { WskReceive @ 56 }, { WskDisconnect @ 64 },
         { WskGetLocalAddress @ 80 }, { WskGetRemoteAddress @ 88 }, { WskConnectEx @ 96 };
+    WSK_PROVIDER_LISTEN_DISPATCH => 48, { WskBind @ 16 }, { WskAccept @ 24 },
+        { WskInspectComplete @ 32 }, { WskGetLocalAddress @ 40 };
     WSK_CLIENT_CONNECTION_DISPATCH => 24, { WskDisconnectEvent @ 8 };
     WSK_DATA_INDICATION => 32, { Buffer @ 8 };
     SOCKADDR_IN => 16, { sin_port @ 2 }, { sin_addr @ 4 };
@@ -658,6 +681,7 @@ dispatch_tables_are_sync!(
     WSK_PROVIDER_DISPATCH,
     WSK_PROVIDER_CONNECTION_DISPATCH,
     WSK_PROVIDER_STREAM_DISPATCH,
+    WSK_PROVIDER_LISTEN_DISPATCH,
     WSK_CLIENT_DISPATCH,
     WSK_CLIENT_CONNECTION_DISPATCH
 );

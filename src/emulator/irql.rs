@@ -267,6 +267,7 @@ pub const IRQL_RULES: &[IrqlRule] = &[
     rule("WskSocketConnect", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskControlSocket", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskBind", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskAccept", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskConnect", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskConnectEx", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskSend", DISPATCH_LEVEL, WSK_CALLS),

@@ -7,8 +7,9 @@ use core::ptr::{self, NonNull};
 
 use crate::abi::{
     IPPROTO_TCP, IRP, SOCK_STREAM, STATUS_NOT_SUPPORTED, TCP_FASTOPEN, WSK_BUF, WSK_FLAG_ABORTIVE,
-    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_STREAM_SOCKET, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskSetOption,
+    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_STREAM_SOCKET,
+    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
+    WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskSetOption,
 };
 use crate::error::{Error, Result};
 use crate::kernel::mdl::Mdl;
@@ -32,11 +33,33 @@ pub enum SocketKind {
     Stream,
 }
 
-impl SocketKind {
+/// Which dispatch table a socket has: the kind it was created with
+/// (`WSK_FLAG_*_SOCKET`), a listening socket included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// `WSK_FLAG_CONNECTION_SOCKET` (and every accepted socket).
+    Connection,
+    /// `WSK_FLAG_STREAM_SOCKET`.
+    Stream,
+    /// `WSK_FLAG_LISTEN_SOCKET`.
+    Listen,
+}
+
+impl Table {
     const fn flags(self) -> u32 {
         match self {
             Self::Connection => WSK_FLAG_CONNECTION_SOCKET,
             Self::Stream => WSK_FLAG_STREAM_SOCKET,
+            Self::Listen => WSK_FLAG_LISTEN_SOCKET,
+        }
+    }
+}
+
+impl From<SocketKind> for Table {
+    fn from(kind: SocketKind) -> Self {
+        match kind {
+            SocketKind::Connection => Self::Connection,
+            SocketKind::Stream => Self::Stream,
         }
     }
 }
@@ -45,12 +68,12 @@ impl SocketKind {
 /// caller holds the socket's run-down protection.
 ///
 /// # Invariants
-/// `raw` is a live `WSK_SOCKET` of `kind`; its dispatch table is the one
-/// `kind` says.
+/// `raw` is a live `WSK_SOCKET`; its dispatch table is the one `kind`
+/// says.
 #[derive(Debug, Clone, Copy)]
 pub struct SocketHandle {
     raw: NonNull<WSK_SOCKET>,
-    kind: SocketKind,
+    kind: Table,
 }
 
 // SAFETY: WSK sockets may be used from any thread.
@@ -70,11 +93,12 @@ struct Entries {
     disconnect: crate::abi::PFN_WSK_DISCONNECT,
     local: crate::abi::PFN_WSK_GET_ADDRESS,
     remote: crate::abi::PFN_WSK_GET_ADDRESS,
+    accept: crate::abi::PFN_WSK_ACCEPT,
 }
 
 impl SocketHandle {
     /// A view of a live socket of `kind`.
-    pub const fn new(raw: NonNull<WSK_SOCKET>, kind: SocketKind) -> Self {
+    pub const fn new(raw: NonNull<WSK_SOCKET>, kind: Table) -> Self {
         // INVARIANT: the caller holds run-down protection on a created socket.
         Self { raw, kind }
     }
@@ -101,6 +125,7 @@ impl SocketHandle {
                 Entries {
                     // `Basic` heads both tables.
                     basic: table.cast::<WSK_PROVIDER_BASIC_DISPATCH>(),
+                    accept: None,
                     $(
                         // SAFETY: the live socket's table of its kind
                         // (invariant), valid while the socket lives; this
@@ -113,8 +138,30 @@ impl SocketHandle {
         }
         let dispatch = self.dispatch();
         match self.kind {
-            SocketKind::Connection => entries!(dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()),
-            SocketKind::Stream => entries!(dispatch.cast::<WSK_PROVIDER_STREAM_DISPATCH>()),
+            Table::Connection => entries!(dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>()),
+            Table::Stream => entries!(dispatch.cast::<WSK_PROVIDER_STREAM_DISPATCH>()),
+            Table::Listen => {
+                let table = dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>();
+                // SAFETY: the live socket's listening table (invariant),
+                // valid while the socket lives; each entry is read on its
+                // own.
+                let bind = unsafe { (*table).WskBind };
+                // SAFETY: as above.
+                let accept = unsafe { (*table).WskAccept };
+                // SAFETY: as above.
+                let local = unsafe { (*table).WskGetLocalAddress };
+                Entries {
+                    basic: table.cast::<WSK_PROVIDER_BASIC_DISPATCH>(),
+                    bind,
+                    connect: None,
+                    send: None,
+                    receive: None,
+                    disconnect: None,
+                    local,
+                    remote: None,
+                    accept,
+                }
+            }
         }
     }
 
@@ -127,13 +174,14 @@ impl SocketHandle {
         }
         let dispatch = self.dispatch();
         match self.kind {
-            SocketKind::Connection => {
+            Table::Listen => None,
+            Table::Connection => {
                 let table = dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
                 // SAFETY: the live socket's connection table, which holds
                 // the entry from Windows 10 1703 on.
                 unsafe { (*table).WskConnectEx }
             }
-            SocketKind::Stream => {
+            Table::Stream => {
                 let table = dispatch.cast::<WSK_PROVIDER_STREAM_DISPATCH>();
                 // SAFETY: as above, for the stream table.
                 unsafe { (*table).WskConnectEx }
@@ -164,7 +212,7 @@ const fn missing() -> Error {
 }
 
 /// `WskSocket`.
-pub fn socket(provider: &Provider, family: Family, kind: SocketKind) -> Result<Operation<OwnCall>> {
+pub fn socket(provider: &Provider, family: Family, kind: Table) -> Result<Operation<OwnCall>> {
     let captured = provider.enter()?;
     let entry = captured.dispatch().WskSocket.ok_or_else(missing)?;
     let client = captured.client();
@@ -206,7 +254,7 @@ pub fn socket_connect(
     let client = captured.client();
     let registration = provider.registration();
     let mut op = SocketRef::create(
-        SocketKind::Connection,
+        Table::Connection,
         registration,
         RawAddress::new(local),
         RawAddress::new(remote),
@@ -236,6 +284,43 @@ pub fn socket_connect(
     // SAFETY: one WSK call with the operation's IRP.
     unsafe { op.submit(registration, call)? };
     Ok(op)
+}
+
+/// `WskAccept` on a listening socket, with `op`: the own operation of the
+/// block prepared for the accepted socket, whose payload receives the
+/// local and remote addresses (reserved flags 0; no socket context or
+/// event dispatch).
+///
+/// # Errors
+/// [`Error::NotSupported`] when the listening table has no `WskAccept`;
+/// as for [`Operation::submit_on_socket`].
+pub fn accept(
+    listener: &SocketHandle,
+    registration: &RegistrationRef,
+    op: &mut Operation<OwnCall>,
+) -> Result<()> {
+    let entry = listener.entries().accept.ok_or_else(missing)?;
+    let raw = listener.raw();
+    let call = |irp: *mut IRP, payload: *mut OwnCall| {
+        // SAFETY: the payload lives in the operation block until completion.
+        let payload = unsafe { &mut *payload };
+        // SAFETY: a live listening socket's entry (the caller's run-down
+        // protection); the address buffers stay valid until completion.
+        unsafe {
+            entry(
+                raw,
+                0,
+                ptr::null_mut(),
+                ptr::null(),
+                payload.local.as_mut_ptr(),
+                payload.remote.as_mut_ptr(),
+                irp,
+            )
+        }
+    };
+    // SAFETY: one WSK call with the operation's IRP, under the listening
+    // socket's run-down protection.
+    unsafe { op.submit_on_socket(registration, call) }
 }
 
 /// An address-carrying call's payload.

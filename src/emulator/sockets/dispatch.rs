@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::errno::status_of;
 use super::sockaddr::{self, Family};
-use super::transfer::{Buffer, Connect, Op, Stage};
+use super::transfer::{Accept, Buffer, Connect, Op, Stage};
 use super::{Kind, Lane, Phase, Socket, State, finish, live, retire};
 use crate::abi::{
     ADDRESS_FAMILY, IPPROTO_TCP, IRP, NTSTATUS, SIZE_T, SOCK_STREAM, SOCKADDR,
@@ -26,13 +26,17 @@ use crate::abi::{
     WSK_BUF, WSK_CLIENT, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CONTROL_SOCKET_TYPE,
     WSK_FLAG_ABORTIVE, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
     WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL,
-    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH,
-    WSK_SOCKET, WskGetOption as GET_OPTION, WskSetOption as SET_OPTION,
+    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
+    WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskGetOption as GET_OPTION,
+    WskSetOption as SET_OPTION,
 };
 use crate::abi::{PFN_WSK_CONNECT_EX, STATUS_NOT_IMPLEMENTED};
 use crate::emulator::io::{self, IrpHandle};
 use crate::emulator::verifier::bugcheck;
 use crate::emulator::{irql, provider};
+
+/// The backlog of a listening socket's host socket.
+const LISTEN_BACKLOG: i32 = 128;
 
 /// `WskConnectEx` sends at most this much with the connect.
 const CONNECT_EX_MAX: usize = 65_535;
@@ -68,6 +72,7 @@ pub(super) fn table(kind: Kind, connect_ex: ConnectEx) -> *const c_void {
         (Kind::Stream, ConnectEx::Real) => ptr::from_ref(&STREAM).cast(),
         (Kind::Stream, ConnectEx::Missing) => ptr::from_ref(&STREAM_WITHOUT_EX).cast(),
         (Kind::Stream, ConnectEx::Stub) => ptr::from_ref(&STREAM_STUB_EX).cast(),
+        (Kind::Listen, _) => ptr::from_ref(&LISTEN).cast(),
     }
 }
 
@@ -96,6 +101,8 @@ pub(super) fn table_before_connect_ex(kind: Kind) -> *const c_void {
     match kind {
         Kind::Connection => connection as *const c_void,
         Kind::Stream => stream as *const c_void,
+        // The listening table has no `WskConnectEx` to leave out.
+        Kind::Listen => ptr::from_ref(&LISTEN).cast(),
     }
 }
 
@@ -145,6 +152,14 @@ static CONNECTION_STUB_EX: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(C
 static STREAM: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Real);
 static STREAM_WITHOUT_EX: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Missing);
 static STREAM_STUB_EX: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Stub);
+static LISTEN: WSK_PROVIDER_LISTEN_DISPATCH = WSK_PROVIDER_LISTEN_DISPATCH {
+    Basic: basic_table(),
+    WskBind: Some(wsk_bind),
+    WskAccept: Some(wsk_accept),
+    // Conditional accept (`SO_CONDITIONAL_ACCEPT`) is not emulated.
+    WskInspectComplete: ptr::null(),
+    WskGetLocalAddress: Some(wsk_get_local_address),
+};
 
 /// A `WskConnectEx` that is not implemented: it returns at once and never
 /// touches (or completes) the IRP, as Wine 8's stub does.
@@ -166,8 +181,8 @@ const fn basic_table() -> WSK_PROVIDER_BASIC_DISPATCH {
     }
 }
 
-/// `WskConnectEx` is NULL before Windows 10 1703; listening, accepting and
-/// data-indication release are not emulated.
+/// `WskConnectEx` is NULL before Windows 10 1703; data-indication release
+/// is not emulated.
 const fn connection_table(connect_ex: ConnectEx) -> WSK_PROVIDER_CONNECTION_DISPATCH {
     WSK_PROVIDER_CONNECTION_DISPATCH {
         Basic: basic_table(),
@@ -244,7 +259,7 @@ const fn require_connected(state: &State) -> Result<(), NTSTATUS> {
     match state.phase {
         Phase::Connected => Ok(()),
         Phase::Broken => Err(STATUS_FILE_FORCED_CLOSED),
-        Phase::Idle | Phase::Connecting | Phase::Aborted | Phase::Closed => {
+        Phase::Idle | Phase::Listening | Phase::Connecting | Phase::Aborted | Phase::Closed => {
             Err(STATUS_INVALID_CONNECTION)
         }
     }
@@ -308,7 +323,7 @@ impl Call {
     }
 }
 
-/// `WskSocket`: connection and stream sockets over TCP.
+/// `WskSocket`: connection, stream and listening sockets over TCP.
 pub unsafe extern "system" fn wsk_socket(
     client: *mut WSK_CLIENT,
     address_family: ADDRESS_FAMILY,
@@ -331,7 +346,8 @@ pub unsafe extern "system" fn wsk_socket(
         let kind = match flags {
             WSK_FLAG_CONNECTION_SOCKET => Kind::Connection,
             WSK_FLAG_STREAM_SOCKET => Kind::Stream,
-            WSK_FLAG_BASIC_SOCKET | WSK_FLAG_LISTEN_SOCKET | WSK_FLAG_DATAGRAM_SOCKET => {
+            WSK_FLAG_LISTEN_SOCKET => Kind::Listen,
+            WSK_FLAG_BASIC_SOCKET | WSK_FLAG_DATAGRAM_SOCKET => {
                 return Err(STATUS_NOT_SUPPORTED);
             }
             _ => return Err(STATUS_INVALID_PARAMETER),
@@ -390,7 +406,7 @@ pub unsafe extern "system" fn wsk_socket_connect(
         // it, uncounted, and closes the host socket.
         let socket = Socket::create(&kernel, client as usize, family, Kind::Connection)?;
         let mut state = socket.lock();
-        bind(&mut state, local)?;
+        bind(&mut state, local, false)?;
         state.phase = Phase::Connecting;
         Ok(socket.submit(
             state,
@@ -419,11 +435,22 @@ const fn connect_op(remote: SocketAddr, buffer: Buffer, fast_open: bool) -> Op {
 /// can. So a bind to the wildcard address and port 0 leaves the port to
 /// the connect (`IP_BIND_ADDRESS_NO_PORT`), and [`assign_port`] assigns it
 /// at once if the client asks for the local address before connecting.
-fn bind(state: &mut State, local: SocketAddr) -> Result<(), NTSTATUS> {
+fn bind(state: &mut State, local: SocketAddr, listen: bool) -> Result<(), NTSTATUS> {
     if state.bound {
         return Err(STATUS_ADDRESS_ALREADY_ASSOCIATED);
     }
     let host = state.host.as_ref().ok_or(STATUS_INVALID_DEVICE_STATE)?;
+    if listen {
+        // A listening socket listens once bound (Microsoft's "Listening for
+        // and Accepting Incoming Connections"); the provider picks the
+        // backlog.
+        host.bind(&local.into())
+            .and_then(|()| host.listen(LISTEN_BACKLOG))
+            .map_err(|error| status_of(&error))?;
+        state.bound = true;
+        state.phase = Phase::Listening;
+        return Ok(());
+    }
     let defer = local.port() == 0
         && local.ip().is_unspecified()
         && set_bind_address_no_port(host, true).is_ok();
@@ -484,8 +511,43 @@ unsafe extern "system" fn wsk_bind(
         if Family::of(&local) != socket.family {
             return Err(STATUS_INVALID_PARAMETER);
         }
-        bind(&mut socket.current_state(), local)?;
+        bind(
+            &mut socket.current_state(),
+            local,
+            socket.kind == Kind::Listen,
+        )?;
         Ok(finish(&socket.kernel(), irp, STATUS_SUCCESS, 0))
+    })
+}
+
+/// `WskAccept`: the listening socket must be bound (listening). The
+/// accepted connection's socket context and event dispatch are not
+/// emulated (events are not), so they must be NULL.
+unsafe extern "system" fn wsk_accept(
+    socket: *mut WSK_SOCKET,
+    flags: ULONG,
+    context: *mut c_void,
+    dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH,
+    local_address: *mut SOCKADDR,
+    remote_address: *mut SOCKADDR,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskAccept") };
+    call.run(|socket, irp| {
+        reserved(flags)?;
+        if !context.is_null() || !dispatch.is_null() {
+            return Err(STATUS_NOT_SUPPORTED);
+        }
+        let state = socket.current_state();
+        if state.phase != Phase::Listening {
+            return Err(STATUS_INVALID_DEVICE_STATE);
+        }
+        let op = Op::Accept(Accept {
+            local: local_address,
+            remote: remote_address,
+        });
+        Ok(socket.submit(state, irp, Lane::Receive, op))
     })
 }
 
@@ -504,7 +566,9 @@ fn start_connect(
     match state.phase {
         Phase::Idle => {}
         Phase::Connected => return Err(STATUS_CONNECTION_ACTIVE),
-        Phase::Connecting => return Err(STATUS_INVALID_DEVICE_STATE),
+        // A listening socket has no WskConnect; a stream socket listening
+        // is not emulated.
+        Phase::Connecting | Phase::Listening => return Err(STATUS_INVALID_DEVICE_STATE),
         Phase::Aborted | Phase::Broken | Phase::Closed => return Err(STATUS_FILE_FORCED_CLOSED),
     }
     if !state.bound {

@@ -97,9 +97,11 @@ impl FastOpenCounters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Connection,
-    /// Becomes a connection socket for good once connected (listening is
-    /// not emulated, so nothing else is ever allowed).
+    /// Becomes a connection socket for good once connected (listening on
+    /// a stream socket, `WskListen`, is not emulated).
     Stream,
+    /// Listens once bound; accepts connection sockets.
+    Listen,
 }
 
 /// Where a socket's connection stands.
@@ -107,6 +109,8 @@ enum Kind {
 enum Phase {
     /// Never connected (bound or not).
     Idle,
+    /// A listening socket, bound: accepting.
+    Listening,
     Connecting,
     /// Connected: committed to the connection role.
     Connected,
@@ -246,6 +250,7 @@ pub struct Socket {
     /// The `EmulatedClient` it is counted against.
     client: usize,
     family: Family,
+    kind: Kind,
     pending: PendingQueue<Op>,
     state: Mutex<State>,
     /// Calls on the socket that have not returned yet (`WskCloseSocket`
@@ -329,6 +334,17 @@ impl Socket {
             // Windows' default (Linux' is dual-stack).
             host.set_only_v6(true).map_err(|error| status_of(&error))?;
         }
+        Ok(Self::over(kernel, client, family, kind, host))
+    }
+
+    /// A socket over `host`, an open non-blocking host socket.
+    fn over(
+        kernel: &Kernel,
+        client: usize,
+        family: Family,
+        kind: Kind,
+        host: HostSocket,
+    ) -> Arc<Self> {
         let config = &kernel.inner().provider.config;
         let connect_ex = match (config.connect_ex, config.connect_ex_stub) {
             (false, _) => dispatch::ConnectEx::Missing,
@@ -342,13 +358,14 @@ impl Socket {
         };
         let header = Header(Box::new(WSK_SOCKET { Dispatch: table }));
         let handle = core::ptr::from_ref::<WSK_SOCKET>(&header.0) as usize;
-        Ok(Arc::new_cyclic(|this: &Weak<Self>| {
+        Arc::new_cyclic(|this: &Weak<Self>| {
             let cancelled = this.clone();
             Self {
                 handle,
                 kernel: Arc::downgrade(&kernel.inner),
                 client,
                 family,
+                kind,
                 // A cancel may free a lane or end a connect: look again.
                 pending: PendingQueue::with_cancel_hook(move || {
                     if let Some(socket) = cancelled.upgrade() {
@@ -377,7 +394,7 @@ impl Socket {
                 calls: AtomicUsize::new(0),
                 this: this.clone(),
             }
-        }))
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -570,10 +587,54 @@ impl Socket {
         if let Err(status) = self.watch(state, kernel) {
             return Progress::Done(status, 0);
         }
+        if let Op::Accept(accept) = op {
+            return self.accept_one(state, kernel, accept);
+        }
         match state.host.as_ref() {
             Some(host) => op.attempt(host, &kernel.inner().fast_open),
             None => Progress::Done(STATUS_INVALID_CONNECTION, op.done()),
         }
+    }
+
+    /// One attempt at `WskAccept`: a connection the host accepted becomes a
+    /// connection socket of the listener's client, counted and callable,
+    /// and the IRP's information.
+    fn accept_one(&self, state: &State, kernel: &Kernel, accept: &transfer::Accept) -> Progress {
+        let Some(host) = state.host.as_ref() else {
+            return Progress::Done(STATUS_INVALID_CONNECTION, 0);
+        };
+        let (stream, _) = match host.accept() {
+            Ok(accepted) => accepted,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                return Progress::Blocked;
+            }
+            Err(error) => return Progress::Done(status_of(&error), 0),
+        };
+        let addresses = stream
+            .set_nonblocking(true)
+            .and_then(|()| Ok((stream.local_addr()?, stream.peer_addr()?)));
+        let (local, remote) = match addresses {
+            Ok((local, remote)) => (local.as_socket(), remote.as_socket()),
+            Err(error) => return Progress::Done(status_of(&error), 0),
+        };
+        let (Some(local), Some(remote)) = (local, remote) else {
+            return Progress::Done(STATUS_INVALID_CONNECTION, 0);
+        };
+        let accepted = Self::over(kernel, self.client, self.family, Kind::Connection, stream);
+        {
+            let mut accepted_state = accepted.lock();
+            accepted_state.bound = true;
+            accepted_state.phase = Phase::Connected;
+            accepted.publish(&mut accepted_state, kernel);
+        }
+        for (address, out) in [(local, accept.local), (remote, accept.remote)] {
+            if !out.is_null() {
+                // SAFETY: the client's output buffer, large enough for any
+                // address (WSK contract), valid until the IRP completes.
+                unsafe { sockaddr::write(&address, out) };
+            }
+        }
+        Progress::Done(STATUS_SUCCESS, accepted.handle)
     }
 
     /// What a finished operation means for the socket; gives the IRP's
@@ -648,8 +709,12 @@ impl Socket {
         let mut finished = Vec::new();
         for lane in LANES {
             // Sends and receives wait for the connect (lanes are flushed
-            // when a connection ends).
-            if lane == Lane::Connect || state.phase == Phase::Connected {
+            // when a connection ends); a listener's accepts use the
+            // receive lane.
+            if lane == Lane::Connect
+                || state.phase == Phase::Connected
+                || (state.phase == Phase::Listening && lane == Lane::Receive)
+            {
                 self.advance_lane(state, kernel, lane, &mut finished);
             }
         }

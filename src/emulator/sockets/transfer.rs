@@ -80,6 +80,9 @@ pub enum Progress {
 /// An operation parked with its IRP.
 pub enum Op {
     Connect(Connect),
+    /// `WskAccept` on a listening socket (its socket moves it on: the
+    /// accepted connection becomes a socket of its own).
+    Accept(Accept),
     Send {
         buffer: Buffer,
         done: usize,
@@ -95,6 +98,18 @@ pub enum Op {
         done: usize,
     },
 }
+
+/// Where `WskAccept` writes the accepted connection's addresses (either may
+/// be NULL).
+pub struct Accept {
+    pub local: *mut crate::abi::SOCKADDR,
+    pub remote: *mut crate::abi::SOCKADDR,
+}
+
+// SAFETY: the client keeps both buffers valid until the IRP completes,
+// whichever thread completes it; the provider writes them only while it
+// owns that IRP.
+unsafe impl Send for Accept {}
 
 /// `WskConnect`, `WskConnectEx` or `WskSocketConnect` in progress.
 pub struct Connect {
@@ -178,6 +193,7 @@ impl Op {
     pub fn attempt(&mut self, host: &HostSocket, counters: &FastOpenCounters) -> Progress {
         match self {
             Self::Connect(connect) => connect.attempt(host, counters),
+            Self::Accept(_) => unreachable!("a listening socket accepts (Socket::attempt)"),
             Self::Send { buffer, done } => send(host, *buffer, done),
             Self::Receive {
                 buffer,
@@ -200,6 +216,7 @@ impl Op {
     pub const fn done(&self) -> usize {
         match self {
             Self::Connect(connect) => connect.done,
+            Self::Accept(_) => 0,
             Self::Send { done, .. }
             | Self::Receive { done, .. }
             | Self::Disconnect { done, .. } => *done,

@@ -43,6 +43,7 @@
 )]
 
 mod closer;
+pub mod listener;
 pub mod shared;
 
 use core::net::SocketAddr;
@@ -54,7 +55,7 @@ use crate::kernel::irql::PassiveLevel;
 use crate::kernel::pool::{PoolBuffer, PoolTag};
 use crate::objects::addr::Family;
 use crate::objects::registration::{Missing, Provider, RegistrationRef};
-use crate::operation::calls::{self, SocketHandle, SocketKind};
+use crate::operation::calls::{self, SocketHandle, SocketKind, Table};
 use crate::operation::{Await, Blocking, Operation, Payload, Spare, Waiter, run_blocking};
 use crate::status::NtStatus;
 
@@ -117,6 +118,7 @@ async fn finish<W: Waiter, P: Payload>(waiter: &mut W, op: &Operation<P>) -> Res
 pub struct Socket {
     raw: Raw,
     family: Family,
+    kind: SocketKind,
 }
 
 /// A bound socket (`WskBind`), ready to connect.
@@ -181,14 +183,25 @@ async fn socket_flow<W: Waiter>(
     family: Family,
     kind: SocketKind,
 ) -> Result<Socket> {
-    let mut op = calls::socket(provider, family, kind)?;
+    Ok(Socket {
+        raw: create_flow(provider, waiter, family, kind.into()).await?,
+        family,
+        kind,
+    })
+}
+
+/// `WskSocket` for a socket with the dispatch table `table`.
+async fn create_flow<W: Waiter>(
+    provider: &Provider,
+    waiter: &mut W,
+    family: Family,
+    table: Table,
+) -> Result<Raw> {
+    let mut op = calls::socket(provider, family, table)?;
     finish(waiter, &op).await?;
     let socket = op.payload_mut().take()?;
     op.consume();
-    Ok(Socket {
-        raw: Raw { socket },
-        family,
-    })
+    Ok(Raw { socket })
 }
 
 async fn socket_connect_flow<W: Waiter>(
@@ -217,13 +230,17 @@ async fn bind_flow<W: Waiter>(
     if Family::of(&local) != socket.family {
         return Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER));
     }
-    let spare = socket.raw.socket.address_spare();
-    let op = socket
-        .raw
-        .submit(|handle, registration| calls::bind(handle, registration, local, spare))?;
+    bind_raw(&socket.raw, waiter, local).await?;
+    Ok(BoundSocket { raw: socket.raw })
+}
+
+/// `WskBind` of `raw` to `local`.
+async fn bind_raw<W: Waiter>(raw: &Raw, waiter: &mut W, local: SocketAddr) -> Result<()> {
+    let spare = raw.socket.address_spare();
+    let op = raw.submit(|handle, registration| calls::bind(handle, registration, local, spare))?;
     finish(waiter, &op).await?;
     spare.put(op);
-    Ok(BoundSocket { raw: socket.raw })
+    Ok(())
 }
 
 async fn connect_flow<W: Waiter>(
@@ -534,15 +551,10 @@ async fn graceful_close_flow<W: Waiter>(connection: Connection, waiter: &mut W) 
     Ok(discarded)
 }
 
-async fn address_flow<W: Waiter>(
-    connection: &Connection,
-    waiter: &mut W,
-    remote: bool,
-) -> Result<SocketAddr> {
-    let spare = connection.raw.socket.address_spare();
-    let mut op = connection
-        .raw
-        .submit(|handle, registration| calls::address(handle, registration, remote, spare))?;
+async fn address_flow<W: Waiter>(raw: &Raw, waiter: &mut W, remote: bool) -> Result<SocketAddr> {
+    let spare = raw.socket.address_spare();
+    let mut op =
+        raw.submit(|handle, registration| calls::address(handle, registration, remote, spare))?;
     finish(waiter, &op).await?;
     let address = op.payload_mut().0.get();
     spare.put(op);
@@ -646,7 +658,7 @@ impl Socket {
     /// The socket's kind.
     #[must_use]
     pub const fn kind(&self) -> SocketKind {
-        self.raw.socket.kind()
+        self.kind
     }
 
     /// Sets `TCP_FASTOPEN` (`WskControlSocket`), so that a later
@@ -990,7 +1002,7 @@ impl Connection {
     /// # Errors
     /// As the provider reports.
     pub fn local_address(&self) -> impl Future<Output = Result<SocketAddr>> + Send + '_ {
-        async move { address_flow(self, &mut Await, false).await }
+        async move { address_flow(&self.raw, &mut Await, false).await }
     }
 
     /// The remote address (`WskGetRemoteAddress`).
@@ -1001,7 +1013,7 @@ impl Connection {
     /// # Errors
     /// As the provider reports.
     pub fn remote_address(&self) -> impl Future<Output = Result<SocketAddr>> + Send + '_ {
-        async move { address_flow(self, &mut Await, true).await }
+        async move { address_flow(&self.raw, &mut Await, true).await }
     }
 
     /// Closes the connection (`WskCloseSocket`) and waits for the close.

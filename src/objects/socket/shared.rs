@@ -32,7 +32,7 @@ use crate::objects::addr::RawAddress;
 use crate::objects::registration::{Missing, RegistrationRef};
 use crate::objects::rundown::{Begin, RunDown};
 use crate::objects::tracking::{Kind, Node, What, try_retain};
-use crate::operation::calls::{self, Address, Data, SocketHandle, SocketKind};
+use crate::operation::calls::{self, Address, Data, SocketHandle, Table};
 use crate::operation::{Embedded, Escalation, Home, Operation, Payload, RECYCLE_SPINS, Spare};
 use crate::status::NtStatus;
 
@@ -54,7 +54,7 @@ struct SocketBlock {
     refs: AtomicUsize,
     rundown: RunDown,
     raw: AtomicPtr<WSK_SOCKET>,
-    kind: SocketKind,
+    kind: Table,
     closer: Closer,
     /// Creates the socket, then closes it.
     own: Embedded<OwnCall>,
@@ -198,7 +198,7 @@ impl SocketRef {
     /// [`Error::InsufficientResources`] when the block or its IRP cannot be
     /// allocated.
     pub fn create(
-        kind: SocketKind,
+        kind: Table,
         registration: &RegistrationRef,
         local: RawAddress,
         remote: RawAddress,
@@ -228,7 +228,7 @@ impl SocketRef {
     /// its own operation is revived for the creating call.
     fn reuse(
         idle: IdleSocket,
-        kind: SocketKind,
+        kind: Table,
         local: RawAddress,
         remote: RawAddress,
     ) -> Operation<OwnCall> {
@@ -272,11 +272,6 @@ impl SocketRef {
     /// The operation set aside for the next transfer going `direction`.
     pub const fn spare(&self, direction: Direction) -> &Spare<Data> {
         &self.shared().spares[direction as usize]
-    }
-
-    /// The socket's kind.
-    pub const fn kind(&self) -> SocketKind {
-        self.shared().kind
     }
 
     /// Run-down protection for one call into the provider.
