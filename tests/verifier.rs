@@ -32,6 +32,7 @@ const SOCKET_FUNCTIONS: &[&str] = &[
     "WskSocketConnect",
     "WskControlSocket",
     "WskBind",
+    "WskAccept",
     "WskConnect",
     "WskConnectEx",
     "WskSend",
