@@ -532,11 +532,13 @@ fn forgotten_handles_do_not_keep_the_device_object_after_deregistration() {
 /// A `WskSocketConnect` future polled once, its call left to complete on
 /// its own (the provider always pends): the socket exists, and the
 /// future, never polled again, still holds the operation that created it
-/// (the socket block's own operation, which would close it).
+/// (the socket block's own operation, which would close it). `sockets` is
+/// how many the machine then has.
 fn connected_behind_an_unpolled_future(
     kernel: &Kernel,
     provider: &Provider,
     remote: SocketAddr,
+    sockets: usize,
 ) -> std::pin::Pin<Box<impl Future<Output = Result<Connection, Error>> + Send + 'static>> {
     let mut future = Box::pin(provider.socket_connect(Family::V4.unspecified(), remote));
     assert!(
@@ -548,7 +550,7 @@ fn connected_behind_an_unpolled_future(
     let deadline = Instant::now() + TIMEOUT;
     while {
         let usage = kernel.usage();
-        usage.sockets != 1 || usage.irps_in_flight != 0
+        usage.sockets != sockets || usage.irps_in_flight != 0
     } {
         assert!(Instant::now() < deadline, "the connect completes");
         thread::sleep(Duration::from_millis(1));
@@ -568,7 +570,7 @@ fn deregistration_closes_a_socket_whose_forgotten_creator_holds_its_own_operatio
     let provider = registration.capture(&passive, TIMEOUT).unwrap();
     let (remote, server) = silent_server();
     std::mem::forget(connected_behind_an_unpolled_future(
-        &kernel, &provider, remote,
+        &kernel, &provider, remote, 1,
     ));
     drop(provider);
 
@@ -596,7 +598,7 @@ fn deregistration_closes_a_socket_whose_forgotten_creator_holds_its_own_operatio
 }
 
 #[test]
-fn without_memory_for_a_stand_in_the_creation_closes_when_it_lets_go() {
+fn without_memory_for_a_stand_in_the_registrations_reserve_closes_the_socket() {
     let kernel = Kernel::with_provider(ProviderConfig {
         always_pend: true,
         ..ProviderConfig::default()
@@ -606,13 +608,55 @@ fn without_memory_for_a_stand_in_the_creation_closes_when_it_lets_go() {
     let registration = Registration::register(&passive).unwrap();
     let provider = registration.capture(&passive, TIMEOUT).unwrap();
     let (remote, server) = silent_server();
-    let future = connected_behind_an_unpolled_future(&kernel, &provider, remote);
+    std::mem::forget(connected_behind_an_unpolled_future(
+        &kernel, &provider, remote, 1,
+    ));
+    drop(provider);
+    // No IRP can be allocated: the close takes the close operation the
+    // registration holds in reserve, and deregistration does not hang (the
+    // emulator's WskDeregister bugchecks if a socket is never closed).
+    kernel.inject_faults(wsk::emulator::FaultPlan {
+        irp_one_in: 1,
+        ..wsk::emulator::FaultPlan::default()
+    });
+    let report = registration.deregister(&passive);
+    assert!(
+        kernel.faults_injected().irps >= 1,
+        "the stand-in was refused"
+    );
+    assert_eq!(report.closed_sockets, 1, "{report}");
+    for stream in server.join().unwrap() {
+        assert_ended(stream);
+    }
+    kernel.inject_faults(wsk::emulator::FaultPlan::default());
+    let usage = kernel.settled_usage();
+    assert_eq!(
+        (usage.irps, usage.irps_in_flight, usage.sockets),
+        (1, 0, 0),
+        "what the forgotten future holds: {usage}"
+    );
+    kernel.expect_leaks();
+}
+
+#[test]
+fn without_memory_and_with_the_reserve_in_use_the_creation_closes_when_it_lets_go() {
+    let kernel = Kernel::with_provider(ProviderConfig {
+        always_pend: true,
+        ..ProviderConfig::default()
+    });
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let (remote, server) = silent_server();
+    let first = connected_behind_an_unpolled_future(&kernel, &provider, remote, 1);
+    let second = connected_behind_an_unpolled_future(&kernel, &provider, remote, 2);
     drop(provider);
 
-    // No IRP can be allocated: deregistration's close is deferred to the
-    // creation's last release, which comes when the future is dropped, on
-    // another thread, while `WskDeregister` waits for the socket (the
-    // emulator's bugchecks if it is never closed).
+    // No IRP can be allocated: one close takes the reserve, the other is
+    // deferred to its creation's last release, which comes when the
+    // futures are dropped, on another thread, while `WskDeregister` waits
+    // for the sockets (the emulator's bugchecks if one is never closed).
     kernel.inject_faults(wsk::emulator::FaultPlan {
         irp_one_in: 1,
         ..wsk::emulator::FaultPlan::default()
@@ -622,16 +666,16 @@ fn without_memory_for_a_stand_in_the_creation_closes_when_it_lets_go() {
         thread::spawn(move || {
             let _enter = kernel.enter();
             thread::sleep(Duration::from_millis(300));
-            drop(future);
+            drop((first, second));
         })
     };
     let report = registration.deregister(&passive);
     dropper.join().unwrap();
     assert!(
-        kernel.faults_injected().irps >= 1,
-        "the stand-in was refused"
+        kernel.faults_injected().irps >= 2,
+        "both stand-ins were refused"
     );
-    assert_eq!(report.closed_sockets, 1, "{report}");
+    assert_eq!(report.closed_sockets, 2, "{report}");
     assert_eq!(report.unfinished_operations, 0, "{report}");
     for stream in server.join().unwrap() {
         assert_ended(stream);

@@ -121,19 +121,13 @@ pub unsafe fn wait(object: *mut c_void, timeout: *const i64) -> NTSTATUS {
     // SAFETY: as above.
     let state = unsafe { signal_state(event) };
     let deadline = timeout.map(deadline_of);
-    if timeout != Some(0) && spin_until_set(state, deadline) {
-        if synchronization {
-            state.store(0, Ordering::Release);
-        }
+    if timeout != Some(0) && spin_until_set(state, synchronization, deadline) {
         return STATUS_SUCCESS;
     }
     let mut guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     WAITERS.fetch_add(1, Ordering::SeqCst);
     let status = loop {
-        if state.load(Ordering::SeqCst) != 0 {
-            if synchronization {
-                state.store(0, Ordering::Release);
-            }
+        if consume(state, synchronization) {
             break STATUS_SUCCESS;
         }
         let wait = match deadline {
@@ -161,13 +155,26 @@ pub unsafe fn wait(object: *mut c_void, timeout: *const i64) -> NTSTATUS {
 /// path from the host's.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// Looks at `state` until it is set (`true`), `SPIN` has passed or the
-/// deadline comes.
-fn spin_until_set(state: &AtomicI32, deadline: Option<Instant>) -> bool {
+/// Whether the event is signalled, for this waiter: a synchronization
+/// event is reset by the one waiter it releases (one set never releases
+/// two), a notification event stays set.
+fn consume(state: &AtomicI32, synchronization: bool) -> bool {
+    if synchronization {
+        state
+            .compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    } else {
+        state.load(Ordering::SeqCst) != 0
+    }
+}
+
+/// Looks at `state` until this waiter sees it set ([`consume`]: `true`),
+/// `SPIN` has passed or the deadline comes.
+fn spin_until_set(state: &AtomicI32, synchronization: bool, deadline: Option<Instant>) -> bool {
     let start = Instant::now();
     let until = deadline.map_or(start + SPIN, |deadline| deadline.min(start + SPIN));
     loop {
-        if state.load(Ordering::Acquire) != 0 {
+        if consume(state, synchronization) {
             return true;
         }
         if Instant::now() >= until {

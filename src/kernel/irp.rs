@@ -141,9 +141,9 @@ impl Irp {
     /// # IRQL
     /// `DISPATCH_LEVEL` or below.
     pub fn reuse(&mut self) {
-        // SAFETY: live, owned and (by `&mut self` and the invariant) not in
-        // flight.
-        unsafe { sys::IoReuseIrp(self.as_ptr(), STATUS_UNSUCCESSFUL) };
+        // SAFETY: owned and (by `&mut self` and the invariant) not in
+        // flight: nobody else uses it.
+        unsafe { self.reuse_unshared() };
     }
 
     /// [`reuse`](Self::reuse) through a shared reference, for an IRP that
@@ -154,7 +154,7 @@ impl Irp {
     ///
     /// # Safety
     /// The IRP is not in flight and nobody else uses it meanwhile.
-    pub unsafe fn reuse_unshared(&self) {
+    pub(crate) unsafe fn reuse_unshared(&self) {
         // SAFETY: live, owned, not in flight and not used by anyone else
         // (contract).
         unsafe { sys::IoReuseIrp(self.as_ptr(), STATUS_UNSUCCESSFUL) };

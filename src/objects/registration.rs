@@ -65,8 +65,9 @@ use crate::kernel::pool::{PoolBox, PoolTag};
 use crate::kernel::spinlock::SpinLock;
 use crate::kernel::time::Deadline;
 use crate::objects::rundown::{Begin, RunDown};
-use crate::objects::socket::shared::IdleSocket;
+use crate::objects::socket::shared::{IdleSocket, OwnCall};
 use crate::objects::tracking::{DeregisterReport, Kind, List, Node, What, try_retain};
+use crate::operation::{Operation, Spare};
 use crate::status::NtStatus;
 use crate::sys;
 
@@ -156,9 +157,15 @@ struct RegistrationBlock {
     device_rundown: RunDown,
     /// Whether the driver gave a device: fixed at registration.
     has_device: bool,
-    /// Closed sockets' blocks and finished socket-creating operations, for
-    /// the next sockets; closed (and emptied) by deregistration.
+    /// Closed sockets' blocks (with their operations), for the next
+    /// sockets; closed (and emptied) by deregistration.
     reusable: SpinLock<Reusable>,
+    /// A close operation held in reserve: a socket whose own operation a
+    /// forgotten creator still holds is closed with a stand-in, and this
+    /// one serves when no stand-in can be allocated (refilled whenever a
+    /// new socket block is allocated), so that an unload does not wait for
+    /// a socket nobody can close.
+    reserve: Spare<OwnCall>,
     image: &'static Image,
 }
 
@@ -251,6 +258,7 @@ impl Registration {
                 reusable: SpinLock::new(Reusable {
                     sockets: Idle::new(),
                 }),
+                reserve: Spare::new(),
                 image,
             };
             // SAFETY: `slot` is a fresh block of the right size and alignment.
@@ -263,8 +271,11 @@ impl Registration {
             // The client NPI points at the dispatch table in the same block.
             block.npi.Dispatch = &raw const block.dispatch;
         };
+        let reserve = Operation::new(OwnCall::stand_in())?;
         // SAFETY: `init` initialises every field.
         let block = unsafe { PoolBox::new_with(PoolTag::REGISTRATION, init)? };
+        let refused = block.reserve.keep(reserve);
+        debug_assert!(refused.is_none(), "a new reserve slot is empty");
         let npi = &raw const block.npi;
         // INVARIANT: the one reference counted at creation is this one.
         let block = RegistrationRef {
@@ -436,6 +447,8 @@ impl Registration {
         // SAFETY: registered; PASSIVE_LEVEL checked above; every socket and
         // capture was closed or released above.
         unsafe { sys::WskDeregister(self.block.registration()) };
+        // No socket is left to close.
+        block.reserve.clear();
         // No operation is submitted any more: let go of the device object,
         // so that handles the driver forgot do not hold its image. Routines
         // still to run hold their own reference (IoSetCompletionRoutineEx).
@@ -825,6 +838,28 @@ impl RegistrationRef {
     pub(crate) fn set_aside(&self, socket: IdleSocket) {
         let refused = self.get().reusable.lock().sockets.put(socket);
         drop(refused);
+    }
+
+    /// The close operation held in reserve, if it is there.
+    pub(crate) fn take_reserve(&self) -> Option<Operation<OwnCall>> {
+        self.get().reserve.take()
+    }
+
+    /// A stand-in close operation that was not needed after all: kept in
+    /// reserve if the reserve is empty, freed otherwise.
+    pub(crate) fn give_back_reserve(&self, op: Operation<OwnCall>) {
+        drop(self.get().reserve.keep(op));
+    }
+
+    /// Puts a close operation in reserve again if the last one was used
+    /// (an allocation; failing is fine: it is tried again next time).
+    pub(crate) fn refill_reserve(&self) {
+        let reserve = &self.get().reserve;
+        if reserve.is_empty()
+            && let Ok(op) = Operation::new(OwnCall::stand_in())
+        {
+            drop(reserve.keep(op));
+        }
     }
 
     /// Counts an operation left quarantined (see `Protocol::reclaim`).

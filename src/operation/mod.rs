@@ -695,6 +695,13 @@ impl<P: Payload> Embedded<P> {
         }
     }
 
+    /// Whether the operation's last call returned without completing its
+    /// IRP (a provider that broke the WDM rule; see
+    /// [`Operation::was_reclaimed`]): its home must not use it again.
+    pub fn was_reclaimed(&self) -> bool {
+        self.block.reclaimed.load(Ordering::Relaxed) != STATUS_PENDING
+    }
+
     /// The payload of a dead operation.
     ///
     /// # Safety
@@ -758,6 +765,26 @@ impl<P: Payload> Spare<P> {
     /// (it is then freed when it does).
     pub fn take(&self) -> Option<Operation<P>> {
         Operation::recycled(self.take_raw())
+    }
+
+    /// Keeps `op` (idle or completed) whatever the reuse switch says, if the
+    /// slot is free; otherwise hands it back.
+    pub fn keep(&self, op: Operation<P>) -> Option<Operation<P>> {
+        let op = ManuallyDrop::new(op);
+        match self.slot.compare_exchange(
+            ptr::null_mut(),
+            op.block.as_ptr(),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => None,
+            Err(_) => Some(ManuallyDrop::into_inner(op)),
+        }
+    }
+
+    /// Whether nothing is set aside.
+    pub fn is_empty(&self) -> bool {
+        self.slot.load(Ordering::Relaxed).is_null()
     }
 
     /// Frees the operation set aside, if any.

@@ -176,7 +176,7 @@ fn dropping_the_owner_frees_nothing_until_the_completion_runs() {
         1,
         "the buffer must outlive the IRP"
     );
-    assert_eq!(usage.irps, 1);
+    assert_eq!(usage.irps_in_flight, 1);
     // The provider completes (successfully) after all.
     let handle: IrpHandle = parked;
     // SAFETY: still owned by the stand-in provider.

@@ -20,7 +20,7 @@
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use super::closer::{Closer, Released, Take};
@@ -56,6 +56,9 @@ struct SocketBlock {
     raw: AtomicPtr<WSK_SOCKET>,
     kind: Table,
     closer: Closer,
+    /// The own operation served a provider that returned without
+    /// completing its IRP: the block is freed, never set aside.
+    spoiled: AtomicBool,
     /// Creates the socket, then closes it.
     own: Embedded<OwnCall>,
     /// A send and a receive operation set aside for the next ones.
@@ -79,10 +82,12 @@ enum Phase {
 /// call's addresses, and the block the created socket goes to.
 ///
 /// # Invariants
-/// `home` is the block that holds this payload's operation (null for a
-/// stand-in), alive while the operation is.
+/// `home` is the block that holds this payload's operation (`None` for a
+/// stand-in), alive while the operation is; the pointer keeps the
+/// provenance of the block's allocation, so references counted through it
+/// may free the block.
 pub struct OwnCall {
-    home: *const SocketBlock,
+    home: Option<NonNull<SocketBlock>>,
     phase: Phase,
     /// `WskSocketConnect`'s local address.
     pub local: RawAddress,
@@ -95,9 +100,17 @@ pub struct OwnCall {
 unsafe impl Send for OwnCall {}
 
 impl OwnCall {
+    /// The payload of a stand-in close operation (no block of its own).
+    pub(crate) const fn stand_in() -> Self {
+        Self {
+            phase: Phase::Close,
+            ..Self::creating(RawAddress::empty(), RawAddress::empty())
+        }
+    }
+
     const fn creating(local: RawAddress, remote: RawAddress) -> Self {
         Self {
-            home: ptr::null(),
+            home: None,
             phase: Phase::Create,
             local,
             remote,
@@ -109,32 +122,29 @@ impl OwnCall {
     /// # Errors
     /// [`Error::Other`] if the provider reported success without a socket.
     pub fn take(&self) -> Result<SocketRef> {
+        let block = self.home.ok_or(Error::Other(NtStatus::UNSUCCESSFUL))?;
         // SAFETY: the operation is alive (its owner calls this), so its
         // block is (invariant).
-        let shared = unsafe { self.home.as_ref() }.ok_or(Error::Other(NtStatus::UNSUCCESSFUL))?;
-        if shared.raw.load(Ordering::Acquire).is_null() {
+        let shared = unsafe { block.as_ref() };
+        if !shared.is_attached() {
             return Err(Error::Other(NtStatus::UNSUCCESSFUL));
         }
         shared.refs.fetch_add(1, Ordering::Relaxed);
-        // INVARIANT: the reference just taken.
-        Ok(SocketRef {
-            block: NonNull::from(shared),
-        })
+        // INVARIANT: the reference just taken, through the allocation's
+        // own pointer.
+        Ok(SocketRef { block })
     }
 }
 
 impl Payload for OwnCall {
     fn completed(&mut self, status: NtStatus, information: usize) {
-        // SAFETY: alive while its operation is (invariant).
-        let Some(shared) = (unsafe { self.home.as_ref() }) else {
-            return;
-        };
-        if self.phase == Phase::Create
+        if let Some(block) = self.home
+            && self.phase == Phase::Create
             && status.is_success()
             && let Some(raw) = NonNull::new(information as *mut WSK_SOCKET)
         {
             // INVARIANT: the provider created it, of the kind asked for.
-            attach(shared, raw);
+            attach(block, raw);
         }
     }
 }
@@ -214,12 +224,15 @@ impl SocketRef {
             raw: AtomicPtr::new(ptr::null_mut()),
             kind,
             closer: Closer::busy(),
+            spoiled: AtomicBool::new(false),
             own: Embedded::new(OwnCall::creating(local, remote))?,
             spares: [Spare::new(), Spare::new()],
             address: Spare::new(),
             registration: registration.clone(),
         };
         let block = PoolBox::new(block, TAG)?.into_raw();
+        // Memory was there: if the reserve close was used, replace it.
+        registration.refill_reserve();
         // SAFETY: a fresh block at its final address, ours alone.
         Ok(unsafe { settle(block) })
     }
@@ -329,19 +342,36 @@ unsafe fn settle(block: NonNull<SocketBlock>) -> Operation<OwnCall> {
     // it for good; `own_released` takes the block it is given.
     let mut op = unsafe { Embedded::settle(own, home) };
     // INVARIANT: the block that holds the operation.
-    op.payload_mut().home = block.as_ptr();
+    op.payload_mut().home = Some(block);
     op
 }
 
 /// The provider created the socket: records it and lists it for
 /// deregistration, or closes it at once if deregistration has swept
 /// already. Called once, by the creating operation's completion.
-fn attach(shared: &SocketBlock, raw: NonNull<WSK_SOCKET>) {
+///
+/// The node is linked through the allocation's own pointer (`block`), so
+/// that the sweep, which reaches the block from it, may free the block.
+fn attach(block: NonNull<SocketBlock>, raw: NonNull<WSK_SOCKET>) {
+    // SAFETY: alive while its creating operation is (the caller's).
+    let shared = unsafe { block.as_ref() };
     shared.raw.store(raw.as_ptr(), Ordering::Release);
+    // SAFETY: only the field's address is computed, from the allocation's
+    // pointer.
+    let node = unsafe { &raw mut (*block.as_ptr()).node };
+    // SAFETY: a field of a non-null block.
+    let node = unsafe { NonNull::new_unchecked(node) };
     // SAFETY: the node lives in the block, unlinked when the socket is
     // closed, before the block can be freed.
-    if !unsafe { shared.registration.track(NonNull::from(&shared.node)) } {
-        close_detached(shared);
+    if !unsafe { shared.registration.track(node) } {
+        // Deregistration swept already: close now. The creation (this
+        // completion) holds the own operation, so the close takes a
+        // stand-in at once.
+        if shared.rundown.begin() == Begin::EndNow
+            && let Some(op) = close_now(shared, Holder::Creation)
+        {
+            op.detach();
+        }
     }
 }
 
@@ -351,7 +381,7 @@ fn close(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
         return None;
     }
     match shared.rundown.begin() {
-        Begin::EndNow => close_now(shared),
+        Begin::EndNow => close_now(shared, Holder::Unknown),
         Begin::EndedByLastCall | Begin::Lost => None,
     }
 }
@@ -383,6 +413,16 @@ impl Escalation for SocketRef {
     }
 }
 
+/// Who may hold a socket's own operation when its close begins.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// The caller is the creation's own completion: it will not let go
+    /// while the caller runs.
+    Creation,
+    /// Anyone: the creation may be about to let go.
+    Unknown,
+}
+
 /// Closes the socket: the run-down chose the caller and no call is inside.
 /// With the own operation once the creation has let go of it (looking
 /// again a bounded number of times: its routine may be a few instructions
@@ -390,12 +430,23 @@ impl Escalation for SocketRef {
 /// that never lets go (a forgotten future) cannot keep the socket open;
 /// else, without memory for one, the creation's last release closes. The
 /// operation returned, if any, is submitted.
-fn close_now(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
+fn close_now(shared: &SocketBlock, holder: Holder) -> Option<Operation<OwnCall>> {
     // SAFETY: the block's own node, only ever linked in its registration.
     unsafe { shared.registration.untrack(NonNull::from(&shared.node)) };
-    let mut looks = 0;
+    // The creation cannot let go while its own routine closes.
+    let mut looks = if holder == Holder::Creation {
+        RECYCLE_SPINS
+    } else {
+        0
+    };
     loop {
         match shared.closer.take() {
+            Take::Own if shared.spoiled.load(Ordering::Relaxed) => {
+                // The own operation served a provider that broke the WDM
+                // rule: a stand-in closes (without memory for one, the
+                // socket stays open: nothing trusted is left to close it).
+                return stand_in(shared).map(|op| submit_close(shared, op));
+            }
             Take::Own => {
                 // The own operation holds the block while it closes.
                 shared.refs.fetch_add(1, Ordering::Relaxed);
@@ -405,16 +456,17 @@ fn close_now(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
                 looks += 1;
                 crate::sys::yield_processor();
             }
-            Take::Busy => match Operation::new(OwnCall {
-                phase: Phase::Close,
-                ..OwnCall::creating(RawAddress::empty(), RawAddress::empty())
-            }) {
-                Ok(stand_in) => {
+            Take::Busy => match stand_in(shared) {
+                Some(stand_in) => {
                     if shared.closer.take_over() {
                         return Some(submit_close(shared, stand_in));
                     }
+                    // The creation let go meanwhile: its operation closes
+                    // (the stand-in goes back where it came from, or is
+                    // freed).
+                    shared.registration.give_back_reserve(stand_in);
                 }
-                Err(_) => {
+                None => {
                     if shared.closer.defer() {
                         return None;
                     }
@@ -422,6 +474,14 @@ fn close_now(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
             },
         }
     }
+}
+
+/// A close operation other than the own one: a new one, or the
+/// registration's reserve when none can be allocated.
+fn stand_in(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
+    Operation::new(OwnCall::stand_in())
+        .ok()
+        .or_else(|| shared.registration.take_reserve())
 }
 
 /// Closes with the own operation, which `Closer` handed to the caller; the
@@ -471,6 +531,12 @@ unsafe fn own_released(parent: NonNull<c_void>, result_untaken: bool) {
     // SAFETY: dead: its payload is ours until it is revived or the block
     // released below.
     let phase = unsafe { shared.own.payload_of_dead() }.phase;
+    let reclaimed = shared.own.was_reclaimed();
+    if reclaimed {
+        // Its IRP is not trusted again: no close with it, and the block is
+        // freed rather than reused.
+        shared.spoiled.store(true, Ordering::Relaxed);
+    }
     if phase == Phase::Create {
         if result_untaken && shared.is_attached() && shared.rundown.begin() == Begin::EndNow {
             // Nobody took the socket: close it, here (unless someone else
@@ -482,9 +548,14 @@ unsafe fn own_released(parent: NonNull<c_void>, result_untaken: bool) {
             debug_assert!(deferred, "the creation holds the own operation");
         }
         if shared.closer.released() == Released::CloseNow {
-            // The operation's reference passes to the close.
-            close_with_own(shared).detach();
-            return;
+            if !reclaimed {
+                // The operation's reference passes to the close.
+                close_with_own(shared).detach();
+                return;
+            }
+            if let Some(stand_in) = stand_in(shared) {
+                submit_close(shared, stand_in).detach();
+            }
         }
     }
     release(block);
@@ -507,7 +578,7 @@ impl Drop for Entered<'_> {
         if self.shared.rundown.release() {
             // A close began while this call was inside: the last call out
             // closes, without waiting.
-            if let Some(op) = close_now(self.shared) {
+            if let Some(op) = close_now(self.shared, Holder::Unknown) {
                 op.detach();
             }
         }
@@ -540,6 +611,9 @@ fn release(block: NonNull<SocketBlock>) {
         // (whoever holds a handle closes it on drop), which unlinked the
         // node.
         let block = unsafe { PoolBox::from_raw(block, TAG) };
+        if block.spoiled.load(Ordering::Relaxed) {
+            return;
+        }
         let registration = block.registration.clone();
         // INVARIANT: no reference left, the own operation dead, unlinked,
         // closed or never created.
@@ -568,7 +642,7 @@ unsafe fn force(node: NonNull<Node>) -> bool {
     let shared = unsafe { block.as_ref() };
     let forced = match shared.rundown.begin() {
         Begin::EndNow => {
-            if let Some(op) = close_now(shared) {
+            if let Some(op) = close_now(shared, Holder::Unknown) {
                 op.detach();
             }
             true
