@@ -209,9 +209,27 @@ fn connecting_again_and_again_allocates_nothing_in_steady_state() {
         (1, 1, 0),
         "a cold connect"
     );
+    // So does one through WskSocket, WskBind and WskConnect, while that
+    // one is open (nothing is set aside yet): the block's own operation
+    // creates, binds, connects and later closes.
+    let before = kernel.allocations();
+    let other = provider
+        .socket_blocking(&passive, TIMEOUT, Family::V4, SocketKind::Stream)
+        .unwrap()
+        .bind_blocking(&passive, TIMEOUT, Family::V4.unspecified())
+        .unwrap()
+        .connect_blocking(&passive, TIMEOUT, server)
+        .unwrap();
+    let cold = kernel.allocations() - before;
+    assert_eq!(
+        (cold.pool, cold.irps, cold.mdls),
+        (1, 1, 0),
+        "a cold WskSocket + WskBind + WskConnect"
+    );
+    other.close_blocking(&passive, TIMEOUT).unwrap();
     connection.close_blocking(&passive, TIMEOUT).unwrap();
     // The first cycles give the registration closed sockets' blocks (with
-    // their own, send, receive and bind/connect operations) to reuse.
+    // their own, send and receive operations) to reuse.
     assert_steady(&kernel, 4, 20, "connect + echo + close cycles", || {
         pass_on(&mut buffers, &mut cycle);
     });

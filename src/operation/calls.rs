@@ -323,34 +323,25 @@ pub fn accept(
     unsafe { op.submit_on_socket(registration, call) }
 }
 
-/// An address-carrying call's payload.
-pub struct Address(pub RawAddress);
-impl Payload for Address {}
-
-/// `WskBind` (reserved flags 0).
+/// `WskBind` (reserved flags 0), with `op`
+/// ([`SocketRef::call_operation`](crate::objects::socket::shared::SocketRef::call_operation)).
 pub fn bind(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     local: core::net::SocketAddr,
-    spare: &Spare<Address>,
-) -> Result<Operation<Address>> {
-    with_address(socket, registration, socket.entries().bind, local, spare)
+    op: Operation<OwnCall>,
+) -> Result<Operation<OwnCall>> {
+    with_address(socket, registration, socket.entries().bind, local, op)
 }
 
-/// `WskConnect` (reserved flags 0).
+/// `WskConnect` (reserved flags 0), with `op` as for [`bind`].
 pub fn connect(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     remote: core::net::SocketAddr,
-    spare: &Spare<Address>,
-) -> Result<Operation<Address>> {
-    with_address(
-        socket,
-        registration,
-        socket.entries().connect,
-        remote,
-        spare,
-    )
+    op: Operation<OwnCall>,
+) -> Result<Operation<OwnCall>> {
+    with_address(socket, registration, socket.entries().connect, remote, op)
 }
 
 /// A call taking one address and reserved flags (`WskBind`, `WskConnect`:
@@ -360,14 +351,14 @@ fn with_address(
     registration: &RegistrationRef,
     entry: crate::abi::PFN_WSK_CONNECT,
     address: core::net::SocketAddr,
-    spare: &Spare<Address>,
-) -> Result<Operation<Address>> {
+    mut op: Operation<OwnCall>,
+) -> Result<Operation<OwnCall>> {
     let entry = entry.ok_or_else(missing)?;
     let raw = socket.raw();
-    let mut op = Operation::reuse_or_new(spare.take(), Address(RawAddress::new(address)))?;
-    let call = |irp: *mut IRP, payload: *mut Address| {
+    *op.payload_mut().address_mut() = RawAddress::new(address);
+    let call = |irp: *mut IRP, payload: *mut OwnCall| {
         // SAFETY: the payload lives in the block until completion.
-        let address = unsafe { (*payload).0.as_mut_ptr() };
+        let address = unsafe { (*payload).address_mut().as_mut_ptr() };
         // SAFETY: a live socket's entry; the address outlives the call;
         // reserved flags are 0.
         unsafe { entry(raw, address, 0, irp) }
@@ -383,8 +374,8 @@ pub fn address(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     remote: bool,
-    spare: &Spare<Address>,
-) -> Result<Operation<Address>> {
+    mut op: Operation<OwnCall>,
+) -> Result<Operation<OwnCall>> {
     let entries = socket.entries();
     let entry = if remote {
         entries.remote
@@ -393,10 +384,10 @@ pub fn address(
     }
     .ok_or_else(missing)?;
     let raw = socket.raw();
-    let mut op = Operation::reuse_or_new(spare.take(), Address(RawAddress::empty()))?;
-    let call = |irp: *mut IRP, payload: *mut Address| {
+    *op.payload_mut().address_mut() = RawAddress::empty();
+    let call = |irp: *mut IRP, payload: *mut OwnCall| {
         // SAFETY: the payload lives in the block until completion.
-        let address = unsafe { (*payload).0.as_mut_ptr() };
+        let address = unsafe { (*payload).address_mut().as_mut_ptr() };
         // SAFETY: a live socket's entry; the output outlives the call.
         unsafe { entry(raw, address, irp) }
     };

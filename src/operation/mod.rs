@@ -193,21 +193,6 @@ impl<P: Payload> Operation<P> {
         })
     }
 
-    /// `idle` made idle again with `payload` (nothing allocated), or a
-    /// new operation when there is none or it cannot be reused yet.
-    ///
-    /// # Errors
-    /// As [`new`](Self::new).
-    pub fn reuse_or_new(idle: Option<Self>, payload: P) -> Result<Self> {
-        match Self::recycled(idle) {
-            Some(mut op) => {
-                *op.payload_mut() = payload;
-                Ok(op)
-            }
-            None => Self::new(payload),
-        }
-    }
-
     /// `idle` made idle again with its payload as it is, for the caller to
     /// reset (nothing allocated or copied), or a new operation with
     /// `make`'s payload.

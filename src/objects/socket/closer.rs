@@ -13,6 +13,7 @@
 //! Busy --last release of the creation--> Free --close--> Closing (the own operation closes)
 //! Busy --close, deferred--> CloseWanted --last release of the creation--> Closing (it closes)
 //! Busy --close, with an operation of the closer's own--> Closing (the creation only lets go)
+//! Free --lent to a call on the socket (bind, connect, an address)--> Busy (as above)
 //! ```
 //!
 //! The run-down picks the one party that closes; this protocol only
@@ -84,6 +85,15 @@ impl Closer {
         self.state.store(BUSY, Ordering::Relaxed);
     }
 
+    /// A call on the open socket borrows the own operation (`false`: it is
+    /// busy or closing, and the call makes its own). Until the call's last
+    /// release it is busy again, exactly as during the creation.
+    pub fn lend(&self) -> bool {
+        self.state
+            .compare_exchange(FREE, BUSY, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// The closer (the run-down's winner, once) asks for the own
     /// operation.
     ///
@@ -117,7 +127,8 @@ impl Closer {
             .is_ok()
     }
 
-    /// The creation's last reference is gone (once per creation).
+    /// The creation's (or a borrowing call's) last reference is gone (once
+    /// per use).
     ///
     /// # Panics
     /// If called when the own operation was not busy creating.
@@ -223,5 +234,31 @@ mod model {
     #[test]
     fn closer_with_an_operation_of_its_own_races_the_creation_letting_go() {
         race(true);
+    }
+
+    #[test]
+    fn closer_races_a_call_borrowing_the_operation_and_letting_go() {
+        loom::model(|| {
+            let closer = Arc::new(Closer::busy());
+            let socket = Arc::new(Socket::default());
+            // The creation let go: the operation is free.
+            assert_eq!(closer.released(), Released::Kept);
+            let call = {
+                let (closer, socket) = (closer.clone(), socket.clone());
+                thread::spawn(move || {
+                    if closer.lend() {
+                        socket.own_in_use.store(1, Ordering::Relaxed);
+                        creation_released(&closer, &socket);
+                    }
+                })
+            };
+            close(&closer, &socket, false);
+            call.join().unwrap();
+            assert_eq!(
+                socket.closes.load(Ordering::Relaxed),
+                1,
+                "the socket is closed exactly once"
+            );
+        });
     }
 }

@@ -236,11 +236,9 @@ async fn bind_flow<W: Waiter>(
 
 /// `WskBind` of `raw` to `local`.
 async fn bind_raw<W: Waiter>(raw: &Raw, waiter: &mut W, local: SocketAddr) -> Result<()> {
-    let spare = raw.socket.address_spare();
-    let op = raw.submit(|handle, registration| calls::bind(handle, registration, local, spare))?;
-    finish(waiter, &op).await?;
-    spare.put(op);
-    Ok(())
+    let op = raw.socket.call_operation()?;
+    let op = raw.submit(|handle, registration| calls::bind(handle, registration, local, op))?;
+    finish(waiter, &op).await.map(drop)
 }
 
 async fn connect_flow<W: Waiter>(
@@ -248,12 +246,12 @@ async fn connect_flow<W: Waiter>(
     waiter: &mut W,
     remote: SocketAddr,
 ) -> Result<Connection> {
-    let spare = bound.raw.socket.address_spare();
+    let op = bound.raw.socket.call_operation()?;
     let op = bound
         .raw
-        .submit(|handle, registration| calls::connect(handle, registration, remote, spare))?;
+        .submit(|handle, registration| calls::connect(handle, registration, remote, op))?;
     finish(waiter, &op).await?;
-    spare.put(op);
+    drop(op);
     Ok(Connection { raw: bound.raw })
 }
 
@@ -552,13 +550,14 @@ async fn graceful_close_flow<W: Waiter>(connection: Connection, waiter: &mut W) 
 }
 
 async fn address_flow<W: Waiter>(raw: &Raw, waiter: &mut W, remote: bool) -> Result<SocketAddr> {
-    let spare = raw.socket.address_spare();
+    let op = raw.socket.call_operation()?;
     let mut op =
-        raw.submit(|handle, registration| calls::address(handle, registration, remote, spare))?;
+        raw.submit(|handle, registration| calls::address(handle, registration, remote, op))?;
     finish(waiter, &op).await?;
-    let address = op.payload_mut().0.get();
-    spare.put(op);
-    address.ok_or(Error::Other(NtStatus::UNSUCCESSFUL))
+    op.payload_mut()
+        .address_mut()
+        .get()
+        .ok_or(Error::Other(NtStatus::UNSUCCESSFUL))
 }
 
 async fn fast_open_flow<W: Waiter>(socket: &Socket, waiter: &mut W) -> Result<()> {

@@ -32,7 +32,7 @@ use crate::objects::addr::RawAddress;
 use crate::objects::registration::{Missing, RegistrationRef};
 use crate::objects::rundown::{Begin, RunDown};
 use crate::objects::tracking::{Kind, Node, What, try_retain};
-use crate::operation::calls::{self, Address, Data, SocketHandle, Table};
+use crate::operation::calls::{self, Data, SocketHandle, Table};
 use crate::operation::{Embedded, Escalation, Home, Operation, Payload, RECYCLE_SPINS, Spare};
 use crate::status::NtStatus;
 
@@ -63,8 +63,6 @@ struct SocketBlock {
     own: Embedded<OwnCall>,
     /// A send and a receive operation set aside for the next ones.
     spares: [Spare<Data>; 2],
-    /// An operation set aside for the next bind, connect or address query.
-    address: Spare<Address>,
     registration: RegistrationRef,
 }
 
@@ -73,6 +71,9 @@ struct SocketBlock {
 enum Phase {
     /// `WskSocket` or `WskSocketConnect`.
     Create,
+    /// A call on the open socket that borrowed it (bind, connect, an
+    /// address query).
+    Call,
     /// `WskCloseSocket`.
     Close,
 }
@@ -115,6 +116,11 @@ impl OwnCall {
             local,
             remote,
         }
+    }
+
+    /// The address a bind or connect passes, or an address query receives.
+    pub const fn address_mut(&mut self) -> &mut RawAddress {
+        &mut self.local
     }
 
     /// The socket the completed call created.
@@ -227,7 +233,6 @@ impl SocketRef {
             spoiled: AtomicBool::new(false),
             own: Embedded::new(OwnCall::creating(local, remote))?,
             spares: [Spare::new(), Spare::new()],
-            address: Spare::new(),
             registration: registration.clone(),
         };
         let block = PoolBox::new(block, TAG)?.into_raw();
@@ -277,9 +282,26 @@ impl SocketRef {
         &self.shared().registration
     }
 
-    /// The operation set aside for the next bind, connect or address query.
-    pub const fn address_spare(&self) -> &Spare<Address> {
-        &self.shared().address
+    /// An operation for a bind, connect or address query on the socket:
+    /// its own operation when that is free (nothing allocated), or a new
+    /// one.
+    ///
+    /// # Errors
+    /// [`Error::InsufficientResources`] when a new one cannot be allocated.
+    pub fn call_operation(&self) -> Result<Operation<OwnCall>> {
+        let shared = self.shared();
+        if !shared.spoiled.load(Ordering::Relaxed) && shared.closer.lend() {
+            // The own operation holds the block while it is lent.
+            shared.refs.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: free (dead), and `Closer` lent it to us alone.
+            let mut op = unsafe { shared.own.revive() };
+            op.payload_mut().phase = Phase::Call;
+            return Ok(op);
+        }
+        Operation::new(OwnCall {
+            phase: Phase::Call,
+            ..OwnCall::stand_in()
+        })
     }
 
     /// The operation set aside for the next transfer going `direction`.
@@ -537,8 +559,12 @@ unsafe fn own_released(parent: NonNull<c_void>, result_untaken: bool) {
         // freed rather than reused.
         shared.spoiled.store(true, Ordering::Relaxed);
     }
-    if phase == Phase::Create {
-        if result_untaken && shared.is_attached() && shared.rundown.begin() == Begin::EndNow {
+    if phase != Phase::Close {
+        if phase == Phase::Create
+            && result_untaken
+            && shared.is_attached()
+            && shared.rundown.begin() == Begin::EndNow
+        {
             // Nobody took the socket: close it, here (unless someone else
             // is, or the last call inside will).
             // SAFETY: the block's own node, only ever linked in its
@@ -652,7 +678,6 @@ unsafe fn force(node: NonNull<Node>) -> bool {
     };
     // A handle the driver forgot keeps its block, but not the operations
     // set aside in it (a handle still in use sets them aside again).
-    shared.address.clear();
     for spare in &shared.spares {
         spare.clear();
     }
