@@ -8,9 +8,11 @@
 //! routine a second one, which it gives back exactly once. Dropping the owner
 //! never frees anything the provider may still touch: with the IRP in
 //! flight it cancels the IRP and marks the operation abandoned; whoever
-//! drops the last reference frees the block. A result nobody consumed (a
-//! socket created for a caller who has gone) is released by
-//! [`Payload::unconsumed`] when the block is freed.
+//! drops the last reference frees the block (or, for a block embedded in
+//! another, hands it back to its [`Home`]). A result nobody consumed is
+//! released by [`Payload::unconsumed`] when a block is freed; a socket
+//! created for a caller who has gone is closed by its socket block's home
+//! (see `objects::socket::shared`).
 //!
 //! # Lifecycle
 //! Every transition goes through [`crate::operation::lifecycle::Protocol`], which is
