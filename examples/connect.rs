@@ -8,7 +8,11 @@
 //! ```sh
 //! cargo run --example connect
 //! cargo run --example connect -- --remote 127.0.0.1:8000 --mode connect --send 'GET / HTTP/1.0\r\n\r\n'
+//! cargo run --example connect -- --mode accept --local 127.0.0.1:7000   # then connect to it
 //! ```
+//!
+//! `--mode accept` listens on `--local` instead, accepts one peer, prints
+//! its first chunk as the reply, and sends back `--send` or that chunk.
 //!
 //! Exit status: 0 when every requested mode succeeded, 1 otherwise, 2 for
 //! malformed arguments.
@@ -23,7 +27,8 @@ use wsk::{Family, PassiveLevel, Registration};
 use wsk_demo::{Job, Mode, Outcome, ResultLine};
 
 const USAGE: &str = "usage: connect [--remote ADDR] [--mode socket-connect|connect|connect-ex|all] \
-[--local ADDR] [--send TEXT | --send-file PATH] [--tfo] [--timeout-ms N]";
+[--local ADDR] [--send TEXT | --send-file PATH] [--tfo] [--timeout-ms N]\n       \
+connect --mode accept --local ADDR [--send TEXT | --send-file PATH] [--timeout-ms N]";
 const DEFAULT_PAYLOAD: &str = "hello from wsk\\r\\n";
 
 struct Options {
@@ -91,6 +96,20 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         && Family::of(&local) != Family::of(&remote)
     {
         return Err("--local and --remote must be of the same family".into());
+    }
+    if options.modes == Mode::ACCEPT {
+        // The listening address stands for both.
+        match options.local {
+            Some(local) if local.port() != 0 && options.remote.is_none() && !options.fast_open => {
+                options.remote = Some(local);
+            }
+            _ => {
+                return Err(
+                    "--mode accept takes --local ip:port with a non-zero port, and neither --remote nor --tfo"
+                        .into(),
+                );
+            }
+        }
     }
     Ok(options)
 }

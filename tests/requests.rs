@@ -103,6 +103,16 @@ fn malformed_request_lines_are_rejected_with_one_line_reasons() {
             "--remote 127.0.0.1:7\n--mode connect",
             RequestError::BadLine,
         ),
+        ("--mode accept", RequestError::BadAccept),
+        ("--mode accept --local 127.0.0.1:0", RequestError::BadAccept),
+        (
+            "--mode accept --local 127.0.0.1:7 --remote 127.0.0.1:8",
+            RequestError::BadAccept,
+        ),
+        (
+            "--mode accept --local 127.0.0.1:7 --tfo",
+            RequestError::BadAccept,
+        ),
     ];
     for (line, expected) in cases {
         assert_eq!(parse(line).err(), Some(*expected), "{line}");
@@ -170,6 +180,58 @@ fn requests_run_as_concurrent_tasks_and_answer_the_example_line() {
             assert!(
                 text.contains(&format!(
                     " sent=9 received=9 reply=hello {n}\\r\\n elapsed_us="
+                )),
+                "{text}"
+            );
+        }
+    });
+}
+
+#[test]
+fn an_accept_request_listens_accepts_one_peer_and_answers() {
+    with_executor(|provider, executor, passive| {
+        // A free port for the listener (released before the request binds).
+        let local = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for (line, answer) in [
+            (format!("--mode accept --local {local}"), &b"ping"[..]),
+            (
+                format!("--mode accept --local {local} --send pong\\r\\n"),
+                &b"pong\r\n"[..],
+            ),
+        ] {
+            let request = Request::parse(line.as_bytes()).unwrap();
+            assert_eq!(request.mode, Mode::Accept);
+            let start = Instant::now();
+            let task = executor.spawn(serve(provider.clone(), request)).unwrap();
+            let peer = thread::spawn(move || {
+                // The task listens soon after it starts.
+                let deadline = Instant::now() + TIMEOUT;
+                let mut stream = loop {
+                    match std::net::TcpStream::connect(local) {
+                        Ok(stream) => break stream,
+                        Err(_) if Instant::now() < deadline => {
+                            thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(error) => panic!("the request never listened: {error}"),
+                    }
+                };
+                std::io::Write::write_all(&mut stream, b"ping").unwrap();
+                let mut back = Vec::new();
+                std::io::Read::read_to_end(&mut stream, &mut back).unwrap();
+                back
+            });
+            let served = block_on(passive, task).unwrap().unwrap();
+            assert_eq!(peer.join().unwrap(), answer);
+            let mut out = [0_u8; OUTPUT_CAPACITY];
+            let len = served.write_line(start.elapsed().as_micros(), &mut out);
+            let text = std::str::from_utf8(&out[..len]).unwrap();
+            assert!(
+                text.starts_with(&format!(
+                    "accept: ok path=accept sent={} received=4 reply=ping elapsed_us=",
+                    answer.len()
                 )),
                 "{text}"
             );

@@ -23,11 +23,19 @@ pub enum Mode {
     Connect,
     /// `WskSocket`, `WskBind`, `WskConnectEx` with the payload.
     ConnectEx,
+    /// A listening socket on the local address (`WskSocket`, `WskBind`),
+    /// then `WskAccept`: the peer's first chunk is the reply, and the
+    /// payload (or, without one, that chunk) goes back.
+    Accept,
 }
 
 impl Mode {
-    /// Every mode, in the order `all` runs them.
+    /// Every connecting mode, in the order `all` runs them (`accept` waits
+    /// for a peer, so `all` leaves it out).
     pub const ALL: [Self; 3] = [Self::SocketConnect, Self::Connect, Self::ConnectEx];
+
+    /// The accepting mode alone.
+    pub const ACCEPT: [Self; 1] = [Self::Accept];
 
     /// The mode's name on the command line and in the result line.
     #[must_use]
@@ -36,11 +44,13 @@ impl Mode {
             Self::SocketConnect => "socket-connect",
             Self::Connect => "connect",
             Self::ConnectEx => "connect-ex",
+            Self::Accept => "accept",
         }
     }
 }
 
-/// Parses `socket-connect|connect|connect-ex|all` into the modes to run.
+/// Parses `socket-connect|connect|connect-ex|all|accept` into the modes to
+/// run.
 #[must_use]
 pub fn parse_modes(text: &str) -> Option<&'static [Mode]> {
     match text {
@@ -48,6 +58,7 @@ pub fn parse_modes(text: &str) -> Option<&'static [Mode]> {
         "socket-connect" => Some(&Mode::ALL[0..1]),
         "connect" => Some(&Mode::ALL[1..2]),
         "connect-ex" => Some(&Mode::ALL[2..3]),
+        "accept" => Some(&Mode::ACCEPT),
         _ => None,
     }
 }
@@ -136,8 +147,8 @@ pub const REPLY_SHOWN: usize = 80;
 pub enum Outcome<'a> {
     /// It connected, sent and received.
     Ok {
-        /// The path taken (`socket-connect`, `connect`, `connect-ex`, or
-        /// `connect+send` when connect-ex fell back).
+        /// The path taken (`socket-connect`, `connect`, `connect-ex`,
+        /// `connect+send` when connect-ex fell back, or `accept`).
         path: &'a str,
         /// Bytes sent.
         sent: usize,
@@ -261,8 +272,12 @@ pub struct Job<'a> {
     pub timeout: Duration,
 }
 
-/// Runs one mode: connects its way, sends the payload, reads one reply
-/// chunk, and closes gracefully (disconnect, read to the peer's end, close).
+/// Runs one mode, blocking.
+///
+/// Connects the mode's way, sends the payload, reads one reply chunk, and
+/// closes gracefully (disconnect, read to the peer's end, close). `accept`
+/// listens on `job.local` instead, accepts one peer, reads its first chunk,
+/// and sends back the payload or, without one, that chunk.
 ///
 /// # Errors
 /// The first failing step's error; the socket is closed either way.
@@ -281,6 +296,27 @@ pub fn run_mode(
     } = *job;
     let data = PoolBuffer::from_slice(payload, PoolTag::BUFFER)?;
     let (connection, path, sent) = match mode {
+        Mode::Accept => {
+            let listener = provider.listen_blocking(passive, timeout, local)?;
+            let (connection, _peer) = listener.accept_blocking(passive, timeout)?;
+            // One peer: stop listening.
+            listener.close_blocking(passive, timeout)?;
+            let buffer = PoolBuffer::zeroed(REPLY_CAPACITY, PoolTag::BUFFER)?;
+            let (received, chunk) = connection.receive_blocking(passive, timeout, buffer);
+            received?;
+            let back = if data.is_empty() {
+                PoolBuffer::from_slice(&chunk, PoolTag::BUFFER)?
+            } else {
+                data
+            };
+            let sent = send(&connection, passive, timeout, back)?;
+            connection.close_gracefully_blocking(passive, timeout)?;
+            return Ok(Run {
+                path: "accept",
+                sent,
+                reply: chunk,
+            });
+        }
         Mode::SocketConnect => {
             let connection = provider.socket_connect_blocking(passive, timeout, local, remote)?;
             let sent = send(&connection, passive, timeout, data)?;

@@ -6,7 +6,12 @@
 //!
 //! ```text
 //! --remote ADDR --mode socket-connect|connect|connect-ex [--send TEXT] [--timeout-ms N] [--tfo] [--local ADDR]
+//! --mode accept --local ADDR [--send TEXT] [--timeout-ms N]
 //! ```
+//!
+//! `accept` listens on `--local` (a non-zero port), accepts one peer,
+//! takes its first chunk as the reply, and sends back `--send` or, without
+//! it, that chunk.
 //!
 //! Options are separated by spaces; a value with spaces is written in
 //! double quotes, and `TEXT` takes the escapes `\r`, `\n`, `\\` and `\xHH`
@@ -98,6 +103,9 @@ pub enum RequestError {
     BadPayload(EscapeError),
     /// `--local` and `--remote` of different families.
     MixedFamilies,
+    /// `--mode accept` without `--local` and a non-zero port, or with
+    /// `--remote` or `--tfo`.
+    BadAccept,
     /// An unterminated double quote.
     OpenQuote,
     /// The payload could not be allocated.
@@ -123,10 +131,13 @@ impl fmt::Display for RequestError {
                     "{option} is not ip:port or [v6]:port with a non-zero port"
                 )
             }
-            Self::BadMode => f.write_str("--mode is socket-connect, connect or connect-ex"),
+            Self::BadMode => f.write_str("--mode is socket-connect, connect, connect-ex or accept"),
             Self::BadTimeout => f.write_str("--timeout-ms is a number from 1 to 600000"),
             Self::BadPayload(error) => write!(f, "--send: {error}"),
             Self::MixedFamilies => f.write_str("--local and --remote must be of the same family"),
+            Self::BadAccept => f.write_str(
+                "--mode accept takes --local ip:port with a non-zero port, and neither --remote nor --tfo",
+            ),
             Self::OpenQuote => f.write_str("unterminated double quote"),
             Self::NoMemory => f.write_str("no memory for the payload"),
         }
@@ -165,6 +176,7 @@ impl Request {
                         "socket-connect" => Mode::SocketConnect,
                         "connect" => Mode::Connect,
                         "connect-ex" => Mode::ConnectEx,
+                        "accept" => Mode::Accept,
                         _ => return Err(RequestError::BadMode),
                     });
                 }
@@ -182,8 +194,16 @@ impl Request {
                 _ => return Err(RequestError::UnknownOption),
             }
         }
-        let remote: SocketAddr = remote.ok_or(RequestError::NoRemote)?;
         let mode = mode.ok_or(RequestError::NoMode)?;
+        if mode == Mode::Accept {
+            // The listening address stands for both (only its family is
+            // read as the remote's).
+            let listen = local
+                .filter(|local| local.port() != 0 && remote.is_none() && !fast_open)
+                .ok_or(RequestError::BadAccept)?;
+            remote = Some(listen);
+        }
+        let remote: SocketAddr = remote.ok_or(RequestError::NoRemote)?;
         let local = local.unwrap_or_else(|| Family::of(&remote).unspecified());
         if Family::of(&local) != Family::of(&remote) {
             return Err(RequestError::MixedFamilies);
@@ -316,9 +336,11 @@ pub async fn serve(provider: Provider, request: Request) -> Served {
     }
 }
 
-/// [`run_mode`](crate::run_mode) as a future: connects the mode's way,
-/// sends the payload, reads one reply chunk, and closes gracefully; each
-/// step within `job.timeout`.
+/// [`run_mode`](crate::run_mode) as a future, each step within
+/// `job.timeout`.
+///
+/// Connects the mode's way, sends the payload, reads one reply chunk, and
+/// closes gracefully; `accept` listens, accepts, reads and answers.
 ///
 /// # Errors
 /// The first failing step's error ([`Error::TimedOut`] for a step that
@@ -334,6 +356,27 @@ pub async fn run_mode_async(provider: &Provider, mode: Mode, job: &Job<'_>) -> R
     let data = PoolBuffer::from_slice(payload, PoolTag::BUFFER)?;
     let family = Family::of(&remote);
     let (connection, path, sent) = match mode {
+        Mode::Accept => {
+            let listener = wsk::timeout(timeout, provider.listen(local)).await??;
+            let (connection, _peer) = wsk::timeout(timeout, listener.accept()).await??;
+            // One peer: stop listening.
+            wsk::timeout(timeout, listener.close()).await??;
+            let buffer = PoolBuffer::zeroed(REPLY_CAPACITY, PoolTag::BUFFER)?;
+            let (received, chunk) = wsk::timeout(timeout, connection.receive(buffer)).await?;
+            received?;
+            let back = if data.is_empty() {
+                PoolBuffer::from_slice(&chunk, PoolTag::BUFFER)?
+            } else {
+                data
+            };
+            let sent = send(&connection, timeout, back).await?;
+            wsk::timeout(timeout, connection.close_gracefully()).await??;
+            return Ok(Run {
+                path: "accept",
+                sent,
+                reply: chunk,
+            });
+        }
         Mode::SocketConnect => {
             let connection =
                 wsk::timeout(timeout, provider.socket_connect(local, remote)).await??;

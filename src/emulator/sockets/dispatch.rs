@@ -443,8 +443,11 @@ fn bind(state: &mut State, local: SocketAddr, listen: bool) -> Result<(), NTSTAT
     if listen {
         // A listening socket listens once bound (Microsoft's "Listening for
         // and Accepting Incoming Connections"); the provider picks the
-        // backlog.
-        host.bind(&local.into())
+        // backlog. Windows lets it bind a port that connections closed
+        // earlier still hold in TIME_WAIT; Linux does with SO_REUSEADDR
+        // (which still refuses a port another socket listens on).
+        host.set_reuse_address(true)
+            .and_then(|()| host.bind(&local.into()))
             .and_then(|()| host.listen(LISTEN_BACKLOG))
             .map_err(|error| status_of(&error))?;
         state.bound = true;
