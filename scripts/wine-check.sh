@@ -15,7 +15,10 @@
 #      on 127.0.0.1, installs, configures, starts and stops the driver, and
 #      checks the log lines, what the server received and the clean unload;
 #      then a configuration error (a malformed RemoteAddress): one clear
-#      error line, a clean unload, no network traffic.
+#      error line, a clean unload, no network traffic; then requests from
+#      the probe: every connecting mode at once, a malformed line, an
+#      accept (the driver listens; a python3 client connects), cancels, and
+#      requests in flight at sc stop.
 #
 # Every wait is bounded; the wineservers and the echo server are stopped on
 # exit. Set WINE_CHECK_KEEP=1 to keep the work directory (prefixes, logs).
@@ -510,8 +513,9 @@ connections() {
     [ -f "${files[0]}" ] && echo ${#files[@]} || echo 0
 }
 
-# The device: requests from the probe, four at once over every mode;
-# cancelled ones; and requests still in flight when the driver stops.
+# The device: requests from the probe, four at once over every connecting
+# mode; an accept; cancelled ones; and requests still in flight when the
+# driver stops.
 serve_requests() {
     local dir=$1 port=$2 n=$PAYLOAD_LEN
     start_server "$dir/silent" silent
@@ -550,6 +554,53 @@ serve_requests() {
     [ "$(connections "$dir/server")" -eq "$before" ] || fail "a rejected request connected"
     echo "  probe: a malformed request rejected with STATUS_INVALID_PARAMETER"
 
+    # Accept: the driver listens (WskSocket with WSK_FLAG_LISTEN_SOCKET,
+    # WskBind), accepts one peer (WskAccept), reads its first chunk and
+    # sends back the request's payload; the peer is a python3 client here.
+    local listen_port
+    listen_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    timeout 180 wine "$PROBE" --request \
+        "--mode accept --local 127.0.0.1:$listen_port --send pong --timeout-ms 30000" \
+        >"$dir/accept.out" 2>>"$CURRENT_LOG" &
+    local accept_pid=$!
+    local answer
+    answer=$(timeout 60 python3 - "$listen_port" <<'PY'
+import socket, sys, time
+deadline = time.monotonic() + 50
+while True:
+    try:
+        peer = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.2)
+peer.settimeout(30)
+peer.sendall(b"ping from the script")
+answer = b""
+while True:
+    try:
+        data = peer.recv(4096)
+    except ConnectionResetError:
+        # The driver closed without a FIN (Wine 8 has no WskDisconnect):
+        # what arrived before the reset is the answer.
+        break
+    if not data:
+        break
+    answer += data
+print(answer.decode())
+PY
+) || fail "the accept request's peer could not connect or read"
+    local accept_status=0
+    wait "$accept_pid" || accept_status=$?
+    [ "$accept_status" -eq 0 ] || {
+        cat "$dir/accept.out" >&2
+        fail "wsk-probe (accept) exited $accept_status, expected 0"
+    }
+    [ "$answer" = pong ] || fail "the accepted connection answered '$answer', expected 'pong'"
+    count_lines "$dir/accept.out" 1 "accept: ok path=accept sent=4 received=20 reply=ping from the script elapsed_us={N}"
+    echo "  probe: an accept request listened, accepted the script's connection and answered it"
+
     # Cancelled: four requests to a server that never answers, each
     # cancelled (CancelIoEx) after 300 ms.
     probe "$dir/cancel.out" 0 --remote "127.0.0.1:$silent" --mode connect --concurrency 4 \
@@ -580,7 +631,7 @@ serve_requests() {
     expect_lines "$from" \
         "$SERVING" \
         "wsk-sample: loaded: no startup run (no RemoteAddress); clock={WORD}" \
-        "wsk-sample: rejected a request: --mode is socket-connect, connect or connect-ex" \
+        "wsk-sample: rejected a request: --mode is socket-connect, connect, connect-ex or accept" \
         "$STOPPED_SERVING" \
         "wsk-sample: unloaded" || fail "the request lines do not match the contract"
 }
@@ -613,7 +664,7 @@ PAYLOAD_LEN=$(stat -c %s "$WORK/payload.bin")
 # Headless; DbgPrint appears as debugstr messages. Set before the first wine
 # command: the services inherit it.
 unset DISPLAY WAYLAND_DISPLAY
-export WINEDEBUG=-all,+debugstr
+export WINEDEBUG=${WINE_CHECK_DEBUG:--all,+debugstr}
 export WINEDLLOVERRIDES="mscoree,mshtml="
 
 for run in $(seq "$RUNS"); do

@@ -299,8 +299,6 @@ pub fn run_mode(
         Mode::Accept => {
             let listener = provider.listen_blocking(passive, timeout, local)?;
             let (connection, _peer) = listener.accept_blocking(passive, timeout)?;
-            // One peer: stop listening.
-            listener.close_blocking(passive, timeout)?;
             let buffer = PoolBuffer::zeroed(REPLY_CAPACITY, PoolTag::BUFFER)?;
             let (received, chunk) = connection.receive_blocking(passive, timeout, buffer);
             received?;
@@ -311,6 +309,9 @@ pub fn run_mode(
             };
             let sent = send(&connection, passive, timeout, back)?;
             connection.close_gracefully_blocking(passive, timeout)?;
+            // One peer: stop listening, once done with it (Wine 8 closes
+            // the connection accepted last with its listener).
+            listener.close_blocking(passive, timeout)?;
             return Ok(Run {
                 path: "accept",
                 sent,

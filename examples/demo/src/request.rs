@@ -359,8 +359,6 @@ pub async fn run_mode_async(provider: &Provider, mode: Mode, job: &Job<'_>) -> R
         Mode::Accept => {
             let listener = wsk::timeout(timeout, provider.listen(local)).await??;
             let (connection, _peer) = wsk::timeout(timeout, listener.accept()).await??;
-            // One peer: stop listening.
-            wsk::timeout(timeout, listener.close()).await??;
             let buffer = PoolBuffer::zeroed(REPLY_CAPACITY, PoolTag::BUFFER)?;
             let (received, chunk) = wsk::timeout(timeout, connection.receive(buffer)).await?;
             received?;
@@ -371,6 +369,9 @@ pub async fn run_mode_async(provider: &Provider, mode: Mode, job: &Job<'_>) -> R
             };
             let sent = send(&connection, timeout, back).await?;
             wsk::timeout(timeout, connection.close_gracefully()).await??;
+            // One peer: stop listening, once done with it (Wine 8 closes
+            // the connection accepted last with its listener).
+            wsk::timeout(timeout, listener.close()).await??;
             return Ok(Run {
                 path: "accept",
                 sent,

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `--request LINE` sends that request line as it is, labelled `request`
-//! (to see how the driver answers a malformed one).
+//! (to see how the driver answers a malformed one, or to send a mode the
+//! options do not build, such as `--mode accept --local ADDR`).
 //!
 //! Prints one line per request: the driver's result line as it returned
 //! it, `MODE: cancelled`, `MODE: rejected STATUS_INVALID_PARAMETER: REASON`

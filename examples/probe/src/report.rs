@@ -52,7 +52,8 @@ pub enum Outcome {
 impl Outcome {
     /// The line to print for `mode`, and whether it counts as a success.
     /// `cancel_asked`: the request was cancelled on purpose
-    /// (`--cancel-after-ms`).
+    /// (`--cancel-after-ms`). For `request` (a line sent as it is), any
+    /// mode's `ok` line counts.
     #[must_use]
     pub fn report(&self, mode: &str, cancel_asked: bool) -> (String, bool) {
         match self {
@@ -77,7 +78,12 @@ impl Outcome {
             ),
             Self::Finished(output) => {
                 let line = String::from_utf8_lossy(output).into_owned();
-                let ok = line.starts_with(&format!("{mode}: ok "));
+                let ok = if mode == "request" {
+                    line.split_once(": ")
+                        .is_some_and(|(_, rest)| rest.starts_with("ok "))
+                } else {
+                    line.starts_with(&format!("{mode}: ok "))
+                };
                 (line, ok)
             }
             Self::Failed { failure, output } => match failure.code {
@@ -172,6 +178,10 @@ mod tests {
         assert_eq!(outcome.report("connect", true), (line.to_owned(), true));
         // Another mode's line is not this mode's success.
         assert!(!outcome.report("connect-ex", false).1);
+        // A line sent as it is succeeds with any mode's ok line.
+        assert!(outcome.report("request", false).1);
+        let accept = "accept: ok path=accept sent=4 received=4 reply=ping elapsed_us=9";
+        assert!(Outcome::Finished(accept.into()).report("request", false).1);
     }
 
     #[test]
@@ -182,6 +192,7 @@ mod tests {
             outcome.report("socket-connect", false),
             (line.to_owned(), false)
         );
+        assert!(!outcome.report("request", false).1);
         let outcome = Outcome::Finished(Vec::new());
         let (line, ok) = outcome.report("connect", false);
         assert_eq!(
