@@ -65,6 +65,7 @@ pub use kernel::timer::{Sleep, Timeout, sleep, timeout};
 pub use objects::addr::Family;
 pub use objects::registration::{DEREGISTER_BOUND, Provider, Registration, WskVersion};
 pub use objects::socket::listener::Listener;
+pub use objects::socket::options::{SocketOption, SocketOptions};
 pub use objects::socket::{
     BoundSocket, CONNECT_EX_MAX_DATA, ConnectEx, ConnectPath, Connection, Socket,
 };

@@ -451,8 +451,8 @@ fn calls_in_the_wrong_state_fail_as_the_real_provider_fails_them() {
         "WskSocketConnect's families must match"
     );
 
-    // TCP_FASTOPEN is the one option: set (no IRP: the status comes back
-    // directly), read back, and refused once connecting has begun.
+    // TCP_FASTOPEN: set (no IRP: the status comes back directly), read
+    // back, and refused once connecting has begun.
     assert_eq!(socket.get_fast_open(), (SUCCESS, 0, 4));
     assert_eq!(socket.set_fast_open(true), SUCCESS);
     assert_eq!(socket.get_fast_open(), (SUCCESS, 1, 4));
@@ -460,8 +460,15 @@ fn calls_in_the_wrong_state_fail_as_the_real_provider_fails_them() {
         socket
             .control_with_irp(WskSetOption, 1, IPPROTO_TCP, 1)
             .status,
+        SUCCESS,
+        "TCP_NODELAY"
+    );
+    assert_eq!(
+        socket
+            .control_with_irp(WskSetOption, 0x7777, IPPROTO_TCP, 1)
+            .status,
         NtStatus::NOT_SUPPORTED,
-        "TCP_NODELAY is not emulated"
+        "an option the provider does not offer"
     );
     assert_eq!(
         socket

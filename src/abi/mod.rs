@@ -279,6 +279,20 @@ pub const AF_INET: ADDRESS_FAMILY = 2;
 pub const AF_INET6: ADDRESS_FAMILY = 23;
 pub const SOCK_STREAM: USHORT = 1;
 pub const IPPROTO_TCP: ULONG = 6;
+/// `SOL_SOCKET`: the level of the socket-wide options (winsock2.h).
+pub const SOL_SOCKET: ULONG = 0xffff;
+/// `SO_REUSEADDR`.
+pub const SO_REUSEADDR: ULONG = 0x0004;
+/// `SO_KEEPALIVE`.
+pub const SO_KEEPALIVE: ULONG = 0x0008;
+/// `SO_SNDBUF`.
+pub const SO_SNDBUF: ULONG = 0x1001;
+/// `SO_RCVBUF`.
+pub const SO_RCVBUF: ULONG = 0x1002;
+/// `SO_EXCLUSIVEADDRUSE`: `(int)(~SO_REUSEADDR)`.
+pub const SO_EXCLUSIVEADDRUSE: ULONG = !SO_REUSEADDR;
+/// `TCP_NODELAY`, an `IPPROTO_TCP` option (ws2ipdef.h).
+pub const TCP_NODELAY: ULONG = 0x0001;
 /// `TCP_FASTOPEN`, an `IPPROTO_TCP` option (ws2ipdef.h, Windows 10 1607+).
 pub const TCP_FASTOPEN: ULONG = 15;
 

@@ -6,10 +6,10 @@ use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
 use crate::abi::{
-    IPPROTO_TCP, IRP, SOCK_STREAM, STATUS_NOT_SUPPORTED, TCP_FASTOPEN, WSK_BUF, WSK_FLAG_ABORTIVE,
+    IPPROTO_TCP, IRP, SOCK_STREAM, STATUS_NOT_SUPPORTED, WSK_BUF, WSK_FLAG_ABORTIVE,
     WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_STREAM_SOCKET,
     WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
-    WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskSetOption,
+    WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskGetOption, WskSetOption,
 };
 use crate::error::{Error, Result};
 use crate::kernel::mdl::Mdl;
@@ -610,34 +610,56 @@ pub fn disconnect(
     Ok(op)
 }
 
-/// A `WskControlSocket` option value.
+/// A one-`ULONG` socket option's payload: the value to set, or the value
+/// read.
 pub struct Control {
-    input: u32,
+    value: u32,
 }
+
+impl Control {
+    /// The value the provider wrote (after a completed `WskGetOption`).
+    pub const fn value(&self) -> u32 {
+        self.value
+    }
+}
+
 impl Payload for Control {}
 
-/// `WskControlSocket(WskSetOption, TCP_FASTOPEN, IPPROTO_TCP, 1)`.
-pub fn enable_fast_open(
+/// `WskControlSocket` with `WskSetOption` (`set`: the value) or
+/// `WskGetOption` (`set` is `None`) for a `ULONG` option `code` at `level`.
+pub fn option(
     socket: &SocketHandle,
     registration: &RegistrationRef,
+    level: u32,
+    code: u32,
+    set: Option<u32>,
 ) -> Result<Operation<Control>> {
     let entry = socket.basic().WskControlSocket.ok_or_else(missing)?;
     let raw = socket.raw();
-    let mut op = Operation::new(Control { input: 1 })?;
+    let mut op = Operation::new(Control {
+        value: set.unwrap_or(0),
+    })?;
+    let size = core::mem::size_of::<u32>();
     let call = |irp: *mut IRP, payload: *mut Control| {
         // SAFETY: the payload lives in the block until completion.
-        let input = unsafe { &raw mut (*payload).input };
-        // SAFETY: a live socket's entry; the input outlives the call.
+        let value = unsafe { &raw mut (*payload).value }.cast::<c_void>();
+        let (request, input, output) = if set.is_some() {
+            (WskSetOption, value, ptr::null_mut())
+        } else {
+            (WskGetOption, ptr::null_mut(), value)
+        };
+        let (input_size, output_size) = if set.is_some() { (size, 0) } else { (0, size) };
+        // SAFETY: a live socket's entry; the value outlives the call.
         unsafe {
             entry(
                 raw,
-                WskSetOption,
-                TCP_FASTOPEN,
-                IPPROTO_TCP,
-                core::mem::size_of::<u32>(),
-                input.cast::<c_void>(),
-                0,
-                ptr::null_mut(),
+                request,
+                code,
+                level,
+                input_size,
+                input,
+                output_size,
+                output,
                 ptr::null_mut(),
                 irp,
             )

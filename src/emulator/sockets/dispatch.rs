@@ -19,11 +19,12 @@ use super::sockaddr::{self, Family};
 use super::transfer::{Accept, Buffer, Connect, Op, Stage};
 use super::{Kind, Lane, Phase, Socket, State, finish, live, retire};
 use crate::abi::{
-    ADDRESS_FAMILY, IPPROTO_TCP, IRP, NTSTATUS, SIZE_T, SOCK_STREAM, SOCKADDR,
+    ADDRESS_FAMILY, IPPROTO_TCP, IRP, NTSTATUS, SIZE_T, SO_EXCLUSIVEADDRUSE, SO_KEEPALIVE,
+    SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_STREAM, SOCKADDR, SOL_SOCKET,
     STATUS_ADDRESS_ALREADY_ASSOCIATED, STATUS_BUFFER_OVERFLOW, STATUS_CONNECTION_ACTIVE,
     STATUS_FILE_FORCED_CLOSED, STATUS_INVALID_CONNECTION, STATUS_INVALID_DEVICE_STATE,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, TCP_FASTOPEN, ULONG, USHORT,
-    WSK_BUF, WSK_CLIENT, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CONTROL_SOCKET_TYPE,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, TCP_FASTOPEN, TCP_NODELAY,
+    ULONG, USHORT, WSK_BUF, WSK_CLIENT, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CONTROL_SOCKET_TYPE,
     WSK_FLAG_ABORTIVE, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
     WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL,
     WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
@@ -773,8 +774,10 @@ unsafe extern "system" fn wsk_get_remote_address(
     })
 }
 
-/// `WskControlSocket`: only `TCP_FASTOPEN` (`IPPROTO_TCP`), set before the
-/// connect or read back. The IRP is optional: without one the status is
+/// `WskControlSocket`: `TCP_FASTOPEN` (`IPPROTO_TCP`, set before the
+/// connect or read back), `TCP_NODELAY`, and the `SOL_SOCKET` options
+/// `SO_KEEPALIVE`, `SO_RCVBUF`, `SO_SNDBUF`, `SO_REUSEADDR` and
+/// `SO_EXCLUSIVEADDRUSE`. The IRP is optional: without one the status is
 /// returned directly.
 unsafe extern "system" fn wsk_control_socket(
     socket: *mut WSK_SOCKET,
@@ -803,6 +806,16 @@ unsafe extern "system" fn wsk_control_socket(
             // SAFETY: the client's output buffer of `output_size` bytes.
             unsafe { get_fast_open(&socket, output_size, output_buffer) }
         }
+        (SET_OPTION, _, _) => option_of(level, control_code).and_then(|option| {
+            // SAFETY: the client's input buffer of `input_size` bytes.
+            let value = unsafe { read_ulong(input_size, input_buffer) }?;
+            set_option(&socket, option, value).map(|()| 0)
+        }),
+        (GET_OPTION, _, _) => option_of(level, control_code).and_then(|option| {
+            let value = get_option(&socket, option)?;
+            // SAFETY: the client's output buffer of `output_size` bytes.
+            unsafe { write_ulong(output_size, output_buffer, value) }
+        }),
         _ => Err(STATUS_NOT_SUPPORTED),
     };
     let (status, returned) = match result {
@@ -821,16 +834,126 @@ unsafe extern "system" fn wsk_control_socket(
 
 /// # Safety
 /// `input` is NULL or readable for `size` bytes.
+/// The socket options the emulated provider offers besides `TCP_FASTOPEN`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SockOpt {
+    NoDelay,
+    KeepAlive,
+    ReceiveBuffer,
+    SendBuffer,
+    ReuseAddress,
+    ExclusiveAddressUse,
+}
+
+const fn option_of(level: ULONG, code: ULONG) -> Result<SockOpt, NTSTATUS> {
+    match (level, code) {
+        (IPPROTO_TCP, TCP_NODELAY) => Ok(SockOpt::NoDelay),
+        (SOL_SOCKET, SO_KEEPALIVE) => Ok(SockOpt::KeepAlive),
+        (SOL_SOCKET, SO_RCVBUF) => Ok(SockOpt::ReceiveBuffer),
+        (SOL_SOCKET, SO_SNDBUF) => Ok(SockOpt::SendBuffer),
+        (SOL_SOCKET, SO_REUSEADDR) => Ok(SockOpt::ReuseAddress),
+        (SOL_SOCKET, SO_EXCLUSIVEADDRUSE) => Ok(SockOpt::ExclusiveAddressUse),
+        _ => Err(STATUS_NOT_SUPPORTED),
+    }
+}
+
+/// # Safety
+/// `input` is NULL or readable for `size` bytes.
+const unsafe fn read_ulong(size: SIZE_T, input: *mut c_void) -> Result<ULONG, NTSTATUS> {
+    if input.is_null() || size < size_of::<ULONG>() {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    // SAFETY: readable for at least a ULONG (checked; the contract).
+    Ok(unsafe { input.cast::<ULONG>().read_unaligned() })
+}
+
+/// # Safety
+/// `output` is NULL or writable for `size` bytes.
+const unsafe fn write_ulong(
+    size: SIZE_T,
+    output: *mut c_void,
+    value: ULONG,
+) -> Result<usize, NTSTATUS> {
+    if output.is_null() || size < size_of::<ULONG>() {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    // SAFETY: writable for at least a ULONG (checked; the contract).
+    unsafe { output.cast::<ULONG>().write_unaligned(value) };
+    Ok(size_of::<ULONG>())
+}
+
+/// Sets an option on the host socket, with Windows' rules: the address
+/// options only before the bind (and not both), `TCP_NODELAY` and
+/// keep-alive on listening and connection sockets alike. The buffer sizes
+/// are remembered as given (Linux reports twice what was set).
+fn set_option(socket: &Socket, option: SockOpt, value: ULONG) -> Result<(), NTSTATUS> {
+    let mut state = socket.current_state();
+    let on = value != 0;
+    if matches!(option, SockOpt::ReuseAddress | SockOpt::ExclusiveAddressUse) {
+        if state.bound {
+            return Err(STATUS_INVALID_DEVICE_STATE);
+        }
+        let other = if option == SockOpt::ReuseAddress {
+            state.exclusive
+        } else {
+            state.reuse_address
+        };
+        // Windows refuses the two together (WSAEINVAL).
+        if on && other {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+    }
+    let host = state.host.as_ref().ok_or(STATUS_INVALID_DEVICE_STATE)?;
+    let set = match option {
+        SockOpt::NoDelay => host.set_tcp_nodelay(on),
+        SockOpt::KeepAlive => host.set_keepalive(on),
+        SockOpt::ReceiveBuffer => host.set_recv_buffer_size(value as usize),
+        SockOpt::SendBuffer => host.set_send_buffer_size(value as usize),
+        SockOpt::ReuseAddress => host.set_reuse_address(on),
+        // Linux binds exclusively unless SO_REUSEADDR is set: remembered.
+        SockOpt::ExclusiveAddressUse => Ok(()),
+    };
+    set.map_err(|error| status_of(&error))?;
+    match option {
+        SockOpt::ReceiveBuffer => state.receive_buffer = Some(value),
+        SockOpt::SendBuffer => state.send_buffer = Some(value),
+        SockOpt::ReuseAddress => state.reuse_address = on,
+        SockOpt::ExclusiveAddressUse => state.exclusive = on,
+        SockOpt::NoDelay | SockOpt::KeepAlive => {}
+    }
+    Ok(())
+}
+
+fn get_option(socket: &Socket, option: SockOpt) -> Result<ULONG, NTSTATUS> {
+    let state = socket.current_state();
+    let host = state.host.as_ref().ok_or(STATUS_INVALID_DEVICE_STATE)?;
+    let bytes = |size: std::io::Result<usize>| {
+        size.map(|size| ULONG::try_from(size / 2).unwrap_or(ULONG::MAX))
+    };
+    let value = match option {
+        SockOpt::NoDelay => host.tcp_nodelay().map(ULONG::from),
+        SockOpt::KeepAlive => host.keepalive().map(ULONG::from),
+        SockOpt::ReceiveBuffer => state
+            .receive_buffer
+            .map_or_else(|| bytes(host.recv_buffer_size()), Ok),
+        SockOpt::SendBuffer => state
+            .send_buffer
+            .map_or_else(|| bytes(host.send_buffer_size()), Ok),
+        SockOpt::ReuseAddress => Ok(ULONG::from(state.reuse_address)),
+        SockOpt::ExclusiveAddressUse => Ok(ULONG::from(state.exclusive)),
+    };
+    value.map_err(|error| status_of(&error))
+}
+
+/// # Safety
+/// `input` is NULL or readable for `size` bytes.
 unsafe fn set_fast_open(
     socket: &Socket,
     size: SIZE_T,
     input: *mut c_void,
 ) -> Result<usize, NTSTATUS> {
-    if input.is_null() || size < size_of::<ULONG>() {
-        return Err(STATUS_INVALID_PARAMETER);
-    }
-    // SAFETY: readable for at least a ULONG (checked; the contract).
-    let value = unsafe { input.cast::<ULONG>().read_unaligned() };
+    // SAFETY: forwarded contract.
+    let value = unsafe { read_ulong(size, input) }?;
     let mut state = socket.current_state();
     // The SYN is built at connect time: afterwards the option means nothing.
     if state.phase != Phase::Idle {
@@ -847,13 +970,9 @@ unsafe fn get_fast_open(
     size: SIZE_T,
     output: *mut c_void,
 ) -> Result<usize, NTSTATUS> {
-    if output.is_null() || size < size_of::<ULONG>() {
-        return Err(STATUS_INVALID_PARAMETER);
-    }
     let value = ULONG::from(socket.current_state().fast_open);
-    // SAFETY: writable for at least a ULONG (checked; the contract).
-    unsafe { output.cast::<ULONG>().write_unaligned(value) };
-    Ok(size_of::<ULONG>())
+    // SAFETY: forwarded contract.
+    unsafe { write_ulong(size, output, value) }
 }
 
 unsafe extern "system" fn wsk_close_socket(socket: *mut WSK_SOCKET, irp: *mut IRP) -> NTSTATUS {

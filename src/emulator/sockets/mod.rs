@@ -276,6 +276,12 @@ struct State {
     published: bool,
     /// `TCP_FASTOPEN` set with `WskControlSocket`.
     fast_open: bool,
+    /// `SO_REUSEADDR` and `SO_EXCLUSIVEADDRUSE` as set.
+    reuse_address: bool,
+    exclusive: bool,
+    /// `SO_RCVBUF` and `SO_SNDBUF` as set (Linux reports twice the value).
+    receive_buffer: Option<u32>,
+    send_buffer: Option<u32>,
     /// Parked IRPs per lane, oldest first; a cancel may have completed some
     /// since (they are skipped).
     lanes: [VecDeque<IrpHandle>; 3],
@@ -381,6 +387,10 @@ impl Socket {
                     phase: Phase::Idle,
                     published: false,
                     fast_open: false,
+                    reuse_address: false,
+                    exclusive: false,
+                    receive_buffer: None,
+                    send_buffer: None,
                     lanes: Default::default(),
                     graceful: false,
                     peer_ended: false,

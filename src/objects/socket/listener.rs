@@ -43,7 +43,7 @@ use crate::status::NtStatus;
 /// Dropping closes the socket without blocking, at `DISPATCH_LEVEL` or
 /// below; its pending accepts complete with an error.
 pub struct Listener {
-    raw: Raw,
+    pub(super) raw: Raw,
 }
 
 async fn listen_flow<W: Waiter>(

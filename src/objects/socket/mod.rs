@@ -44,6 +44,7 @@
 
 mod closer;
 pub mod listener;
+pub mod options;
 pub mod shared;
 
 use core::net::SocketAddr;
@@ -62,9 +63,11 @@ use crate::status::NtStatus;
 /// The most `WskConnectEx` sends with the connect.
 pub const CONNECT_EX_MAX_DATA: usize = 65_535;
 
-/// A socket owned by one of the three typestates: dropping it closes the
-/// socket without blocking.
-struct Raw {
+/// A socket owned by one of the handles: dropping it closes the socket
+/// without blocking. Public only to name it in the sealed trait behind
+/// [`SocketOptions`](options::SocketOptions); it offers nothing outside the
+/// crate.
+pub struct Raw {
     socket: SocketRef,
 }
 
@@ -561,7 +564,15 @@ async fn address_flow<W: Waiter>(raw: &Raw, waiter: &mut W, remote: bool) -> Res
 }
 
 async fn fast_open_flow<W: Waiter>(socket: &Socket, waiter: &mut W) -> Result<()> {
-    let op = socket.raw.submit(calls::enable_fast_open)?;
+    let op = socket.raw.submit(|handle, registration| {
+        calls::option(
+            handle,
+            registration,
+            crate::abi::IPPROTO_TCP,
+            crate::abi::TCP_FASTOPEN,
+            Some(1),
+        )
+    })?;
     finish(waiter, &op).await.map(drop)
 }
 
