@@ -55,6 +55,9 @@ pub enum Error {
     /// The WSK subsystem is not (or no longer) available to this client.
     #[error("WSK provider unavailable: {0}")]
     ProviderUnavailable(NtStatus),
+    /// A host name that does not resolve (`STATUS_NOT_FOUND`).
+    #[error("not found: {0}")]
+    NotFound(NtStatus),
     /// A blocking call found the thread above `PASSIVE_LEVEL` / `APC_LEVEL`
     /// (a token copied before a spin lock was taken, say): it refused to
     /// wait instead of bugchecking. Anything it had in flight was cancelled.
@@ -99,6 +102,7 @@ impl Error {
             }
             NtStatus::INVALID_CONNECTION => Self::NotConnected(status),
             NtStatus::DEVICE_NOT_READY => Self::ProviderUnavailable(status),
+            NtStatus::NOT_FOUND => Self::NotFound(status),
             _ => Self::Other(status),
         }
     }
@@ -122,6 +126,7 @@ impl Error {
             | Self::AddressInUse(s)
             | Self::NotConnected(s)
             | Self::ProviderUnavailable(s)
+            | Self::NotFound(s)
             | Self::Other(s) => s,
             Self::IrqlTooHigh(_) => NtStatus::INVALID_DEVICE_STATE,
         }

@@ -456,20 +456,7 @@ fn calls_in_the_wrong_state_fail_as_the_real_provider_fails_them() {
     assert_eq!(socket.get_fast_open(), (SUCCESS, 0, 4));
     assert_eq!(socket.set_fast_open(true), SUCCESS);
     assert_eq!(socket.get_fast_open(), (SUCCESS, 1, 4));
-    assert_eq!(
-        socket
-            .control_with_irp(WskSetOption, 1, IPPROTO_TCP, 1)
-            .status,
-        SUCCESS,
-        "TCP_NODELAY"
-    );
-    assert_eq!(
-        socket
-            .control_with_irp(WskSetOption, 0x7777, IPPROTO_TCP, 1)
-            .status,
-        NtStatus::NOT_SUPPORTED,
-        "an option the provider does not offer"
-    );
+
     assert_eq!(
         socket
             .control_with_irp(WskSetOption, TCP_FASTOPEN, 0xFFFF, 1)
@@ -1312,6 +1299,31 @@ fn the_listening_table_accepts_only_once_bound_and_checks_its_arguments() {
     let close = table.Basic.WskCloseSocket.unwrap();
     // SAFETY: as above; closed once.
     assert_eq!(call(|irp| unsafe { close(raw, irp) }).status, SUCCESS);
+    client.finish();
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn tcp_nodelay_is_offered_and_an_unknown_option_is_not_supported() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let client = Client::register();
+    let socket = client.open(IpAddr::V4(Ipv4Addr::LOCALHOST), WSK_FLAG_CONNECTION_SOCKET);
+    assert_eq!(
+        socket
+            .control_with_irp(WskSetOption, 1, IPPROTO_TCP, 1)
+            .status,
+        SUCCESS,
+        "TCP_NODELAY"
+    );
+    assert_eq!(
+        socket
+            .control_with_irp(WskSetOption, 0x7777, IPPROTO_TCP, 1)
+            .status,
+        NtStatus::NOT_SUPPORTED,
+        "an option the provider does not offer"
+    );
+    assert_eq!(socket.close().status, SUCCESS);
     client.finish();
     kernel.assert_no_leaks();
 }

@@ -290,6 +290,7 @@ fn kernel_object_layouts(checks: &mut Vec<Check>) {
     // Pointer).
     layout!(checks, Wdm, IO_STATUS_BLOCK, [Status, Information]);
     layout!(checks, Wdm, LIST_ENTRY, [Flink, Blink]);
+    layout!(checks, Wdm, UNICODE_STRING, [Length, MaximumLength, Buffer]);
     // DISPATCHER_HEADER.Reserved1 has no single C counterpart (a union of
     // flag bytes in mingw's header).
     layout!(
@@ -522,6 +523,24 @@ fn wsk_dispatch_layouts(checks: &mut Vec<Check>) {
 
 /// Socket addresses (mingw's ws2def.h and ws2ipdef.h).
 fn sockaddr_layouts(checks: &mut Vec<Check>) {
+    layout!(
+        checks,
+        Wsk,
+        ADDRINFOEXW,
+        [
+            ai_flags,
+            ai_family,
+            ai_socktype,
+            ai_protocol,
+            ai_addrlen,
+            ai_canonname,
+            ai_addr,
+            ai_blob,
+            ai_bloblen,
+            ai_provider,
+            ai_next,
+        ]
+    );
     layout!(checks, Wsk, SOCKADDR, [sa_family, sa_data]);
     layout!(
         checks,

@@ -464,10 +464,54 @@ pub struct WSK_PROVIDER_DISPATCH {
     pub WskSocket: PFN_WSK_SOCKET,
     pub WskSocketConnect: PFN_WSK_SOCKET_CONNECT,
     pub WskControlClient: PFN_UNUSED,
-    pub WskGetAddressInfo: PFN_UNUSED,
-    pub WskFreeAddressInfo: PFN_UNUSED,
+    pub WskGetAddressInfo: PFN_WSK_GET_ADDRESS_INFO,
+    pub WskFreeAddressInfo: PFN_WSK_FREE_ADDRESS_INFO,
     pub WskGetNameInfo: PFN_UNUSED,
 }
+
+/// `UNICODE_STRING` (wdm.h): lengths in bytes, no terminator needed.
+#[repr(C)]
+pub struct UNICODE_STRING {
+    pub Length: USHORT,
+    pub MaximumLength: USHORT,
+    pub Buffer: *mut u16,
+}
+
+/// `ADDRINFOEXW` (ws2def.h).
+#[repr(C)]
+pub struct ADDRINFOEXW {
+    pub ai_flags: i32,
+    pub ai_family: i32,
+    pub ai_socktype: i32,
+    pub ai_protocol: i32,
+    pub ai_addrlen: SIZE_T,
+    pub ai_canonname: *mut u16,
+    pub ai_addr: *mut SOCKADDR,
+    pub ai_blob: *mut c_void,
+    pub ai_bloblen: SIZE_T,
+    pub ai_provider: *mut c_void,
+    pub ai_next: *mut Self,
+}
+
+/// `NS_ALL`: every name space.
+pub const NS_ALL: ULONG = 0;
+
+pub type PFN_WSK_GET_ADDRESS_INFO = Option<
+    unsafe extern "system" fn(
+        Client: *mut WSK_CLIENT,
+        NodeName: *mut UNICODE_STRING,
+        ServiceName: *mut UNICODE_STRING,
+        NameSpace: ULONG,
+        Provider: *mut c_void,
+        Hints: *mut ADDRINFOEXW,
+        Result: *mut *mut ADDRINFOEXW,
+        OwningProcess: *mut c_void,
+        OwningThread: *mut c_void,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+pub type PFN_WSK_FREE_ADDRESS_INFO =
+    Option<unsafe extern "system" fn(Client: *mut WSK_CLIENT, AddrInfo: *mut ADDRINFOEXW)>;
 
 pub type PFN_WSK_RECEIVE_EVENT = Option<
     unsafe extern "system" fn(
@@ -662,7 +706,11 @@ assert_layout! {
     WSK_CLIENT_NPI => 16, { Dispatch @ 8 };
     WSK_PROVIDER_NPI => 16, { Dispatch @ 8 };
     WSK_REGISTRATION => 24;
-    WSK_PROVIDER_DISPATCH => 56, { WskSocket @ 8 }, { WskSocketConnect @ 16 };
+    WSK_PROVIDER_DISPATCH => 56, { WskSocket @ 8 }, { WskSocketConnect @ 16 },
+        { WskGetAddressInfo @ 32 }, { WskFreeAddressInfo @ 40 };
+    UNICODE_STRING => 16, { MaximumLength @ 2 }, { Buffer @ 8 };
+    ADDRINFOEXW => 72, { ai_addrlen @ 16 }, { ai_canonname @ 24 }, { ai_addr @ 32 },
+        { ai_blob @ 40 }, { ai_bloblen @ 48 }, { ai_provider @ 56 }, { ai_next @ 64 };
     WSK_PROVIDER_BASIC_DISPATCH => 16, { WskCloseSocket @ 8 };
     WSK_PROVIDER_CONNECTION_DISPATCH => 104, { WskBind @ 16 }, { WskConnect @ 24 },
         { WskGetLocalAddress @ 32 }, { WskGetRemoteAddress @ 40 }, { WskSend @ 48 },

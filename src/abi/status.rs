@@ -71,6 +71,8 @@ statuses! {
     STATUS_NETWORK_UNREACHABLE = 0xC000_023C;
     /// The host is unreachable.
     STATUS_HOST_UNREACHABLE = 0xC000_023D;
+    /// The object (a host name, say) was not found.
+    STATUS_NOT_FOUND = 0xC000_0225;
     /// The protocol is unreachable.
     STATUS_PROTOCOL_UNREACHABLE = 0xC000_023E;
     /// The port is unreachable.

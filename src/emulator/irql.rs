@@ -263,6 +263,16 @@ pub const IRQL_RULES: &[IrqlRule] = &[
         DISPATCH_LEVEL,
         "releasing the provider NPI",
     ),
+    rule(
+        "WskGetAddressInfo",
+        PASSIVE_LEVEL,
+        "resolving a name waits for the resolver",
+    ),
+    rule(
+        "WskFreeAddressInfo",
+        PASSIVE_LEVEL,
+        "freeing an address list",
+    ),
     rule("WskSocket", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskSocketConnect", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskControlSocket", DISPATCH_LEVEL, WSK_CALLS),

@@ -52,6 +52,7 @@ pub mod io;
 mod irp;
 pub mod irql;
 mod mdl;
+pub mod names;
 mod poller;
 mod pool;
 mod provider;
@@ -392,6 +393,7 @@ impl KernelInner {
         usage.registrations = provider.registrations;
         usage.captures = provider.captures;
         usage.sockets = provider.sockets;
+        usage.address_lists = names::outstanding(self.id);
         usage
     }
 
@@ -505,6 +507,9 @@ pub struct Usage {
     pub captures: usize,
     /// WSK sockets not closed.
     pub sockets: usize,
+    /// Address lists `WskGetAddressInfo` gave and `WskFreeAddressInfo` has
+    /// not freed.
+    pub address_lists: usize,
 }
 
 /// Allocations a machine has handed out so far (see
@@ -621,6 +626,7 @@ impl Usage {
             && self.registrations == 0
             && self.captures == 0
             && self.sockets == 0
+            && self.address_lists == 0
     }
 
     /// Outstanding pool of one tag, given as its four characters.
@@ -656,6 +662,7 @@ impl fmt::Display for Usage {
             (self.registrations, "WSK registration(s)"),
             (self.captures, "provider NPI capture(s)"),
             (self.sockets, "WSK socket(s)"),
+            (self.address_lists, "address list(s) not freed"),
         ] {
             if count > 0 {
                 parts.push(std::format!("{count} {what}"));

@@ -144,8 +144,8 @@ impl Provider {
                 None
             },
             WskControlClient: ptr::null(),
-            WskGetAddressInfo: ptr::null(),
-            WskFreeAddressInfo: ptr::null(),
+            WskGetAddressInfo: Some(super::names::wsk_get_address_info),
+            WskFreeAddressInfo: Some(super::names::wsk_free_address_info),
             WskGetNameInfo: ptr::null(),
         });
         Self {

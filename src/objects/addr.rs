@@ -114,6 +114,38 @@ impl RawAddress {
         }
     }
 
+    /// The address a provider's `SOCKADDR` of `len` bytes holds, if its
+    /// family is one we know and `len` covers it.
+    ///
+    /// # Safety
+    /// `address` is NULL or readable for `len` bytes.
+    #[must_use]
+    pub unsafe fn read(address: *const SOCKADDR, len: usize) -> Option<SocketAddr> {
+        if address.is_null() {
+            return None;
+        }
+        let mut raw = Self::empty();
+        let len = len.min(core::mem::size_of::<SOCKADDR_STORAGE>());
+        // SAFETY: readable for `len` bytes (the contract), which fit the
+        // storage; the two do not overlap (`raw` is ours).
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                address.cast::<u8>(),
+                (&raw mut raw.storage).cast::<u8>(),
+                len,
+            );
+        }
+        let needed = match raw.storage.ss_family {
+            AF_INET => 16,
+            AF_INET6 => 28,
+            _ => return None,
+        };
+        if len < needed {
+            return None;
+        }
+        raw.get()
+    }
+
     /// The pointer to pass to WSK.
     pub const fn as_mut_ptr(&mut self) -> *mut SOCKADDR {
         (&raw mut self.storage).cast()

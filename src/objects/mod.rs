@@ -4,6 +4,7 @@
 //! all: the tracking list and run-down protection.
 
 pub mod addr;
+pub mod names;
 pub mod registration;
 pub mod rundown;
 pub mod socket;

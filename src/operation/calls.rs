@@ -211,6 +211,160 @@ const fn missing() -> Error {
     Error::NotSupported(NtStatus(STATUS_NOT_SUPPORTED))
 }
 
+/// The longest host name [`get_address_info`] takes, in UTF-16 units (a
+/// DNS name is at most 253 characters).
+pub const MAX_NAME: usize = 255;
+
+/// `WskGetAddressInfo`'s payload: the names it reads and the list it
+/// writes.
+pub struct Lookup {
+    node: [u16; MAX_NAME],
+    node_len: usize,
+    service: [u16; 5],
+    service_len: usize,
+    node_string: crate::abi::UNICODE_STRING,
+    service_string: crate::abi::UNICODE_STRING,
+    hints: crate::abi::ADDRINFOEXW,
+    result: *mut crate::abi::ADDRINFOEXW,
+}
+
+// SAFETY: the raw pointers point into the payload itself, or to the list the
+// provider gave, which any thread may read and the owner frees.
+#[allow(clippy::non_send_fields_in_send_ty, reason = "see the SAFETY comment")]
+unsafe impl Send for Lookup {}
+
+impl Lookup {
+    /// The list the provider gave, taken (the taker frees it).
+    pub const fn take_result(&mut self) -> Option<NonNull<crate::abi::ADDRINFOEXW>> {
+        NonNull::new(core::mem::replace(&mut self.result, ptr::null_mut()))
+    }
+}
+
+impl Payload for Lookup {}
+
+/// `WskGetAddressInfo` for `host` (a name or an address literal) and
+/// `port` (as the service), any family, stream sockets.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty name, one longer than
+/// [`MAX_NAME`] UTF-16 units, or one with a NUL, before any call;
+/// [`Error::NotSupported`] when the provider has no `WskGetAddressInfo`;
+/// as for [`Operation::submit`].
+pub fn get_address_info(provider: &Provider, host: &str, port: u16) -> Result<Operation<Lookup>> {
+    let invalid = || Error::InvalidArgument(NtStatus::INVALID_PARAMETER);
+    let mut node = [0_u16; MAX_NAME];
+    let mut node_len = 0;
+    for unit in host.encode_utf16() {
+        if unit == 0 {
+            return Err(invalid());
+        }
+        *node.get_mut(node_len).ok_or_else(invalid)? = unit;
+        node_len += 1;
+    }
+    if node_len == 0 {
+        return Err(invalid());
+    }
+    let mut service = [0_u16; 5];
+    let mut digits = [0_u8; 5];
+    let mut service_len = 0;
+    let mut rest = port;
+    loop {
+        digits[service_len] = b'0' + (rest % 10) as u8;
+        service_len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for (unit, digit) in service.iter_mut().zip(digits[..service_len].iter().rev()) {
+        *unit = u16::from(*digit);
+    }
+    let captured = provider.enter()?;
+    let entry = captured.dispatch().WskGetAddressInfo.ok_or_else(missing)?;
+    let client = captured.client();
+    let empty_string = || crate::abi::UNICODE_STRING {
+        Length: 0,
+        MaximumLength: 0,
+        Buffer: ptr::null_mut(),
+    };
+    let mut op = Operation::new(Lookup {
+        node,
+        node_len,
+        service,
+        service_len,
+        node_string: empty_string(),
+        service_string: empty_string(),
+        hints: crate::abi::ADDRINFOEXW {
+            ai_flags: 0,
+            ai_family: 0,
+            ai_socktype: i32::from(SOCK_STREAM),
+            ai_protocol: IPPROTO_TCP.cast_signed(),
+            ai_addrlen: 0,
+            ai_canonname: ptr::null_mut(),
+            ai_addr: ptr::null_mut(),
+            ai_blob: ptr::null_mut(),
+            ai_bloblen: 0,
+            ai_provider: ptr::null_mut(),
+            ai_next: ptr::null_mut(),
+        },
+        result: ptr::null_mut(),
+    })?;
+    let call = |irp: *mut IRP, payload: *mut Lookup| {
+        // SAFETY: the payload lives in the operation block, which does not
+        // move, until completion: the strings may point into it.
+        let payload = unsafe { &mut *payload };
+        let bytes = |units: usize| u16::try_from(units * 2).expect("at most 510 bytes");
+        payload.node_string = crate::abi::UNICODE_STRING {
+            Length: bytes(payload.node_len),
+            MaximumLength: bytes(MAX_NAME),
+            Buffer: payload.node.as_mut_ptr(),
+        };
+        payload.service_string = crate::abi::UNICODE_STRING {
+            Length: bytes(payload.service_len),
+            MaximumLength: bytes(5),
+            Buffer: payload.service.as_mut_ptr(),
+        };
+        // SAFETY: a captured provider's entry (held by `captured`); the
+        // names, hints and result live in the payload until completion; no
+        // owning process or thread; the caller is at PASSIVE_LEVEL (the
+        // public surface demands the token).
+        unsafe {
+            entry(
+                client,
+                &raw mut payload.node_string,
+                &raw mut payload.service_string,
+                crate::abi::NS_ALL,
+                ptr::null_mut(),
+                &raw mut payload.hints,
+                &raw mut payload.result,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                irp,
+            )
+        }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(provider.registration(), call)? };
+    Ok(op)
+}
+
+/// `WskFreeAddressInfo` of a list [`get_address_info`] gave. Without the
+/// capture (released by deregistration meanwhile) the list cannot be
+/// freed: it is left, as the provider would reclaim it with the client.
+///
+/// # Safety
+/// `list` came from a completed `WskGetAddressInfo` of `provider`'s
+/// capture and is freed once; the caller is at `PASSIVE_LEVEL`.
+pub unsafe fn free_address_info(provider: &Provider, list: NonNull<crate::abi::ADDRINFOEXW>) {
+    let Ok(captured) = provider.enter() else {
+        return;
+    };
+    if let Some(free) = captured.dispatch().WskFreeAddressInfo {
+        // SAFETY: per the contract; the capture is held.
+        unsafe { free(captured.client(), list.as_ptr()) };
+    }
+}
+
 /// `WskSocket`.
 pub fn socket(provider: &Provider, family: Family, kind: Table) -> Result<Operation<OwnCall>> {
     let captured = provider.enter()?;

@@ -1,0 +1,111 @@
+//! Host names: `WskGetAddressInfo`, then `WskFreeAddressInfo`.
+//!
+//! Both run at `PASSIVE_LEVEL` only (Microsoft's pages for them), so name
+//! resolution is a blocking call that takes a [`PassiveLevel`] token: from a
+//! driver's own threads, or from an executor task (tasks run at
+//! `PASSIVE_LEVEL` on system worker threads: make the token with
+//! [`PassiveLevel::check`] there). The provider's list is copied into an
+//! [`Addresses`] and freed before the call returns.
+//!
+//! ```no_run
+//! # fn demo(provider: &wsk::Provider) -> Result<(), wsk::Error> {
+//! use core::time::Duration;
+//! let passive = wsk::PassiveLevel::check().expect("a PASSIVE_LEVEL thread");
+//! let addresses = provider.resolve_blocking(&passive, Duration::from_secs(5), "localhost", 6379)?;
+//! let first = addresses.first().copied();
+//! # Ok(()) }
+//! ```
+
+use core::net::SocketAddr;
+use core::ops::Deref;
+use core::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::kernel::irql::PassiveLevel;
+use crate::objects::addr::RawAddress;
+use crate::objects::registration::Provider;
+use crate::operation::Blocking;
+use crate::operation::calls;
+use crate::status::NtStatus;
+
+/// The most addresses [`Provider::resolve_blocking`] keeps, in the
+/// provider's order.
+pub const MAX_ADDRESSES: usize = 16;
+
+/// The addresses a name resolved to, in the provider's order (at most
+/// [`MAX_ADDRESSES`]), each with the port asked for.
+///
+/// # IRQL
+/// Any (a value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Addresses {
+    list: heapless::Vec<SocketAddr, MAX_ADDRESSES>,
+}
+
+impl Deref for Addresses {
+    type Target = [SocketAddr];
+
+    fn deref(&self) -> &[SocketAddr] {
+        &self.list
+    }
+}
+
+impl Provider {
+    /// Resolves `host` (a name, or an IPv4 or IPv6 literal) to addresses
+    /// with `port` (`WskGetAddressInfo`, any family, stream sockets), then
+    /// frees the provider's list (`WskFreeAddressInfo`).
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (the token proves it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty name, one with a NUL or
+    /// longer than 255 UTF-16 units, before any call; [`Error::NotFound`]
+    /// when the name does not resolve; [`Error::NotSupported`] when the
+    /// provider has no `WskGetAddressInfo`; [`Error::TimedOut`] when
+    /// `timeout` passed (the call was cancelled); what the provider
+    /// returns otherwise.
+    pub fn resolve_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        host: &str,
+        port: u16,
+    ) -> Result<Addresses> {
+        let mut op = calls::get_address_info(self, host, port)?;
+        let waited = Blocking::new(irql, timeout).block(&op);
+        // Completed, within the bound or within the cancel's grace: the
+        // list is this caller's to read and free, here at PASSIVE_LEVEL.
+        // (Given up on, a list the provider gives later is not freed.)
+        let list = if op.is_complete() {
+            op.payload_mut().take_result()
+        } else {
+            None
+        };
+        let mut addresses = Addresses::default();
+        if let Some(head) = list {
+            let mut node = head.as_ptr();
+            while !node.is_null() && !addresses.list.is_full() {
+                // SAFETY: a node of the provider's list, valid until it is
+                // freed below.
+                let entry = unsafe { &*node };
+                // SAFETY: the node's address of `ai_addrlen` bytes.
+                let address = unsafe { RawAddress::read(entry.ai_addr, entry.ai_addrlen) };
+                if let Some(mut address) = address {
+                    address.set_port(port);
+                    let _ = addresses.list.push(address);
+                }
+                node = entry.ai_next;
+            }
+            // SAFETY: the list this call's completed WskGetAddressInfo gave,
+            // freed once, at PASSIVE_LEVEL (the token).
+            unsafe { calls::free_address_info(self, head) };
+        }
+        waited?;
+        op.result()?;
+        if addresses.is_empty() {
+            return Err(Error::NotFound(NtStatus::NOT_FOUND));
+        }
+        Ok(addresses)
+    }
+}
