@@ -8,6 +8,7 @@
 //! ```sh
 //! cargo run --example connect
 //! cargo run --example connect -- --remote 127.0.0.1:8000 --mode connect --send 'GET / HTTP/1.0\r\n\r\n'
+//! cargo run --example connect -- --remote localhost:8000      # a name: WskGetAddressInfo first
 //! cargo run --example connect -- --mode accept --local 127.0.0.1:7000   # then connect to it
 //! ```
 //!
@@ -26,13 +27,15 @@ use wsk::emulator::Kernel;
 use wsk::{Family, PassiveLevel, Registration};
 use wsk_demo::{Job, Mode, Outcome, ResultLine};
 
-const USAGE: &str = "usage: connect [--remote ADDR] [--mode socket-connect|connect|connect-ex|all] \
+const USAGE: &str = "usage: connect [--remote ADDR|HOST:PORT] [--mode socket-connect|connect|connect-ex|all] \
 [--local ADDR] [--send TEXT | --send-file PATH] [--tfo] [--timeout-ms N]\n       \
 connect --mode accept --local ADDR [--send TEXT | --send-file PATH] [--timeout-ms N]";
 const DEFAULT_PAYLOAD: &str = "hello from wsk\\r\\n";
 
 struct Options {
     remote: Option<SocketAddr>,
+    /// `--remote HOST:PORT`: resolved through the provider first.
+    name: Option<(String, u16)>,
     modes: &'static [Mode],
     local: Option<SocketAddr>,
     payload: Vec<u8>,
@@ -43,6 +46,7 @@ struct Options {
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
         remote: None,
+        name: None,
         modes: &Mode::ALL,
         local: None,
         payload: Vec::new(),
@@ -55,7 +59,20 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--remote" => options.remote = Some(address(&value()?)?),
+            "--remote" => {
+                let text = value()?;
+                match address(&text) {
+                    Ok(remote) => options.remote = Some(remote),
+                    Err(error) => {
+                        let (name, port) = text.rsplit_once(':').ok_or_else(|| error.clone())?;
+                        let port: u16 = port.parse().map_err(|_| error.clone())?;
+                        if name.is_empty() || port == 0 {
+                            return Err(error);
+                        }
+                        options.name = Some((name.to_owned(), port));
+                    }
+                }
+            }
             "--local" => options.local = Some(address(&value()?)?),
             "--mode" => {
                 let mode = value()?;
@@ -116,7 +133,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
 
 fn address(text: &str) -> Result<SocketAddr, String> {
     text.parse()
-        .map_err(|_| format!("bad address {text:?} (use ip:port or [v6]:port)"))
+        .map_err(|_| format!("bad address {text:?} (use ip:port, [v6]:port or host:port)"))
 }
 
 /// An echo server on loopback: each connection gets back what it sends.
@@ -149,6 +166,8 @@ fn main() -> ExitCode {
     };
     let remote = match options.remote {
         Some(remote) => remote,
+        // Resolved below, once the provider is captured.
+        None if options.name.is_some() => SocketAddr::from(([0, 0, 0, 0], 0)),
         None => match start_echo_server() {
             Ok(address) => address,
             Err(error) => {
@@ -157,10 +176,6 @@ fn main() -> ExitCode {
             }
         },
     };
-    let local = options
-        .local
-        .unwrap_or_else(|| Family::of(&remote).unspecified());
-
     let kernel = Kernel::new();
     let _enter = kernel.enter();
     let passive = PassiveLevel::check().expect("main runs at PASSIVE_LEVEL");
@@ -180,6 +195,33 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let remote = match &options.name {
+            None => remote,
+            Some((name, port)) => {
+                match provider.resolve_blocking(&passive, options.timeout, name, *port) {
+                    Ok(addresses) => {
+                        let wanted = |address: &&SocketAddr| {
+                            options
+                                .local
+                                .is_none_or(|local| Family::of(&local) == Family::of(address))
+                        };
+                        if let Some(&address) = addresses.iter().find(wanted) {
+                            address
+                        } else {
+                            eprintln!("connect: {name} has no address of --local's family");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                    Err(error) => {
+                        eprintln!("connect: cannot resolve {name}: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
+        let local = options
+            .local
+            .unwrap_or_else(|| Family::of(&remote).unspecified());
         for &mode in options.modes {
             let start = Instant::now();
             let job = Job {

@@ -17,8 +17,8 @@
 #      then a configuration error (a malformed RemoteAddress): one clear
 #      error line, a clean unload, no network traffic; then requests from
 #      the probe: every connecting mode at once, a malformed line, an
-#      accept (the driver listens; a python3 client connects), cancels, and
-#      requests in flight at sc stop.
+#      accept (the driver listens; a python3 client connects), a host name
+#      (localhost), cancels, and requests in flight at sc stop.
 #
 # Every wait is bounded; the wineservers and the echo server are stopped on
 # exit. Set WINE_CHECK_KEEP=1 to keep the work directory (prefixes, logs).
@@ -600,6 +600,16 @@ PY
     [ "$answer" = pong ] || fail "the accepted connection answered '$answer', expected 'pong'"
     count_lines "$dir/accept.out" 1 "accept: ok path=accept sent=4 received=20 reply=ping from the script elapsed_us={N}"
     echo "  probe: an accept request listened, accepted the script's connection and answered it"
+
+    # A host name: the driver resolves localhost (WskGetAddressInfo, then
+    # WskFreeAddressInfo: Wine's netio resolves with the host) and connects
+    # to the first IPv4 address.
+    before=$(connections "$dir/server")
+    probe "$dir/name.out" 0 --request \
+        "--remote localhost:$port --local 127.0.0.1:0 --mode connect --send ping --timeout-ms $TIMEOUT_MS"
+    count_lines "$dir/name.out" 1 "connect: ok path=connect sent=4 received=4 reply=ping elapsed_us={N}"
+    [ $(($(connections "$dir/server") - before)) -eq 1 ] || fail "the named request did not reach the server"
+    echo "  probe: a request to localhost:PORT resolved the name and connected"
 
     # Cancelled: four requests to a server that never answers, each
     # cancelled (CancelIoEx) after 300 ms.

@@ -12,7 +12,7 @@ use wsk::emulator::{Device, Kernel};
 use wsk::{DeviceObject, Error, Executor, NtStatus, PassiveLevel, Registration, block_on};
 use wsk_demo::Mode;
 use wsk_demo::request::{
-    IOCTL_WSK_SAMPLE_RUN, OUTPUT_CAPACITY, Request, RequestError, serve, write_rejection,
+    IOCTL_WSK_SAMPLE_RUN, OUTPUT_CAPACITY, Remote, Request, RequestError, serve, write_rejection,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,15 +42,23 @@ fn a_request_line_parses_like_the_connect_example_options() {
     )
     .unwrap();
     assert_eq!(request.mode, Mode::ConnectEx);
-    assert_eq!(request.remote, "127.0.0.1:7".parse().unwrap());
-    assert_eq!(request.local, "0.0.0.0:0".parse().unwrap());
+    assert!(
+        matches!(request.remote, Remote::Address(remote) if remote == "127.0.0.1:7".parse().unwrap())
+    );
+    assert_eq!(request.local, None);
     assert_eq!(&*request.payload, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(request.timeout, Duration::from_millis(250));
     assert!(request.fast_open);
     drop(request);
-    let request = parse("--mode socket-connect --remote [::1]:9\r\n").unwrap();
-    assert_eq!(request.local, "[::]:0".parse().unwrap());
+    let request = parse("--mode socket-connect --remote [::1]:9 --local [::]:0\r\n").unwrap();
+    assert_eq!(request.local, Some("[::]:0".parse().unwrap()));
     assert!(request.payload.is_empty());
+    drop(request);
+    // A host name, resolved when the request is served.
+    let request = parse("--mode connect --remote localhost:6379").unwrap();
+    assert!(
+        matches!(&request.remote, Remote::Name { name, port: 6379 } if &name[..] == b"localhost")
+    );
     drop(request);
     kernel.assert_no_leaks();
 }
@@ -67,7 +75,15 @@ fn malformed_request_lines_are_rejected_with_one_line_reasons() {
             RequestError::BadAddress("--remote"),
         ),
         (
-            "--remote localhost:7 --mode connect",
+            "--remote localhost:0 --mode connect",
+            RequestError::BadAddress("--remote"),
+        ),
+        (
+            "--remote bad/name:7 --mode connect",
+            RequestError::BadAddress("--remote"),
+        ),
+        (
+            "--remote :7 --mode connect",
             RequestError::BadAddress("--remote"),
         ),
         ("--remote 127.0.0.1:7 --mode all", RequestError::BadMode),
@@ -236,6 +252,27 @@ fn an_accept_request_listens_accepts_one_peer_and_answers() {
                 "{text}"
             );
         }
+    });
+}
+
+#[test]
+fn a_request_to_a_host_name_resolves_it_in_the_task() {
+    with_executor(|provider, executor, passive| {
+        let remote = echo_server();
+        let line = format!(
+            "--remote localhost:{} --local 127.0.0.1:0 --mode connect --send hi",
+            remote.port()
+        );
+        let request = Request::parse(line.as_bytes()).unwrap();
+        let task = executor.spawn(serve(provider.clone(), request)).unwrap();
+        let served = block_on(passive, task).unwrap().unwrap();
+        let mut out = [0_u8; OUTPUT_CAPACITY];
+        let len = served.write_line(1, &mut out);
+        let text = std::str::from_utf8(&out[..len]).unwrap();
+        assert!(
+            text.starts_with("connect: ok path=connect sent=2 received=2 reply=hi "),
+            "{text}"
+        );
     });
 }
 

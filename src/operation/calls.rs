@@ -217,10 +217,13 @@ pub const MAX_NAME: usize = 255;
 
 /// `WskGetAddressInfo`'s payload: the names it reads and the list it
 /// writes.
+///
+/// The names end with a NUL after their `Length` (which does not count it):
+/// Windows does not need it, but Wine passes the buffers on as C strings.
 pub struct Lookup {
-    node: [u16; MAX_NAME],
+    node: [u16; MAX_NAME + 1],
     node_len: usize,
-    service: [u16; 5],
+    service: [u16; 6],
     service_len: usize,
     node_string: crate::abi::UNICODE_STRING,
     service_string: crate::abi::UNICODE_STRING,
@@ -252,19 +255,19 @@ impl Payload for Lookup {}
 /// as for [`Operation::submit`].
 pub fn get_address_info(provider: &Provider, host: &str, port: u16) -> Result<Operation<Lookup>> {
     let invalid = || Error::InvalidArgument(NtStatus::INVALID_PARAMETER);
-    let mut node = [0_u16; MAX_NAME];
+    let mut node = [0_u16; MAX_NAME + 1];
     let mut node_len = 0;
     for unit in host.encode_utf16() {
-        if unit == 0 {
+        if unit == 0 || node_len == MAX_NAME {
             return Err(invalid());
         }
-        *node.get_mut(node_len).ok_or_else(invalid)? = unit;
+        node[node_len] = unit;
         node_len += 1;
     }
     if node_len == 0 {
         return Err(invalid());
     }
-    let mut service = [0_u16; 5];
+    let mut service = [0_u16; 6];
     let mut digits = [0_u8; 5];
     let mut service_len = 0;
     let mut rest = port;
@@ -313,15 +316,15 @@ pub fn get_address_info(provider: &Provider, host: &str, port: u16) -> Result<Op
         // SAFETY: the payload lives in the operation block, which does not
         // move, until completion: the strings may point into it.
         let payload = unsafe { &mut *payload };
-        let bytes = |units: usize| u16::try_from(units * 2).expect("at most 510 bytes");
+        let bytes = |units: usize| u16::try_from(units * 2).expect("at most 512 bytes");
         payload.node_string = crate::abi::UNICODE_STRING {
             Length: bytes(payload.node_len),
-            MaximumLength: bytes(MAX_NAME),
+            MaximumLength: bytes(payload.node_len + 1),
             Buffer: payload.node.as_mut_ptr(),
         };
         payload.service_string = crate::abi::UNICODE_STRING {
             Length: bytes(payload.service_len),
-            MaximumLength: bytes(5),
+            MaximumLength: bytes(payload.service_len + 1),
             Buffer: payload.service.as_mut_ptr(),
         };
         // SAFETY: a captured provider's entry (held by `captured`); the

@@ -5,9 +5,13 @@
 //! (buffered) with one line of the `connect` example's options as input:
 //!
 //! ```text
-//! --remote ADDR --mode socket-connect|connect|connect-ex [--send TEXT] [--timeout-ms N] [--tfo] [--local ADDR]
+//! --remote ADDR|HOST:PORT --mode socket-connect|connect|connect-ex [--send TEXT] [--timeout-ms N] [--tfo] [--local ADDR]
 //! --mode accept --local ADDR [--send TEXT] [--timeout-ms N]
 //! ```
+//!
+//! A `--remote` host name is resolved first (`WskGetAddressInfo`, in the
+//! task, at `PASSIVE_LEVEL`): the first address of `--local`'s family, or
+//! the first of all.
 //!
 //! `accept` listens on `--local` (a non-zero port), accepts one peer,
 //! takes its first chunk as the reply, and sends back `--send` or, without
@@ -30,7 +34,7 @@ use core::fmt::{self, Write as _};
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use wsk::{Error, Family, PoolBuffer, PoolTag, Provider, SocketKind};
+use wsk::{Error, Family, NtStatus, PoolBuffer, PoolTag, Provider, SocketKind};
 
 use crate::{EscapeError, Job, Mode, REPLY_CAPACITY, ResultLine, Run, unescape};
 
@@ -62,15 +66,33 @@ pub const MAX_TIMEOUT: Duration = Duration::from_mins(10);
 /// The output buffer a caller should offer: enough for any result line.
 pub const OUTPUT_CAPACITY: usize = 512;
 
+/// The longest host name `--remote` takes.
+pub const MAX_NAME: usize = 253;
+
+/// Where a request connects.
+#[derive(Debug)]
+pub enum Remote {
+    /// An address.
+    Address(SocketAddr),
+    /// A host name to resolve first, in pool, and the port.
+    Name {
+        /// The name's bytes (UTF-8).
+        name: PoolBuffer,
+        /// The port.
+        port: u16,
+    },
+}
+
 /// One parsed request.
 #[derive(Debug)]
 pub struct Request {
     /// The one mode to run.
     pub mode: Mode,
-    /// The local address (the wildcard of the remote's family unless given).
-    pub local: SocketAddr,
+    /// The local address, if given (otherwise the wildcard of the remote's
+    /// family).
+    pub local: Option<SocketAddr>,
     /// The server.
-    pub remote: SocketAddr,
+    pub remote: Remote,
     /// The bytes to send, in pool.
     pub payload: PoolBuffer,
     /// The limit for each step.
@@ -92,8 +114,8 @@ pub enum RequestError {
     NoRemote,
     /// `--mode` is missing.
     NoMode,
-    /// An address that is not `ip:port` or `[v6]:port` (with a non-zero
-    /// port for `--remote`).
+    /// An address that is not `ip:port` or `[v6]:port` (or, for
+    /// `--remote`, `host:port`; with a non-zero port for `--remote`).
     BadAddress(&'static str),
     /// A mode that is not `socket-connect`, `connect` or `connect-ex`.
     BadMode,
@@ -128,7 +150,7 @@ impl fmt::Display for RequestError {
             Self::BadAddress(option) => {
                 write!(
                     f,
-                    "{option} is not ip:port or [v6]:port with a non-zero port"
+                    "{option} is not ip:port, [v6]:port or host:port with a non-zero port"
                 )
             }
             Self::BadMode => f.write_str("--mode is socket-connect, connect, connect-ex or accept"),
@@ -169,7 +191,7 @@ impl Request {
             let mut value =
                 |name: &'static str| tokens.next()?.ok_or(RequestError::MissingValue(name));
             match option {
-                "--remote" => remote = Some(address(value("--remote")?, "--remote", false)?),
+                "--remote" => remote = Some(remote_of(value("--remote")?)?),
                 "--local" => local = Some(address(value("--local")?, "--local", true)?),
                 "--mode" => {
                     mode = Some(match value("--mode")? {
@@ -201,13 +223,21 @@ impl Request {
             let listen = local
                 .filter(|local| local.port() != 0 && remote.is_none() && !fast_open)
                 .ok_or(RequestError::BadAccept)?;
-            remote = Some(listen);
+            remote = Some(Target::Address(listen));
         }
-        let remote: SocketAddr = remote.ok_or(RequestError::NoRemote)?;
-        let local = local.unwrap_or_else(|| Family::of(&remote).unspecified());
-        if Family::of(&local) != Family::of(&remote) {
-            return Err(RequestError::MixedFamilies);
-        }
+        let remote = match remote.ok_or(RequestError::NoRemote)? {
+            Target::Address(remote) => {
+                if local.is_some_and(|local| Family::of(&local) != Family::of(&remote)) {
+                    return Err(RequestError::MixedFamilies);
+                }
+                Remote::Address(remote)
+            }
+            Target::Name(name, port) => Remote::Name {
+                name: PoolBuffer::from_slice(name.as_bytes(), PoolTag::BUFFER)
+                    .map_err(|_| RequestError::NoMemory)?,
+                port,
+            },
+        };
         // Decoded straight into pool: a kernel stack is small. Every escape
         // decodes to one byte, so the text's length is enough room.
         let text = send.unwrap_or("");
@@ -227,6 +257,28 @@ impl Request {
             fast_open,
         })
     }
+}
+
+/// What `--remote` names, as parsed (the name still in the line).
+enum Target<'a> {
+    Address(SocketAddr),
+    Name(&'a str, u16),
+}
+
+/// `--remote`: an address, or `host:port` (a name of at most [`MAX_NAME`]
+/// letters, digits, dots, hyphens and underscores; a non-zero port).
+fn remote_of(text: &str) -> Result<Target<'_>, RequestError> {
+    if let Ok(address) = address(text, "--remote", false) {
+        return Ok(Target::Address(address));
+    }
+    let bad = RequestError::BadAddress("--remote");
+    let (name, port) = text.rsplit_once(':').ok_or(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad)?;
+    let valid = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_');
+    if port == 0 || name.is_empty() || name.len() > MAX_NAME || !name.bytes().all(valid) {
+        return Err(bad);
+    }
+    Ok(Target::Name(name, port))
 }
 
 fn address(text: &str, option: &'static str, any_port: bool) -> Result<SocketAddr, RequestError> {
@@ -322,18 +374,52 @@ fn write_into(out: &mut [u8], args: fmt::Arguments<'_>) -> usize {
 /// Dropping the future (an aborted task) cancels whatever is in flight and
 /// closes the connection.
 pub async fn serve(provider: Provider, request: Request) -> Served {
-    let job = Job {
-        local: request.local,
-        remote: request.remote,
-        payload: &request.payload,
-        fast_open: request.fast_open,
-        timeout: request.timeout,
+    let result = match resolve(&provider, &request) {
+        Ok(remote) => {
+            let job = Job {
+                local: request
+                    .local
+                    .unwrap_or_else(|| Family::of(&remote).unspecified()),
+                remote,
+                payload: &request.payload,
+                fast_open: request.fast_open,
+                timeout: request.timeout,
+            };
+            run_mode_async(&provider, request.mode, &job).await
+        }
+        Err(error) => Err(error),
     };
-    let result = run_mode_async(&provider, request.mode, &job).await;
     Served {
         mode: request.mode,
         result,
     }
+}
+
+/// The request's remote address: as given, or its name resolved
+/// (`WskGetAddressInfo` at `PASSIVE_LEVEL`, where tasks run): the first
+/// address of `--local`'s family, or the first of all.
+///
+/// # Errors
+/// [`Error::IrqlTooHigh`] above `PASSIVE_LEVEL`; what resolving returns;
+/// [`Error::NotFound`] when no address of `--local`'s family came back.
+fn resolve(provider: &Provider, request: &Request) -> Result<SocketAddr, Error> {
+    let (name, port) = match &request.remote {
+        Remote::Address(remote) => return Ok(*remote),
+        Remote::Name { name, port } => (name, *port),
+    };
+    let name = core::str::from_utf8(name)
+        .map_err(|_| Error::InvalidArgument(NtStatus::INVALID_PARAMETER))?;
+    let passive = wsk::PassiveLevel::check().map_err(Error::IrqlTooHigh)?;
+    let addresses = provider.resolve_blocking(&passive, request.timeout, name, port)?;
+    addresses
+        .iter()
+        .copied()
+        .find(|address| {
+            request
+                .local
+                .is_none_or(|local| Family::of(&local) == Family::of(address))
+        })
+        .ok_or(Error::NotFound(NtStatus::NOT_FOUND))
 }
 
 /// [`run_mode`](crate::run_mode) as a future, each step within
