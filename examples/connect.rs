@@ -66,7 +66,16 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
                     Err(error) => {
                         let (name, port) = text.rsplit_once(':').ok_or_else(|| error.clone())?;
                         let port: u16 = port.parse().map_err(|_| error.clone())?;
-                        if name.is_empty() || port == 0 {
+                        // A name: letters, digits, dots, hyphens and
+                        // underscores (an IPv6 address needs brackets).
+                        let valid = |byte: u8| {
+                            byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_')
+                        };
+                        if name.is_empty()
+                            || name.len() > 253
+                            || !name.bytes().all(valid)
+                            || port == 0
+                        {
                             return Err(error);
                         }
                         options.name = Some((name.to_owned(), port));
@@ -117,7 +126,12 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     if options.modes == Mode::ACCEPT {
         // The listening address stands for both.
         match options.local {
-            Some(local) if local.port() != 0 && options.remote.is_none() && !options.fast_open => {
+            Some(local)
+                if local.port() != 0
+                    && options.remote.is_none()
+                    && options.name.is_none()
+                    && !options.fast_open =>
+            {
                 options.remote = Some(local);
             }
             _ => {

@@ -314,3 +314,73 @@ fn accepting_again_and_again_allocates_nothing_in_steady_state() {
     assert!(registration.deregister(&passive).is_clean());
     kernel.assert_no_leaks();
 }
+
+#[test]
+fn listen_with_sets_address_options_before_the_bind_and_shutdown_ends_a_pending_accept() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let (registration, provider) = registered(&passive);
+    let listener = std::sync::Arc::new(
+        provider
+            .listen_with_blocking(
+                &passive,
+                TIMEOUT,
+                loopback(Family::V4),
+                &[
+                    wsk::SocketOption::ExclusiveAddressUse(true),
+                    wsk::SocketOption::KeepAlive(true),
+                ],
+            )
+            .unwrap(),
+    );
+    assert_eq!(
+        wsk::SocketOptions::option_blocking(
+            &*listener,
+            &passive,
+            TIMEOUT,
+            wsk::SocketOption::ExclusiveAddressUse(false),
+        ),
+        Ok(wsk::SocketOption::ExclusiveAddressUse(true))
+    );
+    assert_eq!(
+        listener
+            .local_address_blocking(&passive, TIMEOUT)
+            .map(|local| local.port() != 0),
+        Ok(true)
+    );
+    // Too many options: refused before any call.
+    let many = [wsk::SocketOption::KeepAlive(true); wsk::MAX_LISTEN_OPTIONS + 1];
+    assert_eq!(
+        provider
+            .listen_with_blocking(&passive, TIMEOUT, loopback(Family::V4), &many)
+            .err(),
+        Some(Error::InvalidArgument(NtStatus::INVALID_PARAMETER))
+    );
+
+    // A pending accept on one thread, ended by shutdown from another.
+    let waiting = {
+        let listener = listener.clone();
+        let kernel = kernel.clone();
+        std::thread::spawn(move || {
+            let _enter = kernel.enter();
+            let passive = PassiveLevel::check().unwrap();
+            listener
+                .accept_blocking(&passive, Duration::from_mins(1))
+                .err()
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    listener.shutdown();
+    assert_eq!(
+        waiting.join().unwrap(),
+        Some(Error::Cancelled(NtStatus::CANCELLED))
+    );
+    assert_eq!(
+        listener.accept_blocking(&passive, TIMEOUT).err(),
+        Some(Error::ForcedClosed(NtStatus::FILE_FORCED_CLOSED))
+    );
+    drop((listener, provider));
+    assert!(registration.deregister(&passive).is_clean());
+    kernel.assert_no_leaks();
+}

@@ -96,6 +96,9 @@ fn the_address_options_come_before_the_bind_and_not_together() {
     let bound = socket
         .bind_blocking(&passive, TIMEOUT, Family::V4.unspecified())
         .unwrap();
+    // The local address before connecting: the port the provider chose.
+    let local = bound.local_address_blocking(&passive, TIMEOUT).unwrap();
+    assert_ne!(local.port(), 0, "{local}");
     // After the bind they mean nothing: refused.
     assert_eq!(
         bound

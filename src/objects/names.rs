@@ -59,7 +59,8 @@ impl Provider {
     /// `PASSIVE_LEVEL` (the token proves it).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty name, one with a NUL or
+    /// [`Error::IrqlTooHigh`] when the thread is above `PASSIVE_LEVEL` after
+    /// all (a token made earlier); [`Error::InvalidArgument`] for an empty name, one with a NUL or
     /// longer than 255 UTF-16 units, before any call; [`Error::NotFound`]
     /// when the name does not resolve; [`Error::NotSupported`] when the
     /// provider has no `WskGetAddressInfo`; [`Error::TimedOut`] when
@@ -72,11 +73,19 @@ impl Provider {
         host: &str,
         port: u16,
     ) -> Result<Addresses> {
-        let mut op = calls::get_address_info(self, host, port)?;
+        // A token proves the IRQL only when it was made: both calls need
+        // PASSIVE_LEVEL itself (not only a wait's APC_LEVEL at most).
+        PassiveLevel::check().map_err(Error::IrqlTooHigh)?;
+        // The capture is held until the list is freed: the client the free
+        // names stays valid (deregistration releases it after).
+        let captured = self.enter()?;
+        let mut op = calls::get_address_info(self, &captured, host, port)?;
         let waited = Blocking::new(irql, timeout).block(&op);
         // Completed, within the bound or within the cancel's grace: the
         // list is this caller's to read and free, here at PASSIVE_LEVEL.
-        // (Given up on, a list the provider gives later is not freed.)
+        // Given up on (a provider that ignores the cancel beyond
+        // CANCEL_GRACE), a list it gives later cannot be freed: its
+        // completion runs at up to DISPATCH_LEVEL.
         let list = if op.is_complete() {
             op.payload_mut().take_result()
         } else {
@@ -97,9 +106,10 @@ impl Provider {
                 }
                 node = entry.ai_next;
             }
-            // SAFETY: the list this call's completed WskGetAddressInfo gave,
-            // freed once, at PASSIVE_LEVEL (the token).
-            unsafe { calls::free_address_info(self, head) };
+            // SAFETY: the list this call's completed WskGetAddressInfo gave
+            // under `captured`, freed once, at PASSIVE_LEVEL (checked on
+            // entry, and the thread has not been raised since).
+            unsafe { calls::free_address_info(&captured, head) };
         }
         waited?;
         op.result()?;

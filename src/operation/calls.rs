@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::kernel::mdl::Mdl;
 use crate::kernel::pool::PoolBuffer;
 use crate::objects::addr::{Family, RawAddress};
-use crate::objects::registration::{Provider, RegistrationRef};
+use crate::objects::registration::{Captured, Provider, RegistrationRef};
 use crate::objects::socket::shared::{OwnCall, SocketRef};
 use crate::operation::{Operation, Payload, Spare};
 use crate::status::NtStatus;
@@ -253,7 +253,12 @@ impl Payload for Lookup {}
 /// [`MAX_NAME`] UTF-16 units, or one with a NUL, before any call;
 /// [`Error::NotSupported`] when the provider has no `WskGetAddressInfo`;
 /// as for [`Operation::submit`].
-pub fn get_address_info(provider: &Provider, host: &str, port: u16) -> Result<Operation<Lookup>> {
+pub fn get_address_info(
+    provider: &Provider,
+    captured: &Captured<'_>,
+    host: &str,
+    port: u16,
+) -> Result<Operation<Lookup>> {
     let invalid = || Error::InvalidArgument(NtStatus::INVALID_PARAMETER);
     let mut node = [0_u16; MAX_NAME + 1];
     let mut node_len = 0;
@@ -282,7 +287,6 @@ pub fn get_address_info(provider: &Provider, host: &str, port: u16) -> Result<Op
     for (unit, digit) in service.iter_mut().zip(digits[..service_len].iter().rev()) {
         *unit = u16::from(*digit);
     }
-    let captured = provider.enter()?;
     let entry = captured.dispatch().WskGetAddressInfo.ok_or_else(missing)?;
     let client = captured.client();
     let empty_string = || crate::abi::UNICODE_STRING {
@@ -329,8 +333,7 @@ pub fn get_address_info(provider: &Provider, host: &str, port: u16) -> Result<Op
         };
         // SAFETY: a captured provider's entry (held by `captured`); the
         // names, hints and result live in the payload until completion; no
-        // owning process or thread; the caller is at PASSIVE_LEVEL (the
-        // public surface demands the token).
+        // owning process or thread; the caller checked PASSIVE_LEVEL.
         unsafe {
             entry(
                 client,
@@ -351,17 +354,12 @@ pub fn get_address_info(provider: &Provider, host: &str, port: u16) -> Result<Op
     Ok(op)
 }
 
-/// `WskFreeAddressInfo` of a list [`get_address_info`] gave. Without the
-/// capture (released by deregistration meanwhile) the list cannot be
-/// freed: it is left, as the provider would reclaim it with the client.
+/// `WskFreeAddressInfo` of a list [`get_address_info`] gave.
 ///
 /// # Safety
-/// `list` came from a completed `WskGetAddressInfo` of `provider`'s
-/// capture and is freed once; the caller is at `PASSIVE_LEVEL`.
-pub unsafe fn free_address_info(provider: &Provider, list: NonNull<crate::abi::ADDRINFOEXW>) {
-    let Ok(captured) = provider.enter() else {
-        return;
-    };
+/// `list` came from a completed `WskGetAddressInfo` made under `captured`
+/// (held since) and is freed once; the caller is at `PASSIVE_LEVEL`.
+pub unsafe fn free_address_info(captured: &Captured<'_>, list: NonNull<crate::abi::ADDRINFOEXW>) {
     if let Some(free) = captured.dispatch().WskFreeAddressInfo {
         // SAFETY: per the contract; the capture is held.
         unsafe { free(captured.client(), list.as_ptr()) };
@@ -793,6 +791,9 @@ pub fn option(
 ) -> Result<Operation<Control>> {
     let entry = socket.basic().WskControlSocket.ok_or_else(missing)?;
     let raw = socket.raw();
+    // Starts at 0: a provider that answers a `WskGetOption` with fewer
+    // bytes (a one-byte BOOLEAN) leaves the rest 0, and x64 is
+    // little-endian, so the value reads right.
     let mut op = Operation::new(Control {
         value: set.unwrap_or(0),
     })?;

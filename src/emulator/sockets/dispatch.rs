@@ -446,8 +446,9 @@ fn bind(state: &mut State, local: SocketAddr, listen: bool) -> Result<(), NTSTAT
         // and Accepting Incoming Connections"); the provider picks the
         // backlog. Windows lets it bind a port that connections closed
         // earlier still hold in TIME_WAIT; Linux does with SO_REUSEADDR
-        // (which still refuses a port another socket listens on).
-        host.set_reuse_address(true)
+        // (which still refuses a port another socket listens on), unless
+        // SO_EXCLUSIVEADDRUSE was asked for.
+        host.set_reuse_address(!state.exclusive)
             .and_then(|()| host.bind(&local.into()))
             .and_then(|()| host.listen(LISTEN_BACKLOG))
             .map_err(|error| status_of(&error))?;
@@ -832,8 +833,6 @@ unsafe extern "system" fn wsk_control_socket(
     status
 }
 
-/// # Safety
-/// `input` is NULL or readable for `size` bytes.
 /// The socket options the emulated provider offers besides `TCP_FASTOPEN`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SockOpt {

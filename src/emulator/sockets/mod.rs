@@ -616,7 +616,15 @@ impl Socket {
         };
         let (stream, _) = match host.accept() {
             Ok(accepted) => accepted,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+            // A peer that reset before it was accepted is gone, not an
+            // error of the accept (Windows does not complete it either).
+            Err(error)
+                if error.kind() == std::io::ErrorKind::WouldBlock
+                    || matches!(
+                        error.raw_os_error(),
+                        Some(libc::ECONNABORTED | libc::EPROTO)
+                    ) =>
+            {
                 return Progress::Blocked;
             }
             Err(error) => return Progress::Done(status_of(&error), 0),

@@ -12,7 +12,8 @@
 //! accepted socket), so an accepted connection costs what a connect does,
 //! and nothing in steady state. Dropping an accept future cancels its IRP;
 //! a connection the provider accepted for a caller who has gone is closed.
-//! Closing (or dropping) the listener completes its pending accepts.
+//! Closing or dropping the listener, or [`Listener::shutdown`] from another
+//! thread or task, completes its pending accepts.
 //!
 //! An accept is a call on the listening socket:
 //!
@@ -26,6 +27,7 @@
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::options::{SocketOption, set_option_flow};
 use super::shared::SocketRef;
 use super::{Connection, Raw, address_flow, bind_raw, blocking_on, create_flow, finish};
 use crate::error::{Error, Result};
@@ -46,13 +48,27 @@ pub struct Listener {
     pub(super) raw: Raw,
 }
 
+/// The most options [`Provider::listen_with`] sets before the bind.
+pub const MAX_LISTEN_OPTIONS: usize = 8;
+
+/// Options to set between the listening socket's creation and its bind.
+type Options = heapless::Vec<SocketOption, MAX_LISTEN_OPTIONS>;
+
+fn options_of(options: &[SocketOption]) -> Result<Options> {
+    Options::from_slice(options).map_err(|_| Error::InvalidArgument(NtStatus::INVALID_PARAMETER))
+}
+
 async fn listen_flow<W: Waiter>(
     provider: &Provider,
     waiter: &mut W,
     local: SocketAddr,
+    options: Options,
 ) -> Result<Listener> {
     let raw = create_flow(provider, waiter, Family::of(&local), Table::Listen).await?;
     // On failure `raw` is dropped, which closes the socket.
+    for option in options {
+        set_option_flow(&raw, waiter, option).await?;
+    }
     bind_raw(&raw, waiter, local).await?;
     Ok(Listener { raw })
 }
@@ -102,7 +118,54 @@ impl Provider {
         local: SocketAddr,
     ) -> impl Future<Output = Result<Listener>> + Send + 'static {
         let provider = self.clone();
-        async move { listen_flow(&provider, &mut Await, local).await }
+        async move { listen_flow(&provider, &mut Await, local, Options::new()).await }
+    }
+
+    /// [`listen`](Self::listen), with `options` set before the bind
+    /// (`SocketOption::ExclusiveAddressUse` or `ReuseAddress`, which only
+    /// then take effect; buffer sizes and keep-alive, which accepted
+    /// connections inherit).
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for more than [`MAX_LISTEN_OPTIONS`]
+    /// options, before any call; as `listen`, and as
+    /// [`SocketOptions::set_option`](super::options::SocketOptions::set_option)
+    /// for each option.
+    pub fn listen_with(
+        &self,
+        local: SocketAddr,
+        options: &[SocketOption],
+    ) -> impl Future<Output = Result<Listener>> + Send + 'static {
+        let provider = self.clone();
+        let options = options_of(options);
+        async move { listen_flow(&provider, &mut Await, local, options?).await }
+    }
+
+    /// [`listen_with`](Self::listen_with), blocking up to `timeout` (every
+    /// call together).
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (the token proves it).
+    ///
+    /// # Errors
+    /// As `listen_with`, and [`Error::TimedOut`].
+    pub fn listen_with_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        local: SocketAddr,
+        options: &[SocketOption],
+    ) -> Result<Listener> {
+        let options = options_of(options)?;
+        run_blocking(listen_flow(
+            self,
+            &mut Blocking::new(irql, timeout),
+            local,
+            options,
+        ))
     }
 
     /// [`listen`](Self::listen), blocking up to `timeout` (both calls
@@ -119,7 +182,12 @@ impl Provider {
         timeout: Duration,
         local: SocketAddr,
     ) -> Result<Listener> {
-        run_blocking(listen_flow(self, &mut Blocking::new(irql, timeout), local))
+        run_blocking(listen_flow(
+            self,
+            &mut Blocking::new(irql, timeout),
+            local,
+            Options::new(),
+        ))
     }
 }
 
@@ -188,6 +256,18 @@ impl Listener {
             &mut blocking_on(&self.raw, irql, timeout),
             false,
         ))
+    }
+
+    /// Stops listening without waiting, from any thread or task that
+    /// shares the listener: the socket is closed (`WskCloseSocket`), its
+    /// pending accepts complete with [`Error::Cancelled`], and later calls
+    /// answer [`Error::ForcedClosed`]. Dropping the listener, or
+    /// [`close`](Self::close), still completes; nothing is closed twice.
+    ///
+    /// # IRQL
+    /// `DISPATCH_LEVEL` or below.
+    pub fn shutdown(&self) {
+        self.raw.socket.close_detached();
     }
 
     /// Stops listening (`WskCloseSocket`) and waits for the close; pending

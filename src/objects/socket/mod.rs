@@ -746,6 +746,37 @@ impl Socket {
 }
 
 impl BoundSocket {
+    /// The address the socket is bound to (`WskGetLocalAddress`), before it
+    /// connects: the port the provider chose when bound to port 0.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// As the provider reports.
+    pub fn local_address(&self) -> impl Future<Output = Result<SocketAddr>> + Send + '_ {
+        async move { address_flow(&self.raw, &mut Await, false).await }
+    }
+
+    /// [`local_address`](Self::local_address), blocking.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `local_address`, and [`Error::TimedOut`].
+    pub fn local_address_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+    ) -> Result<SocketAddr> {
+        run_blocking(address_flow(
+            &self.raw,
+            &mut blocking_on(&self.raw, irql, timeout),
+            false,
+        ))
+    }
+
     /// Connects to `remote` (`WskConnect`). On failure the socket is closed.
     ///
     /// # IRQL

@@ -4,8 +4,10 @@
 //! Each option is one `ULONG`, as Microsoft's "WSK Socket Options" pages
 //! give them. When an option takes effect matters: `SO_REUSEADDR` and
 //! `SO_EXCLUSIVEADDRUSE` only before the socket is bound (on a
-//! [`Socket`](super::Socket)); buffer sizes and keep-alive before or after
-//! connecting; `TCP_NODELAY` on a connection. A provider that does not
+//! [`Socket`](super::Socket), or through
+//! [`Provider::listen_with`](crate::Provider::listen_with) for a listener);
+//! buffer sizes and keep-alive before or after connecting; `TCP_NODELAY`
+//! on a connection. A provider that does not
 //! offer an option answers [`Error::NotSupported`](crate::Error) or
 //! [`Error::InvalidArgument`](crate::Error).
 //!
@@ -87,6 +89,15 @@ impl SocketOption {
             Self::SendBuffer(_) => Self::SendBuffer(value),
         }
     }
+}
+
+/// Sets `option` on `raw` (a step of another flow, such as a listen).
+pub(super) async fn set_option_flow<W: Waiter>(
+    raw: &Raw,
+    waiter: &mut W,
+    option: SocketOption,
+) -> Result<()> {
+    option_flow(raw, waiter, option, true).await.map(drop)
 }
 
 async fn option_flow<W: Waiter>(
