@@ -287,7 +287,8 @@ impl RawClient {
         };
         // SAFETY: the boxed registration and dispatch outlive the
         // registration (`close` deregisters).
-        let registered = unsafe { exports::WskRegister(&raw const client, &raw mut *registration) };
+        let registered =
+            unsafe { exports::WskRegister((&raw const client).cast_mut(), &raw mut *registration) };
         assert_eq!(registered, 0);
         let mut npi = WSK_PROVIDER_NPI {
             Client: ptr::null_mut(),

@@ -90,7 +90,7 @@ mod windows {
     #[link(name = "netio.sys", kind = "raw-dylib", modifiers = "+verbatim")]
     unsafe extern "system" {
         pub fn WskRegister(
-            WskClientNpi: *const WSK_CLIENT_NPI,
+            WskClientNpi: *mut WSK_CLIENT_NPI,
             WskRegistration: *mut WSK_REGISTRATION,
         ) -> NTSTATUS;
         pub fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION);

@@ -231,7 +231,9 @@ impl RawClient {
             Dispatch: &raw const client.dispatch,
         };
         // SAFETY: the boxed client outlives its registration.
-        let status = unsafe { exports::WskRegister(&raw const npi, &raw mut client.registration) };
+        let status = unsafe {
+            exports::WskRegister((&raw const npi).cast_mut(), &raw mut client.registration)
+        };
         assert_eq!(status, STATUS_SUCCESS);
         client
     }

@@ -135,7 +135,7 @@ fn call(function: &str) -> bool {
                 let _ = exports::ObfDereferenceObject(null);
             }
             "WskRegister" => {
-                let _ = exports::WskRegister(ptr::null(), null.cast());
+                let _ = exports::WskRegister(ptr::null_mut(), null.cast());
             }
             "WskDeregister" => exports::WskDeregister(null.cast()),
             "WskCaptureProviderNPI (WSK_NO_WAIT)" => {

@@ -121,7 +121,7 @@ pub unsafe fn RtlGetVersion(lpVersionInformation: *mut RTL_OSVERSIONINFOW) -> NT
 }
 /// `WskRegister`.
 pub unsafe fn WskRegister(
-    WskClientNpi: *const WSK_CLIENT_NPI,
+    WskClientNpi: *mut WSK_CLIENT_NPI,
     WskRegistration: *mut WSK_REGISTRATION,
 ) -> NTSTATUS {
     // SAFETY: forwarded contract.

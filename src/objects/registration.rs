@@ -276,7 +276,7 @@ impl Registration {
         let block = unsafe { PoolBox::new_with(PoolTag::REGISTRATION, init)? };
         let refused = block.reserve.keep(reserve);
         debug_assert!(refused.is_none(), "a new reserve slot is empty");
-        let npi = &raw const block.npi;
+        let npi = (&raw const block.npi).cast_mut();
         // INVARIANT: the one reference counted at creation is this one.
         let block = RegistrationRef {
             block: block.into_raw(),

@@ -332,8 +332,12 @@ impl Client {
             Dispatch: &raw const block.dispatch,
         };
         // SAFETY: the boxed block outlives the registration (`finish`).
-        let status =
-            unsafe { exports::WskRegister(&raw const client_npi, &raw mut block.registration) };
+        let status = unsafe {
+            exports::WskRegister(
+                (&raw const client_npi).cast_mut(),
+                &raw mut block.registration,
+            )
+        };
         assert_eq!(NtStatus(status), NtStatus::SUCCESS);
         let mut npi = WSK_PROVIDER_NPI {
             Client: ptr::null_mut(),
