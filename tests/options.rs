@@ -124,3 +124,42 @@ fn the_address_options_come_before_the_bind_and_not_together() {
     assert!(registration.deregister(&passive).is_clean());
     kernel.assert_no_leaks();
 }
+
+#[test]
+fn a_full_receive_waits_for_the_whole_buffer_and_a_send_now_goes_out() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = passive();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let remote = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        // Two chunks, apart: a plain receive would end after the first.
+        stream.write_all(b"hello").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        stream.write_all(b"world").unwrap();
+        let mut got = [0_u8; 4];
+        stream.read_exact(&mut got).unwrap();
+        got
+    });
+    let connection = provider
+        .socket_connect_blocking(&passive, TIMEOUT, Family::V4.unspecified(), remote)
+        .unwrap();
+    let buffer = wsk::PoolBuffer::zeroed(10, wsk::PoolTag::BUFFER).unwrap();
+    let (received, buffer) = connection.receive_full_blocking(&passive, TIMEOUT, buffer);
+    assert_eq!(received, Ok(10));
+    assert_eq!(&buffer[..], b"helloworld");
+    drop(buffer);
+    let (sent, _) = futures::executor::block_on(
+        connection.send_now(wsk::PoolBuffer::from_slice(b"ping", wsk::PoolTag::BUFFER).unwrap()),
+    );
+    assert_eq!(sent, Ok(4));
+    assert_eq!(&peer.join().unwrap(), b"ping");
+    connection.close_blocking(&passive, TIMEOUT).unwrap();
+    drop(provider);
+    assert!(registration.deregister(&passive).is_clean());
+    kernel.assert_no_leaks();
+}

@@ -7,9 +7,10 @@ use core::ptr::{self, NonNull};
 
 use crate::abi::{
     IPPROTO_TCP, IRP, SOCK_STREAM, STATUS_NOT_SUPPORTED, WSK_BUF, WSK_FLAG_ABORTIVE,
-    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_STREAM_SOCKET,
-    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
-    WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskGetOption, WskSetOption,
+    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET,
+    WSK_FLAG_WAITALL, WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH,
+    WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskGetOption,
+    WskSetOption,
 };
 use crate::error::{Error, Result};
 use crate::kernel::mdl::Mdl;
@@ -642,18 +643,39 @@ impl Data {
 /// A failed submission, with the caller's buffer back.
 pub type Refused = (Error, PoolBuffer);
 
-/// `WskSend`: all of `buffer` (not empty).
+/// `WskSend` of the whole buffer (no flags).
 pub fn send(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     buffer: PoolBuffer,
     spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
+    send_with(socket, registration, buffer, spare, 0)
+}
+
+/// `WskSend` with `WSK_FLAG_NODELAY`: sent at once, without waiting to
+/// coalesce with later data.
+pub fn send_no_delay(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    buffer: PoolBuffer,
+    spare: &Spare<Data>,
+) -> Result<Operation<Data>, Refused> {
+    send_with(socket, registration, buffer, spare, WSK_FLAG_NODELAY)
+}
+
+fn send_with(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    buffer: PoolBuffer,
+    spare: &Spare<Data>,
+    flags: u32,
+) -> Result<Operation<Data>, Refused> {
     let Some(entry) = socket.entries().send else {
         return Err((missing(), buffer));
     };
     let length = buffer.len();
-    transfer(socket, registration, entry, buffer, length, spare)
+    transfer(socket, registration, entry, buffer, length, spare, flags)
 }
 
 /// `WskReceive`: up to the buffer's capacity (not zero).
@@ -663,11 +685,32 @@ pub fn receive(
     buffer: PoolBuffer,
     spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
+    receive_with(socket, registration, buffer, spare, 0)
+}
+
+/// `WskReceive` with `WSK_FLAG_WAITALL`: completes once the buffer is
+/// full, or the connection ends (or fails) first.
+pub fn receive_full(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    buffer: PoolBuffer,
+    spare: &Spare<Data>,
+) -> Result<Operation<Data>, Refused> {
+    receive_with(socket, registration, buffer, spare, WSK_FLAG_WAITALL)
+}
+
+fn receive_with(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    buffer: PoolBuffer,
+    spare: &Spare<Data>,
+    flags: u32,
+) -> Result<Operation<Data>, Refused> {
     let Some(entry) = socket.entries().receive else {
         return Err((missing(), buffer));
     };
     let capacity = buffer.capacity();
-    transfer(socket, registration, entry, buffer, capacity, spare)
+    transfer(socket, registration, entry, buffer, capacity, spare, flags)
 }
 
 /// Submits a send or receive of `length` bytes of `buffer`, in the
@@ -681,6 +724,7 @@ fn transfer(
     buffer: PoolBuffer,
     length: usize,
     spare: &Spare<Data>,
+    flags: u32,
 ) -> Result<Operation<Data>, Refused> {
     if length == 0 {
         return Err((Error::InvalidArgument(NtStatus::INVALID_PARAMETER), buffer));
@@ -697,8 +741,9 @@ fn transfer(
         // SAFETY: the payload lives in the block until completion.
         let wsk = unsafe { (*payload).wsk_buf() };
         // SAFETY: a live socket's entry; the buffer, its MDL and the
-        // WSK_BUF outlive the call; no flags.
-        unsafe { entry(raw, wsk, 0, irp) }
+        // WSK_BUF outlive the call; flags the call's own (none, or one
+        // documented for it).
+        unsafe { entry(raw, wsk, flags, irp) }
     };
     // SAFETY: one WSK call with the operation's IRP, on a socket whose
     // run-down protection the caller holds (`SocketHandle`'s invariant).

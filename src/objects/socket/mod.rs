@@ -363,8 +363,18 @@ async fn send_flow<W: Waiter>(
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
+    send_with(connection, waiter, buffer, calls::send).await
+}
+
+/// A send through `submit` (`WskSend` with its flags).
+async fn send_with<W: Waiter>(
+    connection: &Connection,
+    waiter: &mut W,
+    buffer: PoolBuffer,
+    submit: Transfer,
+) -> (Result<usize>, PoolBuffer) {
     let (result, buffer, _) =
-        transfer_flow(connection, waiter, buffer, Direction::Send, calls::send).await;
+        transfer_flow(connection, waiter, buffer, Direction::Send, submit).await;
     (result, buffer)
 }
 
@@ -373,15 +383,17 @@ async fn receive_flow<W: Waiter>(
     waiter: &mut W,
     buffer: PoolBuffer,
 ) -> (Result<usize>, PoolBuffer) {
-    let transferred = transfer_flow(
-        connection,
-        waiter,
-        buffer,
-        Direction::Receive,
-        calls::receive,
-    )
-    .await;
-    received(transferred)
+    receive_with(connection, waiter, buffer, calls::receive).await
+}
+
+/// A receive through `submit` (`WskReceive` with its flags).
+async fn receive_with<W: Waiter>(
+    connection: &Connection,
+    waiter: &mut W,
+    buffer: PoolBuffer,
+    submit: Transfer,
+) -> (Result<usize>, PoolBuffer) {
+    received(transfer_flow(connection, waiter, buffer, Direction::Receive, submit).await)
 }
 
 /// A receive's outcome: what arrived stays visible, even when a timeout
@@ -895,6 +907,86 @@ impl Connection {
         let (result, buffer, _) =
             transfer_blocking(self, irql, timeout, buffer, Direction::Send, calls::send);
         (result, buffer)
+    }
+
+    /// [`send`](Self::send) with `WSK_FLAG_NODELAY`: the data goes out at
+    /// once, not held to be coalesced with later data (Nagle's algorithm),
+    /// for this send only (see `SocketOption::NoDelay` for every send).
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// As `send`.
+    pub fn send_now(
+        &self,
+        buffer: PoolBuffer,
+    ) -> impl Future<Output = (Result<usize>, PoolBuffer)> + Send + '_ {
+        async move { send_with(self, &mut Await, buffer, calls::send_no_delay).await }
+    }
+
+    /// [`send_now`](Self::send_now), blocking up to `timeout`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As [`send_blocking`](Self::send_blocking).
+    pub fn send_now_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        buffer: PoolBuffer,
+    ) -> (Result<usize>, PoolBuffer) {
+        let (result, buffer, _) = transfer_blocking(
+            self,
+            irql,
+            timeout,
+            buffer,
+            Direction::Send,
+            calls::send_no_delay,
+        );
+        (result, buffer)
+    }
+
+    /// [`receive`](Self::receive) with `WSK_FLAG_WAITALL`: completes once
+    /// the buffer is full (its capacity), or the peer ends the connection
+    /// first (fewer bytes, the buffer's length saying how many), or it
+    /// fails.
+    ///
+    /// # IRQL
+    /// Poll at `DISPATCH_LEVEL` or below.
+    ///
+    /// # Errors
+    /// As `receive`.
+    pub fn receive_full(
+        &self,
+        buffer: PoolBuffer,
+    ) -> impl Future<Output = (Result<usize>, PoolBuffer)> + Send + '_ {
+        async move { receive_with(self, &mut Await, buffer, calls::receive_full).await }
+    }
+
+    /// [`receive_full`](Self::receive_full), blocking up to `timeout`.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As [`receive_blocking`](Self::receive_blocking).
+    pub fn receive_full_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        buffer: PoolBuffer,
+    ) -> (Result<usize>, PoolBuffer) {
+        received(transfer_blocking(
+            self,
+            irql,
+            timeout,
+            buffer,
+            Direction::Receive,
+            calls::receive_full,
+        ))
     }
 
     /// Receives into `buffer` (up to its capacity; `WskReceive`); the
