@@ -65,6 +65,7 @@ pub use kernel::timer::{Sleep, Timeout, sleep, timeout};
 pub use objects::addr::Family;
 pub use objects::names::{Addresses, MAX_ADDRESSES};
 pub use objects::registration::{DEREGISTER_BOUND, Provider, Registration, WskVersion};
+pub use objects::socket::datagram::DatagramSocket;
 pub use objects::socket::listener::{Listener, MAX_LISTEN_OPTIONS};
 pub use objects::socket::options::{SocketOption, SocketOptions};
 pub use objects::socket::{

@@ -514,6 +514,26 @@ fn wsk_dispatch_layouts(checks: &mut Vec<Check>) {
             WskReceiveEx,
         ]
     );
+}
+
+/// The dispatch tables of listening and datagram sockets (Wine's wsk.h).
+fn wsk_socket_kind_layouts(checks: &mut Vec<Check>) {
+    layout!(
+        checks,
+        Wsk,
+        WSK_PROVIDER_DATAGRAM_DISPATCH,
+        [
+            Basic,
+            Basic.WskControlSocket,
+            Basic.WskCloseSocket,
+            WskBind,
+            WskSendTo,
+            WskReceiveFrom,
+            WskRelease,
+            WskGetLocalAddress,
+            WskSendMessages,
+        ]
+    );
     layout!(
         checks,
         Wsk,
@@ -587,7 +607,9 @@ fn wsk_constants(checks: &mut Vec<Check>) {
         AF_INET,
         AF_INET6,
         SOCK_STREAM,
+        SOCK_DGRAM,
         IPPROTO_TCP,
+        IPPROTO_UDP,
         SOL_SOCKET,
         SO_REUSEADDR,
         SO_KEEPALIVE,
@@ -622,6 +644,7 @@ fn all_checks() -> Vec<Check> {
     wdm_constants(&mut checks);
     wsk_layouts(&mut checks);
     wsk_dispatch_layouts(&mut checks);
+    wsk_socket_kind_layouts(&mut checks);
     sockaddr_layouts(&mut checks);
     wsk_constants(&mut checks);
     checks

@@ -37,6 +37,8 @@ const SOCKET_FUNCTIONS: &[&str] = &[
     "WskControlSocket",
     "WskBind",
     "WskAccept",
+    "WskSendTo",
+    "WskReceiveFrom",
     "WskConnect",
     "WskConnectEx",
     "WskSend",

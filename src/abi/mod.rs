@@ -278,7 +278,9 @@ pub const AF_INET: ADDRESS_FAMILY = 2;
 /// 23 on Windows (10 on Linux).
 pub const AF_INET6: ADDRESS_FAMILY = 23;
 pub const SOCK_STREAM: USHORT = 1;
+pub const SOCK_DGRAM: USHORT = 2;
 pub const IPPROTO_TCP: ULONG = 6;
+pub const IPPROTO_UDP: ULONG = 17;
 /// `SOL_SOCKET`: the level of the socket-wide options (winsock2.h).
 pub const SOL_SOCKET: ULONG = 0xffff;
 /// `SO_REUSEADDR`.
@@ -656,6 +658,43 @@ pub type PFN_WSK_ACCEPT = Option<
     ) -> NTSTATUS,
 >;
 
+pub type PFN_WSK_SEND_TO = Option<
+    unsafe extern "system" fn(
+        Socket: *mut WSK_SOCKET,
+        Buffer: *mut WSK_BUF,
+        Flags: ULONG,
+        RemoteAddress: *mut SOCKADDR,
+        ControlInfoLength: ULONG,
+        ControlInfo: *mut c_void,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+pub type PFN_WSK_RECEIVE_FROM = Option<
+    unsafe extern "system" fn(
+        Socket: *mut WSK_SOCKET,
+        Buffer: *mut WSK_BUF,
+        Flags: ULONG,
+        RemoteAddress: *mut SOCKADDR,
+        ControlLength: *mut ULONG,
+        ControlInfo: *mut c_void,
+        ControlFlags: *mut ULONG,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `WSK_PROVIDER_DATAGRAM_DISPATCH`. `WskSendMessages` (the last entry)
+/// is never read: older providers' tables may end before it.
+#[repr(C)]
+pub struct WSK_PROVIDER_DATAGRAM_DISPATCH {
+    pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
+    pub WskBind: PFN_WSK_BIND,
+    pub WskSendTo: PFN_WSK_SEND_TO,
+    pub WskReceiveFrom: PFN_WSK_RECEIVE_FROM,
+    pub WskRelease: PFN_UNUSED,
+    pub WskGetLocalAddress: PFN_WSK_GET_ADDRESS,
+    pub WskSendMessages: PFN_UNUSED,
+}
+
 #[repr(C)]
 pub struct WSK_PROVIDER_LISTEN_DISPATCH {
     pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
@@ -718,6 +757,9 @@ assert_layout! {
     WSK_PROVIDER_STREAM_DISPATCH => 120, { WskBind @ 16 }, { WskConnect @ 32 },
         { WskSend @ 48 }, { WskReceive @ 56 }, { WskDisconnect @ 64 },
         { WskGetLocalAddress @ 80 }, { WskGetRemoteAddress @ 88 }, { WskConnectEx @ 96 };
+    WSK_PROVIDER_DATAGRAM_DISPATCH => 64, { WskBind @ 16 }, { WskSendTo @ 24 },
+        { WskReceiveFrom @ 32 }, { WskRelease @ 40 }, { WskGetLocalAddress @ 48 },
+        { WskSendMessages @ 56 };
     WSK_PROVIDER_LISTEN_DISPATCH => 48, { WskBind @ 16 }, { WskAccept @ 24 },
         { WskInspectComplete @ 32 }, { WskGetLocalAddress @ 40 };
     WSK_CLIENT_CONNECTION_DISPATCH => 24, { WskDisconnectEvent @ 8 };
@@ -744,6 +786,7 @@ dispatch_tables_are_sync!(
     WSK_PROVIDER_CONNECTION_DISPATCH,
     WSK_PROVIDER_STREAM_DISPATCH,
     WSK_PROVIDER_LISTEN_DISPATCH,
+    WSK_PROVIDER_DATAGRAM_DISPATCH,
     WSK_CLIENT_DISPATCH,
     WSK_CLIENT_CONNECTION_DISPATCH
 );

@@ -278,6 +278,8 @@ pub const IRQL_RULES: &[IrqlRule] = &[
     rule("WskControlSocket", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskBind", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskAccept", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskSendTo", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskReceiveFrom", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskConnect", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskConnectEx", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskSend", DISPATCH_LEVEL, WSK_CALLS),

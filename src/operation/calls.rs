@@ -6,9 +6,10 @@ use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
 use crate::abi::{
-    IPPROTO_TCP, IRP, SOCK_STREAM, STATUS_NOT_SUPPORTED, WSK_BUF, WSK_FLAG_ABORTIVE,
-    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET,
-    WSK_FLAG_WAITALL, WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH,
+    IPPROTO_TCP, IPPROTO_UDP, IRP, SOCK_DGRAM, SOCK_STREAM, STATUS_NOT_SUPPORTED, WSK_BUF,
+    WSK_FLAG_ABORTIVE, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
+    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL,
+    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH,
     WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskGetOption,
     WskSetOption,
 };
@@ -44,6 +45,8 @@ pub enum Table {
     Stream,
     /// `WSK_FLAG_LISTEN_SOCKET`.
     Listen,
+    /// `WSK_FLAG_DATAGRAM_SOCKET` (UDP).
+    Datagram,
 }
 
 impl Table {
@@ -52,6 +55,15 @@ impl Table {
             Self::Connection => WSK_FLAG_CONNECTION_SOCKET,
             Self::Stream => WSK_FLAG_STREAM_SOCKET,
             Self::Listen => WSK_FLAG_LISTEN_SOCKET,
+            Self::Datagram => WSK_FLAG_DATAGRAM_SOCKET,
+        }
+    }
+
+    /// `(SocketType, Protocol)` for `WskSocket`.
+    const fn protocol(self) -> (u16, u32) {
+        match self {
+            Self::Datagram => (SOCK_DGRAM, IPPROTO_UDP),
+            Self::Connection | Self::Stream | Self::Listen => (SOCK_STREAM, IPPROTO_TCP),
         }
     }
 }
@@ -95,6 +107,8 @@ struct Entries {
     local: crate::abi::PFN_WSK_GET_ADDRESS,
     remote: crate::abi::PFN_WSK_GET_ADDRESS,
     accept: crate::abi::PFN_WSK_ACCEPT,
+    send_to: crate::abi::PFN_WSK_SEND_TO,
+    receive_from: crate::abi::PFN_WSK_RECEIVE_FROM,
 }
 
 impl SocketHandle {
@@ -127,6 +141,8 @@ impl SocketHandle {
                     // `Basic` heads both tables.
                     basic: table.cast::<WSK_PROVIDER_BASIC_DISPATCH>(),
                     accept: None,
+                    send_to: None,
+                    receive_from: None,
                     $(
                         // SAFETY: the live socket's table of its kind
                         // (invariant), valid while the socket lives; this
@@ -161,6 +177,34 @@ impl SocketHandle {
                     local,
                     remote: None,
                     accept,
+                    send_to: None,
+                    receive_from: None,
+                }
+            }
+            Table::Datagram => {
+                let table = dispatch.cast::<WSK_PROVIDER_DATAGRAM_DISPATCH>();
+                // SAFETY: the live socket's datagram table (invariant),
+                // valid while the socket lives; each entry is read on its
+                // own, none past `WskGetLocalAddress`.
+                let bind = unsafe { (*table).WskBind };
+                // SAFETY: as above.
+                let send_to = unsafe { (*table).WskSendTo };
+                // SAFETY: as above.
+                let receive_from = unsafe { (*table).WskReceiveFrom };
+                // SAFETY: as above.
+                let local = unsafe { (*table).WskGetLocalAddress };
+                Entries {
+                    basic: table.cast::<WSK_PROVIDER_BASIC_DISPATCH>(),
+                    bind,
+                    connect: None,
+                    send: None,
+                    receive: None,
+                    disconnect: None,
+                    local,
+                    remote: None,
+                    accept: None,
+                    send_to,
+                    receive_from,
                 }
             }
         }
@@ -175,7 +219,7 @@ impl SocketHandle {
         }
         let dispatch = self.dispatch();
         match self.kind {
-            Table::Listen => None,
+            Table::Listen | Table::Datagram => None,
             Table::Connection => {
                 let table = dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
                 // SAFETY: the live socket's connection table, which holds
@@ -374,6 +418,7 @@ pub fn socket(provider: &Provider, family: Family, kind: Table) -> Result<Operat
     let client = captured.client();
     let registration = provider.registration();
     let mut op = SocketRef::create(kind, registration, RawAddress::empty(), RawAddress::empty())?;
+    let (socket_type, protocol) = kind.protocol();
     let call = |irp: *mut IRP, _: *mut OwnCall| {
         // SAFETY: a captured provider's entry (the capture cannot be released
         // while `captured` lives); no socket context or event dispatch; the
@@ -382,8 +427,8 @@ pub fn socket(provider: &Provider, family: Family, kind: Table) -> Result<Operat
             entry(
                 client,
                 family.raw(),
-                SOCK_STREAM,
-                IPPROTO_TCP,
+                socket_type,
+                protocol,
                 kind.flags(),
                 ptr::null_mut(),
                 ptr::null(),
@@ -573,6 +618,11 @@ unsafe impl Send for Data {}
 impl Payload for Data {}
 
 impl Data {
+    /// The datagram's sender, after a completed `WskReceiveFrom`.
+    pub fn sender(&self) -> Option<core::net::SocketAddr> {
+        self.remote.get()
+    }
+
     /// No data yet.
     const fn empty(remote: RawAddress) -> Self {
         Self {
@@ -713,6 +763,80 @@ fn receive_with(
     transfer(socket, registration, entry, buffer, capacity, spare, flags)
 }
 
+/// `WskSendTo`: one datagram of the whole buffer to `remote`.
+pub fn send_to(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    buffer: PoolBuffer,
+    remote: core::net::SocketAddr,
+    spare: &Spare<Data>,
+) -> Result<Operation<Data>, Refused> {
+    let Some(entry) = socket.entries().send_to else {
+        return Err((missing(), buffer));
+    };
+    let length = buffer.len();
+    let mut op = prepare(buffer, length, spare)?;
+    op.payload_mut().remote = RawAddress::new(remote);
+    let raw = socket.raw();
+    let call = |irp: *mut IRP, payload: *mut Data| {
+        // SAFETY: the payload lives in the block until completion.
+        let payload = unsafe { &mut *payload };
+        let wsk = payload.wsk_buf();
+        // SAFETY: a live socket's entry; the buffer, its MDL, the WSK_BUF
+        // and the address outlive the call; no flags, no control data.
+        unsafe {
+            entry(
+                raw,
+                wsk,
+                0,
+                payload.remote.as_mut_ptr(),
+                0,
+                ptr::null_mut(),
+                irp,
+            )
+        }
+    };
+    submit_data(op, registration, call)
+}
+
+/// `WskReceiveFrom`: one datagram, up to the buffer's capacity, and the
+/// sender's address (in the payload's remote address).
+pub fn receive_from(
+    socket: &SocketHandle,
+    registration: &RegistrationRef,
+    buffer: PoolBuffer,
+    spare: &Spare<Data>,
+) -> Result<Operation<Data>, Refused> {
+    let Some(entry) = socket.entries().receive_from else {
+        return Err((missing(), buffer));
+    };
+    let capacity = buffer.capacity();
+    let mut op = prepare(buffer, capacity, spare)?;
+    op.payload_mut().remote = RawAddress::empty();
+    let raw = socket.raw();
+    let call = |irp: *mut IRP, payload: *mut Data| {
+        // SAFETY: the payload lives in the block until completion.
+        let payload = unsafe { &mut *payload };
+        let wsk = payload.wsk_buf();
+        // SAFETY: a live socket's entry; the buffer, its MDL, the WSK_BUF
+        // and the address outlive the call; no flags, no control data
+        // (the optional lengths are NULL).
+        unsafe {
+            entry(
+                raw,
+                wsk,
+                0,
+                payload.remote.as_mut_ptr(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                irp,
+            )
+        }
+    };
+    submit_data(op, registration, call)
+}
+
 /// Submits a send or receive of `length` bytes of `buffer`, in the
 /// operation `spare` holds (set aside by the socket) when there is one,
 /// else in a fresh operation; on any failure before the provider has the buffer,
@@ -726,17 +850,8 @@ fn transfer(
     spare: &Spare<Data>,
     flags: u32,
 ) -> Result<Operation<Data>, Refused> {
-    if length == 0 {
-        return Err((Error::InvalidArgument(NtStatus::INVALID_PARAMETER), buffer));
-    }
+    let op = prepare(buffer, length, spare)?;
     let raw = socket.raw();
-    // A reused operation keeps its payload: `attach` sets what a transfer
-    // uses (the remote address is connect-ex's).
-    let mut op = match Operation::reuse_or(spare.take(), || Data::empty(RawAddress::empty())) {
-        Ok(op) => op,
-        Err(error) => return Err((error, buffer)),
-    };
-    op.payload_mut().attach(buffer, length)?;
     let call = |irp: *mut IRP, payload: *mut Data| {
         // SAFETY: the payload lives in the block until completion.
         let wsk = unsafe { (*payload).wsk_buf() };
@@ -745,6 +860,37 @@ fn transfer(
         // documented for it).
         unsafe { entry(raw, wsk, flags, irp) }
     };
+    submit_data(op, registration, call)
+}
+
+/// An operation carrying `length` bytes of `buffer`: the one `spare` holds
+/// (set aside by the socket), else a fresh one. The buffer comes back on
+/// any failure.
+fn prepare(
+    buffer: PoolBuffer,
+    length: usize,
+    spare: &Spare<Data>,
+) -> Result<Operation<Data>, Refused> {
+    if length == 0 {
+        return Err((Error::InvalidArgument(NtStatus::INVALID_PARAMETER), buffer));
+    }
+    // A reused operation keeps its payload: `attach` sets what a transfer
+    // uses (the remote address is connect-ex's and the datagrams').
+    let mut op = match Operation::reuse_or(spare.take(), || Data::empty(RawAddress::empty())) {
+        Ok(op) => op,
+        Err(error) => return Err((error, buffer)),
+    };
+    op.payload_mut().attach(buffer, length)?;
+    Ok(op)
+}
+
+/// Submits a prepared transfer on a socket whose run-down protection the
+/// caller holds; the buffer comes back if nothing was called.
+fn submit_data(
+    mut op: Operation<Data>,
+    registration: &RegistrationRef,
+    call: impl FnOnce(*mut IRP, *mut Data) -> crate::abi::NTSTATUS,
+) -> Result<Operation<Data>, Refused> {
     // SAFETY: one WSK call with the operation's IRP, on a socket whose
     // run-down protection the caller holds (`SocketHandle`'s invariant).
     if let Err(error) = unsafe { op.submit_on_socket(registration, call) } {

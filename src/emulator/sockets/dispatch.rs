@@ -16,20 +16,20 @@ use std::sync::{Arc, OnceLock};
 
 use super::errno::status_of;
 use super::sockaddr::{self, Family};
-use super::transfer::{Accept, Buffer, Connect, Op, Stage};
+use super::transfer::{Accept, Buffer, Connect, Op, Sender, Stage};
 use super::{Kind, Lane, Phase, Socket, State, finish, live, retire};
 use crate::abi::{
-    ADDRESS_FAMILY, IPPROTO_TCP, IRP, NTSTATUS, SIZE_T, SO_EXCLUSIVEADDRUSE, SO_KEEPALIVE,
-    SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_STREAM, SOCKADDR, SOL_SOCKET,
-    STATUS_ADDRESS_ALREADY_ASSOCIATED, STATUS_BUFFER_OVERFLOW, STATUS_CONNECTION_ACTIVE,
-    STATUS_FILE_FORCED_CLOSED, STATUS_INVALID_CONNECTION, STATUS_INVALID_DEVICE_STATE,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, TCP_FASTOPEN, TCP_NODELAY,
-    ULONG, USHORT, WSK_BUF, WSK_CLIENT, WSK_CLIENT_CONNECTION_DISPATCH, WSK_CONTROL_SOCKET_TYPE,
-    WSK_FLAG_ABORTIVE, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET,
-    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET, WSK_FLAG_WAITALL,
-    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
-    WSK_PROVIDER_STREAM_DISPATCH, WSK_SOCKET, WskGetOption as GET_OPTION,
-    WskSetOption as SET_OPTION,
+    ADDRESS_FAMILY, IPPROTO_TCP, IPPROTO_UDP, IRP, NTSTATUS, SIZE_T, SO_EXCLUSIVEADDRUSE,
+    SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF, SOCK_DGRAM, SOCK_STREAM, SOCKADDR,
+    SOL_SOCKET, STATUS_ADDRESS_ALREADY_ASSOCIATED, STATUS_BUFFER_OVERFLOW,
+    STATUS_CONNECTION_ACTIVE, STATUS_FILE_FORCED_CLOSED, STATUS_INVALID_CONNECTION,
+    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
+    TCP_FASTOPEN, TCP_NODELAY, ULONG, USHORT, WSK_BUF, WSK_CLIENT, WSK_CLIENT_CONNECTION_DISPATCH,
+    WSK_CONTROL_SOCKET_TYPE, WSK_FLAG_ABORTIVE, WSK_FLAG_BASIC_SOCKET, WSK_FLAG_CONNECTION_SOCKET,
+    WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_FLAG_STREAM_SOCKET,
+    WSK_FLAG_WAITALL, WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH,
+    WSK_PROVIDER_DATAGRAM_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_STREAM_DISPATCH,
+    WSK_SOCKET, WskGetOption as GET_OPTION, WskSetOption as SET_OPTION,
 };
 use crate::abi::{PFN_WSK_CONNECT_EX, STATUS_NOT_IMPLEMENTED};
 use crate::emulator::io::{self, IrpHandle};
@@ -74,6 +74,7 @@ pub(super) fn table(kind: Kind, connect_ex: ConnectEx) -> *const c_void {
         (Kind::Stream, ConnectEx::Missing) => ptr::from_ref(&STREAM_WITHOUT_EX).cast(),
         (Kind::Stream, ConnectEx::Stub) => ptr::from_ref(&STREAM_STUB_EX).cast(),
         (Kind::Listen, _) => ptr::from_ref(&LISTEN).cast(),
+        (Kind::Datagram, _) => ptr::from_ref(&DATAGRAM).cast(),
     }
 }
 
@@ -102,8 +103,10 @@ pub(super) fn table_before_connect_ex(kind: Kind) -> *const c_void {
     match kind {
         Kind::Connection => connection as *const c_void,
         Kind::Stream => stream as *const c_void,
-        // The listening table has no `WskConnectEx` to leave out.
+        // The listening and datagram tables have no `WskConnectEx` to leave
+        // out.
         Kind::Listen => ptr::from_ref(&LISTEN).cast(),
+        Kind::Datagram => ptr::from_ref(&DATAGRAM).cast(),
     }
 }
 
@@ -153,6 +156,16 @@ static CONNECTION_STUB_EX: WSK_PROVIDER_CONNECTION_DISPATCH = connection_table(C
 static STREAM: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Real);
 static STREAM_WITHOUT_EX: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Missing);
 static STREAM_STUB_EX: WSK_PROVIDER_STREAM_DISPATCH = stream_table(ConnectEx::Stub);
+static DATAGRAM: WSK_PROVIDER_DATAGRAM_DISPATCH = WSK_PROVIDER_DATAGRAM_DISPATCH {
+    Basic: basic_table(),
+    WskBind: Some(wsk_bind),
+    WskSendTo: Some(wsk_send_to),
+    WskReceiveFrom: Some(wsk_receive_from),
+    // Datagram indications (events) and WskSendMessages are not emulated.
+    WskRelease: ptr::null(),
+    WskGetLocalAddress: Some(wsk_get_local_address),
+    WskSendMessages: ptr::null(),
+};
 static LISTEN: WSK_PROVIDER_LISTEN_DISPATCH = WSK_PROVIDER_LISTEN_DISPATCH {
     Basic: basic_table(),
     WskBind: Some(wsk_bind),
@@ -324,7 +337,8 @@ impl Call {
     }
 }
 
-/// `WskSocket`: connection, stream and listening sockets over TCP.
+/// `WskSocket`: connection, stream and listening sockets over TCP, and
+/// datagram sockets over UDP.
 pub unsafe extern "system" fn wsk_socket(
     client: *mut WSK_CLIENT,
     address_family: ADDRESS_FAMILY,
@@ -348,13 +362,17 @@ pub unsafe extern "system" fn wsk_socket(
             WSK_FLAG_CONNECTION_SOCKET => Kind::Connection,
             WSK_FLAG_STREAM_SOCKET => Kind::Stream,
             WSK_FLAG_LISTEN_SOCKET => Kind::Listen,
-            WSK_FLAG_BASIC_SOCKET | WSK_FLAG_DATAGRAM_SOCKET => {
-                return Err(STATUS_NOT_SUPPORTED);
-            }
+            WSK_FLAG_DATAGRAM_SOCKET => Kind::Datagram,
+            WSK_FLAG_BASIC_SOCKET => return Err(STATUS_NOT_SUPPORTED),
             _ => return Err(STATUS_INVALID_PARAMETER),
         };
         let family = Family::from_windows(address_family).ok_or(STATUS_INVALID_PARAMETER)?;
-        if socket_type != SOCK_STREAM || protocol != IPPROTO_TCP {
+        let expected = if kind == Kind::Datagram {
+            (SOCK_DGRAM, IPPROTO_UDP)
+        } else {
+            (SOCK_STREAM, IPPROTO_TCP)
+        };
+        if (socket_type, protocol) != expected {
             return Err(STATUS_NOT_SUPPORTED);
         }
         let socket = Socket::create(&kernel, client as usize, family, kind)?;
@@ -407,7 +425,7 @@ pub unsafe extern "system" fn wsk_socket_connect(
         // it, uncounted, and closes the host socket.
         let socket = Socket::create(&kernel, client as usize, family, Kind::Connection)?;
         let mut state = socket.lock();
-        bind(&mut state, local, false)?;
+        bind(&mut state, local, Kind::Connection)?;
         state.phase = Phase::Connecting;
         Ok(socket.submit(
             state,
@@ -436,7 +454,8 @@ const fn connect_op(remote: SocketAddr, buffer: Buffer, fast_open: bool) -> Op {
 /// can. So a bind to the wildcard address and port 0 leaves the port to
 /// the connect (`IP_BIND_ADDRESS_NO_PORT`), and [`assign_port`] assigns it
 /// at once if the client asks for the local address before connecting.
-fn bind(state: &mut State, local: SocketAddr, listen: bool) -> Result<(), NTSTATUS> {
+fn bind(state: &mut State, local: SocketAddr, kind: Kind) -> Result<(), NTSTATUS> {
+    let listen = kind == Kind::Listen;
     if state.bound {
         return Err(STATUS_ADDRESS_ALREADY_ASSOCIATED);
     }
@@ -456,7 +475,9 @@ fn bind(state: &mut State, local: SocketAddr, listen: bool) -> Result<(), NTSTAT
         state.phase = Phase::Listening;
         return Ok(());
     }
-    let defer = local.port() == 0
+    // A datagram socket's port is its address for every send: assigned now.
+    let defer = kind != Kind::Datagram
+        && local.port() == 0
         && local.ip().is_unspecified()
         && set_bind_address_no_port(host, true).is_ok();
     host.bind(&local.into())
@@ -516,11 +537,7 @@ unsafe extern "system" fn wsk_bind(
         if Family::of(&local) != socket.family {
             return Err(STATUS_INVALID_PARAMETER);
         }
-        bind(
-            &mut socket.current_state(),
-            local,
-            socket.kind == Kind::Listen,
-        )?;
+        bind(&mut socket.current_state(), local, socket.kind)?;
         Ok(finish(&socket.kernel(), irp, STATUS_SUCCESS, 0))
     })
 }
@@ -552,6 +569,75 @@ unsafe extern "system" fn wsk_accept(
             local: local_address,
             remote: remote_address,
         });
+        Ok(socket.submit(state, irp, Lane::Receive, op))
+    })
+}
+
+/// `WskSendTo`: one datagram of the buffer to the remote address, from a
+/// bound datagram socket; no control data.
+unsafe extern "system" fn wsk_send_to(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: ULONG,
+    remote_address: *mut SOCKADDR,
+    control_length: ULONG,
+    control: *mut c_void,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskSendTo") };
+    call.run(|socket, irp| {
+        reserved(flags)?;
+        if control_length != 0 || !control.is_null() {
+            return Err(STATUS_NOT_SUPPORTED);
+        }
+        // SAFETY: NULL or the client's WSK_BUF (WSK contract).
+        let buffer = unsafe { required_buffer(buffer, "WskSendTo") }?;
+        // SAFETY: the client's address (WSK contract).
+        let remote = unsafe { sockaddr::read(remote_address) }?;
+        if Family::of(&remote) != socket.family {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        let state = socket.current_state();
+        if !state.bound {
+            return Err(STATUS_INVALID_DEVICE_STATE);
+        }
+        Ok(socket.submit(state, irp, Lane::Send, Op::SendTo { buffer, remote }))
+    })
+}
+
+/// `WskReceiveFrom`: one datagram into the buffer, and its sender, on a
+/// bound datagram socket; no control data.
+unsafe extern "system" fn wsk_receive_from(
+    socket: *mut WSK_SOCKET,
+    buffer: *mut WSK_BUF,
+    flags: ULONG,
+    remote_address: *mut SOCKADDR,
+    control_length: *mut ULONG,
+    control: *mut c_void,
+    control_flags: *mut ULONG,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the caller's IRP (WSK contract).
+    let call = unsafe { Call::begin(socket, irp, "WskReceiveFrom") };
+    call.run(|socket, irp| {
+        reserved(flags)?;
+        if !control_length.is_null() || !control.is_null() || !control_flags.is_null() {
+            return Err(STATUS_NOT_SUPPORTED);
+        }
+        // SAFETY: NULL or the client's WSK_BUF (WSK contract).
+        let buffer = unsafe { required_buffer(buffer, "WskReceiveFrom") }?;
+        if buffer.len() == 0 {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        let state = socket.current_state();
+        if !state.bound {
+            return Err(STATUS_INVALID_DEVICE_STATE);
+        }
+        let op = Op::ReceiveFrom {
+            buffer,
+            sender: Sender(remote_address),
+        };
         Ok(socket.submit(state, irp, Lane::Receive, op))
     })
 }

@@ -103,6 +103,8 @@ enum Kind {
     Stream,
     /// Listens once bound; accepts connection sockets.
     Listen,
+    /// UDP: sends and receives datagrams once bound.
+    Datagram,
 }
 
 /// Where a socket's connection stands.
@@ -331,12 +333,13 @@ impl Socket {
         family: Family,
         kind: Kind,
     ) -> Result<Arc<Self>, NTSTATUS> {
-        let host = HostSocket::new(
-            family.domain(),
-            Type::STREAM.nonblocking(),
-            Some(Protocol::TCP),
-        )
-        .map_err(|error| status_of(&error))?;
+        let (socket_type, protocol) = if kind == Kind::Datagram {
+            (Type::DGRAM, Protocol::UDP)
+        } else {
+            (Type::STREAM, Protocol::TCP)
+        };
+        let host = HostSocket::new(family.domain(), socket_type.nonblocking(), Some(protocol))
+            .map_err(|error| status_of(&error))?;
         if family == Family::V6 {
             // Windows' default (Linux' is dual-stack).
             host.set_only_v6(true).map_err(|error| status_of(&error))?;
@@ -729,10 +732,11 @@ impl Socket {
         for lane in LANES {
             // Sends and receives wait for the connect (lanes are flushed
             // when a connection ends); a listener's accepts use the
-            // receive lane.
+            // receive lane; a bound datagram socket moves both.
             if lane == Lane::Connect
                 || state.phase == Phase::Connected
                 || (state.phase == Phase::Listening && lane == Lane::Receive)
+                || (self.kind == Kind::Datagram && state.bound)
             {
                 self.advance_lane(state, kernel, lane, &mut finished);
             }

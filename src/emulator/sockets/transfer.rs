@@ -83,6 +83,17 @@ pub enum Op {
     /// `WskAccept` on a listening socket (its socket moves it on: the
     /// accepted connection becomes a socket of its own).
     Accept(Accept),
+    /// `WskSendTo`: one datagram.
+    SendTo {
+        buffer: Buffer,
+        remote: SocketAddr,
+    },
+    /// `WskReceiveFrom`: one datagram, and its sender written to `sender`
+    /// (NULL: not asked for).
+    ReceiveFrom {
+        buffer: Buffer,
+        sender: Sender,
+    },
     Send {
         buffer: Buffer,
         done: usize,
@@ -98,6 +109,13 @@ pub enum Op {
         done: usize,
     },
 }
+
+/// Where `WskReceiveFrom` writes the sender's address (may be NULL).
+pub struct Sender(pub *mut crate::abi::SOCKADDR);
+
+// SAFETY: as for `Accept`: the client keeps it valid until the IRP
+// completes; the provider writes it only while it owns that IRP.
+unsafe impl Send for Sender {}
 
 /// Where `WskAccept` writes the accepted connection's addresses (either may
 /// be NULL).
@@ -194,6 +212,8 @@ impl Op {
         match self {
             Self::Connect(connect) => connect.attempt(host, counters),
             Self::Accept(_) => unreachable!("a listening socket accepts (Socket::attempt)"),
+            Self::SendTo { buffer, remote } => send_to(host, *buffer, remote),
+            Self::ReceiveFrom { buffer, sender } => receive_from(host, *buffer, sender),
             Self::Send { buffer, done } => send(host, *buffer, done),
             Self::Receive {
                 buffer,
@@ -216,7 +236,7 @@ impl Op {
     pub const fn done(&self) -> usize {
         match self {
             Self::Connect(connect) => connect.done,
-            Self::Accept(_) => 0,
+            Self::Accept(_) | Self::SendTo { .. } | Self::ReceiveFrom { .. } => 0,
             Self::Send { done, .. }
             | Self::Receive { done, .. }
             | Self::Disconnect { done, .. } => *done,
@@ -306,6 +326,57 @@ fn result_of(returned: isize) -> io::Result<usize> {
 unsafe fn raw_send(host: &HostSocket, data: *const u8, len: usize) -> io::Result<usize> {
     // SAFETY: readable for `len` bytes (the contract).
     result_of(unsafe { libc::send(host.as_raw_fd(), data.cast(), len, libc::MSG_NOSIGNAL) })
+}
+
+/// One datagram of the whole buffer to `remote`.
+fn send_to(host: &HostSocket, buffer: Buffer, remote: &SocketAddr) -> Progress {
+    let (data, len) = buffer.rest(0);
+    let remote = SockAddr::from(*remote);
+    // SAFETY: the client's buffer, readable for `len` bytes while the
+    // provider owns the IRP (as now); `remote` holds `remote.len()` bytes.
+    let sent = result_of(unsafe {
+        libc::sendto(
+            host.as_raw_fd(),
+            data.cast(),
+            len,
+            libc::MSG_NOSIGNAL,
+            remote.as_ptr().cast(),
+            remote.len(),
+        )
+    });
+    match sent {
+        Ok(sent) => Progress::Done(STATUS_SUCCESS, sent),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Progress::Blocked,
+        Err(error) => Progress::Done(status_of(&error), 0),
+    }
+}
+
+/// One datagram into the buffer (a longer one is cut, as Windows cuts it
+/// for a receive without `MSG_PARTIAL`), and its sender.
+fn receive_from(host: &HostSocket, buffer: Buffer, sender: &Sender) -> Progress {
+    let (data, len) = buffer.rest(0);
+    let receive = |from: *mut socket2::SockAddrStorage, from_len: *mut libc::socklen_t| {
+        // SAFETY: the client's buffer, writable for `len` bytes while the
+        // provider owns the IRP (as now); the address storage and its
+        // length are socket2's, as `try_init` hands them over.
+        result_of(unsafe {
+            libc::recvfrom(host.as_raw_fd(), data.cast(), len, 0, from.cast(), from_len)
+        })
+    };
+    // SAFETY: `receive` writes at most the storage's length and sets it.
+    let received = unsafe { SockAddr::try_init(receive) };
+    match received {
+        Ok((received, from)) => {
+            if let (Some(from), false) = (from.as_socket(), sender.0.is_null()) {
+                // SAFETY: the client's output address, large enough for any
+                // address (WSK contract), valid until the IRP completes.
+                unsafe { super::sockaddr::write(&from, sender.0) };
+            }
+            Progress::Done(STATUS_SUCCESS, received)
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Progress::Blocked,
+        Err(error) => Progress::Done(status_of(&error), 0),
+    }
 }
 
 /// `recv` into `len` bytes at `data`.

@@ -43,6 +43,7 @@
 )]
 
 mod closer;
+pub mod datagram;
 pub mod listener;
 pub mod options;
 pub mod shared;
@@ -417,12 +418,12 @@ async fn transfer_flow<W: Waiter>(
     direction: Direction,
     submit: Transfer,
 ) -> Moved {
-    let op = match start_transfer(connection, buffer, direction, submit) {
+    let op = match start_transfer(&connection.raw, buffer, direction, submit) {
         Ok(op) => op,
         Err(ended) => return ended,
     };
     let result = finish(waiter, &op).await;
-    end_transfer(connection, op, result, direction)
+    end_transfer(&connection.raw, op, result, direction)
 }
 
 /// [`transfer_flow`] for a blocking caller: the same two halves around one
@@ -435,7 +436,7 @@ fn transfer_blocking(
     direction: Direction,
     submit: Transfer,
 ) -> Moved {
-    let op = match start_transfer(connection, buffer, direction, submit) {
+    let op = match start_transfer(&connection.raw, buffer, direction, submit) {
         Ok(op) => op,
         Err(ended) => return ended,
     };
@@ -444,7 +445,7 @@ fn transfer_blocking(
         .escalating(socket)
         .block(&op)
         .and_then(|()| op.result());
-    end_transfer(connection, op, result, direction)
+    end_transfer(&connection.raw, op, result, direction)
 }
 
 /// How a transfer ended: its result, the buffer back, and the bytes moved.
@@ -456,15 +457,20 @@ type Moved = (Result<usize>, PoolBuffer, usize);
 /// that ends before any call (an empty send: nothing to do; a refusal)
 /// comes back as `Err`.
 fn start_transfer(
-    connection: &Connection,
+    raw: &Raw,
     buffer: PoolBuffer,
     direction: Direction,
-    submit: Transfer,
+    submit: impl FnOnce(
+        &SocketHandle,
+        &RegistrationRef,
+        PoolBuffer,
+        &Spare<calls::Data>,
+    ) -> core::result::Result<Operation<calls::Data>, calls::Refused>,
 ) -> core::result::Result<Operation<calls::Data>, Moved> {
     if direction == Direction::Send && buffer.is_empty() {
         return Err((Ok(0), buffer, 0));
     }
-    let socket = &connection.raw.socket;
+    let socket = &raw.socket;
     let submitted = match socket.enter() {
         Ok(entered) => submit(
             entered.handle(),
@@ -480,7 +486,7 @@ fn start_transfer(
 /// The buffer and the bytes moved back from a transfer that `result` says
 /// how it ended, and its operation set aside for the next one.
 fn end_transfer(
-    connection: &Connection,
+    raw: &Raw,
     mut op: Operation<calls::Data>,
     result: Result<usize>,
     direction: Direction,
@@ -495,7 +501,7 @@ fn end_transfer(
     let moved = if status.is_success() { information } else { 0 };
     let buffer = take_buffer(&mut op).expect("the buffer comes back");
     op.consume();
-    connection.raw.socket.spare(direction).put(op);
+    raw.socket.spare(direction).put(op);
     (result, buffer, moved)
 }
 

@@ -21,6 +21,7 @@
 
 use core::time::Duration;
 
+use super::datagram::DatagramSocket;
 use super::listener::Listener;
 use super::{BoundSocket, Connection, Raw, Socket, blocking_on, finish};
 use crate::abi::{
@@ -126,7 +127,7 @@ mod sealed {
 }
 
 /// Setting and reading socket options, on [`Socket`], [`BoundSocket`],
-/// [`Connection`] and [`Listener`].
+/// [`Connection`], [`Listener`] and [`DatagramSocket`].
 ///
 /// # IRQL
 /// Futures at `DISPATCH_LEVEL` or below; `*_blocking` at `PASSIVE_LEVEL`.
@@ -220,4 +221,4 @@ macro_rules! handles {
         impl SocketOptions for $handle {}
     )*};
 }
-handles!(Socket, BoundSocket, Connection, Listener);
+handles!(Socket, BoundSocket, Connection, Listener, DatagramSocket);
