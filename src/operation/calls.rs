@@ -700,7 +700,7 @@ pub fn send(
     buffer: PoolBuffer,
     spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
-    send_with(socket, registration, buffer, spare, 0)
+    stream_transfer(socket, registration, buffer, spare, false, 0)
 }
 
 /// `WskSend` with `WSK_FLAG_NODELAY`: sent at once, without waiting to
@@ -711,21 +711,7 @@ pub fn send_no_delay(
     buffer: PoolBuffer,
     spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
-    send_with(socket, registration, buffer, spare, WSK_FLAG_NODELAY)
-}
-
-fn send_with(
-    socket: &SocketHandle,
-    registration: &RegistrationRef,
-    buffer: PoolBuffer,
-    spare: &Spare<Data>,
-    flags: u32,
-) -> Result<Operation<Data>, Refused> {
-    let Some(entry) = socket.entries().send else {
-        return Err((missing(), buffer));
-    };
-    let length = buffer.len();
-    transfer(socket, registration, entry, buffer, length, spare, flags)
+    stream_transfer(socket, registration, buffer, spare, false, WSK_FLAG_NODELAY)
 }
 
 /// `WskReceive`: up to the buffer's capacity (not zero).
@@ -735,7 +721,7 @@ pub fn receive(
     buffer: PoolBuffer,
     spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
-    receive_with(socket, registration, buffer, spare, 0)
+    stream_transfer(socket, registration, buffer, spare, true, 0)
 }
 
 /// `WskReceive` with `WSK_FLAG_WAITALL`: completes once the buffer is
@@ -746,21 +732,29 @@ pub fn receive_full(
     buffer: PoolBuffer,
     spare: &Spare<Data>,
 ) -> Result<Operation<Data>, Refused> {
-    receive_with(socket, registration, buffer, spare, WSK_FLAG_WAITALL)
+    stream_transfer(socket, registration, buffer, spare, true, WSK_FLAG_WAITALL)
 }
 
-fn receive_with(
+/// `WskSend` of the whole buffer, or `WskReceive` up to its capacity
+/// (`receive`), with `flags`.
+fn stream_transfer(
     socket: &SocketHandle,
     registration: &RegistrationRef,
     buffer: PoolBuffer,
     spare: &Spare<Data>,
+    receive: bool,
     flags: u32,
 ) -> Result<Operation<Data>, Refused> {
-    let Some(entry) = socket.entries().receive else {
+    let entries = socket.entries();
+    let (entry, length) = if receive {
+        (entries.receive, buffer.capacity())
+    } else {
+        (entries.send, buffer.len())
+    };
+    let Some(entry) = entry else {
         return Err((missing(), buffer));
     };
-    let capacity = buffer.capacity();
-    transfer(socket, registration, entry, buffer, capacity, spare, flags)
+    transfer(socket, registration, entry, buffer, length, spare, flags)
 }
 
 /// `WskSendTo`: one datagram of the whole buffer to `remote`.
