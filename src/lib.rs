@@ -63,7 +63,7 @@ pub use kernel::mdl::Mdl;
 pub use kernel::pool::{PoolBox, PoolBuffer, PoolTag};
 pub use kernel::timer::{Sleep, Timeout, sleep, timeout};
 pub use objects::addr::Family;
-pub use objects::names::{Addresses, MAX_ADDRESSES};
+pub use objects::names::{Addresses, HostName, MAX_ADDRESSES, MAX_HOST_NAME};
 pub use objects::registration::{DEREGISTER_BOUND, Provider, Registration, WskVersion};
 pub use objects::socket::datagram::DatagramSocket;
 pub use objects::socket::listener::{Listener, MAX_LISTEN_OPTIONS};

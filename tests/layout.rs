@@ -617,6 +617,8 @@ fn wsk_constants(checks: &mut Vec<Check>) {
         SO_RCVBUF,
         SO_EXCLUSIVEADDRUSE,
         TCP_NODELAY,
+        NI_NUMERICHOST,
+        NI_NAMEREQD,
         WSK_FLAG_BASIC_SOCKET,
         WSK_FLAG_LISTEN_SOCKET,
         WSK_FLAG_CONNECTION_SOCKET,

@@ -55,6 +55,27 @@ fn names_and_literals_resolve_with_the_port_and_every_list_is_freed() {
 }
 
 #[test]
+fn an_address_resolves_back_to_its_name() {
+    let kernel = Kernel::new();
+    let _enter = kernel.enter();
+    let passive = PassiveLevel::check().unwrap();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 80);
+    let name = provider
+        .name_of_blocking(&passive, TIMEOUT, loopback)
+        .unwrap();
+    // Whatever the host calls it, the name resolves back to the address.
+    let back = provider
+        .resolve_blocking(&passive, TIMEOUT, name.as_str(), 80)
+        .unwrap();
+    assert!(back.contains(&loopback), "{name} -> {back:?}");
+    drop(provider);
+    assert!(registration.deregister(&passive).is_clean());
+    kernel.assert_no_leaks();
+}
+
+#[test]
 fn malformed_names_are_refused_before_any_call() {
     let kernel = Kernel::new();
     let _enter = kernel.enter();

@@ -32,6 +32,7 @@ use wsk::emulator::{Device, IRQL_RULES, Kernel, exports, irql};
 const SOCKET_FUNCTIONS: &[&str] = &[
     "WskGetAddressInfo",
     "WskFreeAddressInfo",
+    "WskGetNameInfo",
     "WskSocket",
     "WskSocketConnect",
     "WskControlSocket",
@@ -204,7 +205,7 @@ fn every_function_above_its_irql_bugchecks_by_the_table() {
     );
     for function in SOCKET_FUNCTIONS {
         let rule = IRQL_RULES.iter().find(|rule| rule.function == *function);
-        let expected = if function.contains("AddressInfo") {
+        let expected = if function.contains("AddressInfo") || function.contains("NameInfo") {
             PASSIVE_LEVEL
         } else {
             DISPATCH_LEVEL

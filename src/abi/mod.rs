@@ -468,7 +468,7 @@ pub struct WSK_PROVIDER_DISPATCH {
     pub WskControlClient: PFN_UNUSED,
     pub WskGetAddressInfo: PFN_WSK_GET_ADDRESS_INFO,
     pub WskFreeAddressInfo: PFN_WSK_FREE_ADDRESS_INFO,
-    pub WskGetNameInfo: PFN_UNUSED,
+    pub WskGetNameInfo: PFN_WSK_GET_NAME_INFO,
 }
 
 /// `UNICODE_STRING` (wdm.h): lengths in bytes, no terminator needed.
@@ -512,6 +512,23 @@ pub type PFN_WSK_GET_ADDRESS_INFO = Option<
         Irp: *mut IRP,
     ) -> NTSTATUS,
 >;
+pub type PFN_WSK_GET_NAME_INFO = Option<
+    unsafe extern "system" fn(
+        Client: *mut WSK_CLIENT,
+        SockAddr: *mut SOCKADDR,
+        SockAddrLength: ULONG,
+        NodeName: *mut UNICODE_STRING,
+        ServiceName: *mut UNICODE_STRING,
+        Flags: ULONG,
+        OwningProcess: *mut c_void,
+        OwningThread: *mut c_void,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+/// `NI_NUMERICHOST` (ws2def.h): the address as text, no lookup.
+pub const NI_NUMERICHOST: ULONG = 0x02;
+/// `NI_NAMEREQD` (ws2def.h): fail if the address has no name.
+pub const NI_NAMEREQD: ULONG = 0x04;
 pub type PFN_WSK_FREE_ADDRESS_INFO =
     Option<unsafe extern "system" fn(Client: *mut WSK_CLIENT, AddrInfo: *mut ADDRINFOEXW)>;
 
@@ -746,7 +763,7 @@ assert_layout! {
     WSK_PROVIDER_NPI => 16, { Dispatch @ 8 };
     WSK_REGISTRATION => 24;
     WSK_PROVIDER_DISPATCH => 56, { WskSocket @ 8 }, { WskSocketConnect @ 16 },
-        { WskGetAddressInfo @ 32 }, { WskFreeAddressInfo @ 40 };
+        { WskGetAddressInfo @ 32 }, { WskFreeAddressInfo @ 40 }, { WskGetNameInfo @ 48 };
     UNICODE_STRING => 16, { MaximumLength @ 2 }, { Buffer @ 8 };
     ADDRINFOEXW => 72, { ai_addrlen @ 16 }, { ai_canonname @ 24 }, { ai_addr @ 32 },
         { ai_blob @ 40 }, { ai_bloblen @ 48 }, { ai_provider @ 56 }, { ai_next @ 64 };

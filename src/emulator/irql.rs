@@ -273,6 +273,11 @@ pub const IRQL_RULES: &[IrqlRule] = &[
         PASSIVE_LEVEL,
         "freeing an address list",
     ),
+    rule(
+        "WskGetNameInfo",
+        PASSIVE_LEVEL,
+        "resolving an address waits for the resolver",
+    ),
     rule("WskSocket", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskSocketConnect", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskControlSocket", DISPATCH_LEVEL, WSK_CALLS),

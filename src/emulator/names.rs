@@ -6,6 +6,7 @@
 //! as a leak (`Usage::address_lists`).
 
 use core::ffi::c_void;
+use core::mem::size_of;
 use core::ptr;
 use std::boxed::Box;
 use std::collections::HashMap;
@@ -19,9 +20,9 @@ use super::sockets::write_sockaddr;
 use super::verifier::bugcheck;
 use super::{Kernel, irql, provider};
 use crate::abi::{
-    ADDRINFOEXW, AF_INET, AF_INET6, AF_UNSPEC, IRP, NS_ALL, NTSTATUS, SOCKADDR, SOCKADDR_STORAGE,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, ULONG,
-    UNICODE_STRING, WSK_CLIENT,
+    ADDRINFOEXW, AF_INET, AF_INET6, AF_UNSPEC, IRP, NI_NAMEREQD, NI_NUMERICHOST, NS_ALL, NTSTATUS,
+    SOCKADDR, SOCKADDR_STORAGE, STATUS_BUFFER_OVERFLOW, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
+    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, ULONG, UNICODE_STRING, WSK_CLIENT,
 };
 
 /// One entry of a list: the node and the address it points to.
@@ -251,4 +252,101 @@ pub unsafe extern "system" fn wsk_free_address_info(
             ),
         );
     }
+}
+
+/// `WskGetNameInfo`, completing its IRP inline.
+///
+/// The host's `getnameinfo` for the address (`NI_NUMERICHOST` and
+/// `NI_NAMEREQD` as flags), the name written into the client's `NodeName`
+/// buffer (`STATUS_BUFFER_OVERFLOW` when it does not fit). A service name
+/// is not emulated (NULL only).
+///
+/// # Safety
+/// As the WSK contract says: a captured client, a readable address of
+/// `length` bytes, a writable `UNICODE_STRING` with its buffer, an IRP of
+/// the caller's.
+pub unsafe extern "system" fn wsk_get_name_info(
+    client: *mut WSK_CLIENT,
+    address: *mut SOCKADDR,
+    length: ULONG,
+    node: *mut UNICODE_STRING,
+    service: *mut UNICODE_STRING,
+    flags: ULONG,
+    _owning_process: *mut c_void,
+    _owning_thread: *mut c_void,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    irql::require(const { irql::rule_of("WskGetNameInfo") });
+    // SAFETY: the client handle of a captured provider NPI (WSK contract).
+    let _kernel = unsafe { provider::kernel_of_client(client, "WskGetNameInfo") };
+    // SAFETY: the caller's IRP (WSK contract).
+    let irp: IrpHandle = unsafe { io::start(irp, "WskGetNameInfo") };
+    // SAFETY: as the contract says.
+    let status = match unsafe { name_of(address, length, node, service, flags) } {
+        Ok(()) => STATUS_SUCCESS,
+        Err(status) => status,
+    };
+    // SAFETY: the provider owns the IRP and gives it up here, once.
+    unsafe { io::complete(irp, status, 0) };
+    status
+}
+
+/// # Safety
+/// As for [`wsk_get_name_info`].
+unsafe fn name_of(
+    address: *mut SOCKADDR,
+    length: ULONG,
+    node: *mut UNICODE_STRING,
+    service: *mut UNICODE_STRING,
+    flags: ULONG,
+) -> Result<(), NTSTATUS> {
+    if !service.is_null() || flags & !(NI_NUMERICHOST | NI_NAMEREQD) != 0 {
+        return Err(STATUS_NOT_SUPPORTED);
+    }
+    // SAFETY: NULL or writable (the contract).
+    let Some(node) = (unsafe { node.as_mut() }) else {
+        return Err(STATUS_INVALID_PARAMETER);
+    };
+    if node.Buffer.is_null() || (length as usize) < size_of::<SOCKADDR>() {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    // SAFETY: a readable address (the contract); its family says its size.
+    let address = unsafe { super::sockets::read_sockaddr(address) }?;
+    let host = socket2::SockAddr::from(address);
+    let mut name = [0 as libc::c_char; 1025];
+    let mut host_flags = 0;
+    if flags & NI_NUMERICHOST != 0 {
+        host_flags |= libc::NI_NUMERICHOST;
+    }
+    if flags & NI_NAMEREQD != 0 {
+        host_flags |= libc::NI_NAMEREQD;
+    }
+    // SAFETY: a socket address of `host.len()` bytes; `name` is writable
+    // for its length; no service asked for.
+    let found = unsafe {
+        libc::getnameinfo(
+            host.as_ptr().cast(),
+            host.len(),
+            name.as_mut_ptr(),
+            libc::socklen_t::try_from(name.len()).expect("1025 fits"),
+            ptr::null_mut(),
+            0,
+            host_flags,
+        )
+    };
+    if found != 0 {
+        return Err(STATUS_NOT_FOUND);
+    }
+    // SAFETY: getnameinfo wrote a NUL-terminated name.
+    let name = unsafe { core::ffi::CStr::from_ptr(name.as_ptr()) };
+    let units: Vec<u16> = name.to_string_lossy().encode_utf16().collect();
+    let bytes = units.len() * 2;
+    if bytes > usize::from(node.MaximumLength) {
+        return Err(STATUS_BUFFER_OVERFLOW);
+    }
+    // SAFETY: the client's buffer, writable for `MaximumLength` bytes
+    // (the contract), which the name fits.
+    unsafe { ptr::copy_nonoverlapping(units.as_ptr(), node.Buffer, units.len()) };
+    node.Length = u16::try_from(bytes).expect("checked against MaximumLength");
+    Ok(())
 }

@@ -146,7 +146,7 @@ impl Provider {
             WskControlClient: ptr::null(),
             WskGetAddressInfo: Some(super::names::wsk_get_address_info),
             WskFreeAddressInfo: Some(super::names::wsk_free_address_info),
-            WskGetNameInfo: ptr::null(),
+            WskGetNameInfo: Some(super::names::wsk_get_name_info),
         });
         Self {
             config,

@@ -1,4 +1,5 @@
-//! Host names: `WskGetAddressInfo`, then `WskFreeAddressInfo`.
+//! Host names: `WskGetAddressInfo`, then `WskFreeAddressInfo`; and
+//! `WskGetNameInfo` the other way.
 //!
 //! Both run at `PASSIVE_LEVEL` only (Microsoft's pages for them), so name
 //! resolution is a blocking call that takes a [`PassiveLevel`] token: from a
@@ -27,6 +28,33 @@ use crate::objects::registration::Provider;
 use crate::operation::Blocking;
 use crate::operation::calls;
 use crate::status::NtStatus;
+
+/// The most bytes of a name [`Provider::name_of_blocking`] gives (a DNS
+/// name is at most 253).
+pub const MAX_HOST_NAME: usize = 255;
+
+/// A host's name, as [`Provider::name_of_blocking`] found it.
+///
+/// # IRQL
+/// Any (a value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostName {
+    text: heapless::String<MAX_HOST_NAME>,
+}
+
+impl HostName {
+    /// The name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl core::fmt::Display for HostName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
 
 /// The most addresses [`Provider::resolve_blocking`] keeps, in the
 /// provider's order.
@@ -117,5 +145,41 @@ impl Provider {
             return Err(Error::NotFound(NtStatus::NOT_FOUND));
         }
         Ok(addresses)
+    }
+
+    /// The name of the host at `address` (`WskGetNameInfo`, a name
+    /// required: an address without one is [`Error::NotFound`]).
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL` (the token proves it).
+    ///
+    /// # Errors
+    /// [`Error::IrqlTooHigh`] when the thread is above `PASSIVE_LEVEL` after
+    /// all; [`Error::NotFound`] when the address has no name;
+    /// [`Error::NotSupported`] when the provider has no `WskGetNameInfo`
+    /// (Wine 8's is a stub); [`Error::TimedOut`]; what the provider returns
+    /// otherwise.
+    pub fn name_of_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        address: SocketAddr,
+    ) -> Result<HostName> {
+        PassiveLevel::check().map_err(Error::IrqlTooHigh)?;
+        let captured = self.enter()?;
+        let mut op = calls::get_name_info(self, &captured, address)?;
+        Blocking::new(irql, timeout).block(&op)?;
+        op.result()?;
+        let mut name = HostName::default();
+        for unit in char::decode_utf16(op.payload_mut().name().iter().copied()) {
+            if name
+                .text
+                .push(unit.unwrap_or(char::REPLACEMENT_CHARACTER))
+                .is_err()
+            {
+                return Err(Error::Other(NtStatus::BUFFER_OVERFLOW));
+            }
+        }
+        Ok(name)
     }
 }

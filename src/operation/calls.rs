@@ -399,6 +399,84 @@ pub fn get_address_info(
     Ok(op)
 }
 
+/// `WskGetNameInfo`'s payload: the address it reads and the name it
+/// writes.
+pub struct NameLookup {
+    address: RawAddress,
+    node: [u16; MAX_NAME + 1],
+    node_string: crate::abi::UNICODE_STRING,
+}
+
+// SAFETY: the raw pointer points into the payload itself.
+#[allow(clippy::non_send_fields_in_send_ty, reason = "see the SAFETY comment")]
+unsafe impl Send for NameLookup {}
+
+impl Payload for NameLookup {}
+
+impl NameLookup {
+    /// The name the provider wrote (UTF-16), after a completed call.
+    pub fn name(&self) -> &[u16] {
+        let units = usize::from(self.node_string.Length / 2).min(MAX_NAME);
+        &self.node[..units]
+    }
+}
+
+/// `WskGetNameInfo` for `address`, the host's name required
+/// (`NI_NAMEREQD`), no service name.
+///
+/// # Errors
+/// [`Error::NotSupported`] when the provider has no `WskGetNameInfo`; as
+/// for [`Operation::submit`].
+pub fn get_name_info(
+    provider: &Provider,
+    captured: &Captured<'_>,
+    address: core::net::SocketAddr,
+) -> Result<Operation<NameLookup>> {
+    let entry = captured.dispatch().WskGetNameInfo.ok_or_else(missing)?;
+    let client = captured.client();
+    let mut op = Operation::new(NameLookup {
+        address: RawAddress::new(address),
+        node: [0; MAX_NAME + 1],
+        node_string: crate::abi::UNICODE_STRING {
+            Length: 0,
+            MaximumLength: 0,
+            Buffer: ptr::null_mut(),
+        },
+    })?;
+    let length =
+        u32::try_from(core::mem::size_of::<crate::abi::SOCKADDR_STORAGE>()).expect("128 fits");
+    let call = |irp: *mut IRP, payload: *mut NameLookup| {
+        // SAFETY: the payload lives in the operation block, which does not
+        // move, until completion: the string may point into it.
+        let payload = unsafe { &mut *payload };
+        payload.node_string = crate::abi::UNICODE_STRING {
+            Length: 0,
+            MaximumLength: u16::try_from(MAX_NAME * 2).expect("510 fits"),
+            Buffer: payload.node.as_mut_ptr(),
+        };
+        // SAFETY: a captured provider's entry (held by `captured`); the
+        // address and the name buffer live in the payload until completion;
+        // no service name, owning process or thread; the caller checked
+        // PASSIVE_LEVEL.
+        unsafe {
+            entry(
+                client,
+                payload.address.as_mut_ptr(),
+                length,
+                &raw mut payload.node_string,
+                ptr::null_mut(),
+                crate::abi::NI_NAMEREQD,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                irp,
+            )
+        }
+    };
+    // SAFETY: one WSK call with the operation's IRP.
+    unsafe { op.submit(provider.registration(), call)? };
+    Ok(op)
+}
+
 /// `WskFreeAddressInfo` of a list [`get_address_info`] gave.
 ///
 /// # Safety

@@ -42,6 +42,7 @@ use socket2::{Protocol, Socket as HostSocket, Type};
 pub use dispatch::{wsk_socket, wsk_socket_connect};
 use errno::status_of;
 use sockaddr::Family;
+pub use sockaddr::read as read_sockaddr;
 pub use sockaddr::write as write_sockaddr;
 use transfer::{Op, Progress};
 
