@@ -55,7 +55,8 @@ pub enum Error {
     /// The WSK subsystem is not (or no longer) available to this client.
     #[error("WSK provider unavailable: {0}")]
     ProviderUnavailable(NtStatus),
-    /// A host name that does not resolve (`STATUS_NOT_FOUND`).
+    /// A host name that does not resolve, or an address without a name
+    /// (`STATUS_NOT_FOUND`, `STATUS_NO_MATCH`).
     #[error("not found: {0}")]
     NotFound(NtStatus),
     /// A blocking call found the thread above `PASSIVE_LEVEL` / `APC_LEVEL`
@@ -102,7 +103,7 @@ impl Error {
             }
             NtStatus::INVALID_CONNECTION => Self::NotConnected(status),
             NtStatus::DEVICE_NOT_READY => Self::ProviderUnavailable(status),
-            NtStatus::NOT_FOUND => Self::NotFound(status),
+            NtStatus::NOT_FOUND | NtStatus::NO_MATCH => Self::NotFound(status),
             _ => Self::Other(status),
         }
     }

@@ -10,7 +10,7 @@ use std::pin::pin;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
-use wsk::emulator::Kernel;
+use wsk::emulator::{Kernel, ProviderConfig};
 use wsk::{Error, Family, NtStatus, PassiveLevel, PoolBuffer, PoolTag, Registration};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,6 +161,33 @@ fn steady_datagram_traffic_allocates_nothing() {
     let during = kernel.allocations() - before;
     assert_eq!((during.pool, during.irps, during.mdls), (0, 0, 0));
     drop((outgoing, incoming, socket, provider));
+    assert!(registration.deregister(&passive).is_clean());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_provider_without_datagram_sockets_is_asked_once() {
+    // Wine 8's WskSocket creates listening and connection sockets only.
+    let kernel = Kernel::with_provider(ProviderConfig::like_wine());
+    let _enter = kernel.enter();
+    let passive = PassiveLevel::check().unwrap();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    assert_eq!(
+        provider
+            .datagram_blocking(&passive, TIMEOUT, loopback(Family::V4))
+            .err(),
+        Some(Error::NotSupported(NtStatus::NOT_IMPLEMENTED)),
+        "the provider's answer"
+    );
+    assert_eq!(
+        provider
+            .datagram_blocking(&passive, TIMEOUT, loopback(Family::V6))
+            .err(),
+        Some(Error::NotSupported(NtStatus::NOT_SUPPORTED)),
+        "the library's own answer: not asked again"
+    );
+    drop(provider);
     assert!(registration.deregister(&passive).is_clean());
     kernel.assert_no_leaks();
 }

@@ -638,8 +638,60 @@ fn wsk_constants(checks: &mut Vec<Check>) {
     ));
 }
 
+/// Size and signedness of each integer alias (`KIRQL`, `SIZE_T`, ...): the
+/// signature checks name these types as the header does, so only here is
+/// the Rust alias's width compared. Signedness: 1 when `(T)-1 < 0`.
+macro_rules! scalars {
+    ($checks:ident, $set:ident, $($t:ident),* $(,)?) => {$(
+        $checks.push(size(Set::$set, stringify!($t), size_of::<abi::$t>()));
+        $checks.push(Check {
+            set: Set::$set,
+            what: concat!("signedness of ", stringify!($t)).to_owned(),
+            c_expr: concat!("(unsigned long long)((", stringify!($t), ")-1 < 0)").to_owned(),
+            rust: u64::from(abi::$t::MIN != 0),
+        });
+    )*};
+}
+
+fn scalar_aliases(checks: &mut Vec<Check>) {
+    scalars!(
+        checks,
+        Wdm,
+        NTSTATUS,
+        BOOLEAN,
+        KIRQL,
+        CCHAR,
+        ULONG,
+        USHORT,
+        LONG,
+        SIZE_T,
+        KPROCESSOR_MODE,
+        KSPIN_LOCK,
+    );
+    scalars!(checks, Wsk, ADDRESS_FAMILY);
+    // C enums, passed as 32-bit integers: their signedness is the
+    // compiler's choice, their size is the ABI.
+    for (set, name, rust) in [
+        (
+            Set::Wdm,
+            "WORK_QUEUE_TYPE",
+            size_of::<abi::WORK_QUEUE_TYPE>(),
+        ),
+        (Set::Wdm, "EVENT_TYPE", size_of::<abi::EVENT_TYPE>()),
+        (Set::Wdm, "POOL_TYPE", size_of::<abi::POOL_TYPE>()),
+        (
+            Set::Wsk,
+            "WSK_CONTROL_SOCKET_TYPE",
+            size_of::<abi::WSK_CONTROL_SOCKET_TYPE>(),
+        ),
+    ] {
+        checks.push(size(set, name, rust));
+    }
+}
+
 fn all_checks() -> Vec<Check> {
     let mut checks = Vec::new();
+    scalar_aliases(&mut checks);
     irp_layouts(&mut checks);
     kernel_object_layouts(&mut checks);
     version_layout(&mut checks);

@@ -318,6 +318,40 @@ fn connect(provider: &Provider, passive: &PassiveLevel, remote: SocketAddr) -> C
 }
 
 #[test]
+fn a_receive_that_completes_within_the_cancel_grace_gives_its_bytes() {
+    // No cancel routine: the timed-out receive stays pending, and the data
+    // arrives within the grace the library gives the cancel. The transfer
+    // happened: its count and bytes come back, not a timeout.
+    let (kernel, _enter, passive) = machine(ProviderConfig {
+        cancel_routines: false,
+        ..ProviderConfig::default()
+    });
+    let (registration, provider) = register(&passive);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let remote = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        thread::sleep(Duration::from_millis(300));
+        std::io::Write::write_all(&mut stream, b"late").unwrap();
+        stream
+    });
+    let connection = connect(&provider, &passive, remote);
+    let (received, buffer) = connection.receive_blocking(
+        &passive,
+        Duration::from_millis(100),
+        PoolBuffer::zeroed(64, PoolTag::BUFFER).unwrap(),
+    );
+    assert_eq!(received, Ok(4));
+    assert_eq!(&*buffer, b"late");
+    drop(buffer);
+    connection.close_blocking(&passive, TIMEOUT).unwrap();
+    drop(server.join().unwrap());
+    drop(provider);
+    assert!(registration.deregister(&passive).is_clean());
+    kernel.assert_no_leaks();
+}
+
+#[test]
 fn a_blocking_call_returns_within_its_bound_when_the_provider_ignores_the_cancel() {
     let (kernel, _enter, passive) = machine(ProviderConfig::like_wine());
     let (registration, provider) = register(&passive);

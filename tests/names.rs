@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::{Client, expect_bugcheck_in_child, in_fatal_child};
 use wsk::abi::DISPATCH_LEVEL;
 use wsk::emulator::names::{wsk_free_address_info, wsk_get_address_info};
-use wsk::emulator::{Kernel, irql};
+use wsk::emulator::{Kernel, ProviderConfig, irql};
 use wsk::{Error, NtStatus, PassiveLevel, Registration};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,4 +152,42 @@ fn freeing_a_list_the_provider_never_gave_bugchecks() {
     // SAFETY: a captured client; the list is checked before it is touched.
     unsafe { wsk_free_address_info(client.npi.Client, (&raw mut bogus).cast()) };
     unreachable!("the verifier stops freeing a list it never gave");
+}
+
+#[test]
+fn a_stub_get_name_info_is_asked_once_and_leaves_one_call_behind() {
+    // Wine 8's WskGetNameInfo answers STATUS_NOT_IMPLEMENTED without ever
+    // completing its IRP: the library reclaims that call's block
+    // (quarantined, it might still complete), remembers, and answers later
+    // calls itself, so a second lookup leaves nothing more behind.
+    let kernel = Kernel::with_provider(ProviderConfig::like_wine());
+    let _enter = kernel.enter();
+    let passive = PassiveLevel::check().unwrap();
+    let registration = Registration::register(&passive).unwrap();
+    let provider = registration.capture(&passive, TIMEOUT).unwrap();
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 80);
+    assert_eq!(
+        provider.name_of_blocking(&passive, TIMEOUT, loopback),
+        Err(Error::NotSupported(NtStatus::NOT_IMPLEMENTED))
+    );
+    let before = kernel.allocations();
+    assert_eq!(
+        provider.name_of_blocking(&passive, TIMEOUT, loopback),
+        Err(Error::NotSupported(NtStatus::NOT_SUPPORTED))
+    );
+    let during = kernel.allocations() - before;
+    assert_eq!((during.pool, during.irps), (0, 0), "not asked again");
+    drop(provider);
+    let report = registration.deregister(&passive);
+    assert!(report.is_clean(), "{report}");
+    // The stub's one call stays quarantined; the second never went out.
+    assert_eq!(report.quarantined_operations, 1, "{report}");
+    kernel.expect_leaks();
+}
+
+#[test]
+fn statuses_of_a_name_not_found_are_not_found() {
+    for status in [NtStatus::NOT_FOUND, NtStatus::NO_MATCH] {
+        assert_eq!(Error::from_status(status), Error::NotFound(status));
+    }
 }

@@ -73,6 +73,8 @@ statuses! {
     STATUS_HOST_UNREACHABLE = 0xC000_023D;
     /// The object (a host name, say) was not found.
     STATUS_NOT_FOUND = 0xC000_0225;
+    /// There was no match for the specified key in the index.
+    STATUS_NO_MATCH = 0xC000_0272;
     /// The protocol is unreachable.
     STATUS_PROTOCOL_UNREACHABLE = 0xC000_023E;
     /// The port is unreachable.

@@ -20,9 +20,10 @@ use super::sockets::write_sockaddr;
 use super::verifier::bugcheck;
 use super::{Kernel, irql, provider};
 use crate::abi::{
-    ADDRINFOEXW, AF_INET, AF_INET6, AF_UNSPEC, IRP, NI_NAMEREQD, NI_NUMERICHOST, NS_ALL, NTSTATUS,
-    SOCKADDR, SOCKADDR_STORAGE, STATUS_BUFFER_OVERFLOW, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
-    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, ULONG, UNICODE_STRING, WSK_CLIENT,
+    ADDRESS_FAMILY, ADDRINFOEXW, AF_INET, AF_INET6, AF_UNSPEC, IRP, NI_NAMEREQD, NI_NUMERICHOST,
+    NS_ALL, NTSTATUS, SOCKADDR, SOCKADDR_IN6, SOCKADDR_STORAGE, STATUS_BUFFER_OVERFLOW,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_NOT_IMPLEMENTED, STATUS_NOT_SUPPORTED,
+    STATUS_SUCCESS, ULONG, UNICODE_STRING, WSK_CLIENT,
 };
 
 /// One entry of a list: the node and the address it points to.
@@ -278,7 +279,11 @@ pub unsafe extern "system" fn wsk_get_name_info(
 ) -> NTSTATUS {
     irql::require(const { irql::rule_of("WskGetNameInfo") });
     // SAFETY: the client handle of a captured provider NPI (WSK contract).
-    let _kernel = unsafe { provider::kernel_of_client(client, "WskGetNameInfo") };
+    let kernel = unsafe { provider::kernel_of_client(client, "WskGetNameInfo") };
+    if kernel.inner().provider.config.name_info_stub {
+        // Wine 8's stub: returns at once, never touches the IRP.
+        return STATUS_NOT_IMPLEMENTED;
+    }
     // SAFETY: the caller's IRP (WSK contract).
     let irp: IrpHandle = unsafe { io::start(irp, "WskGetNameInfo") };
     // SAFETY: as the contract says.
@@ -308,6 +313,11 @@ unsafe fn name_of(
         return Err(STATUS_INVALID_PARAMETER);
     };
     if node.Buffer.is_null() || (length as usize) < size_of::<SOCKADDR>() {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    // SAFETY: at least a SOCKADDR's bytes (checked above): its family.
+    let family = unsafe { address.cast::<ADDRESS_FAMILY>().read_unaligned() };
+    if family == AF_INET6 && (length as usize) < size_of::<SOCKADDR_IN6>() {
         return Err(STATUS_INVALID_PARAMETER);
     }
     // SAFETY: a readable address (the contract); its family says its size.

@@ -56,13 +56,22 @@ pub struct ProviderConfig {
     /// `STATUS_NOT_IMPLEMENTED` without completing its IRP, as Wine 8's
     /// does.
     pub disconnect_stub: bool,
+    /// Whether `WskGetNameInfo` is a stub that answers
+    /// `STATUS_NOT_IMPLEMENTED` without completing its IRP, as Wine 8's
+    /// does.
+    pub name_info_stub: bool,
+    /// Whether `WskSocket` creates datagram sockets (default). Without,
+    /// it answers `STATUS_NOT_IMPLEMENTED` for them, as Wine 8's does for
+    /// any socket but listening and connection sockets.
+    pub datagram_sockets: bool,
 }
 
 impl ProviderConfig {
     /// A provider that behaves as Wine 8's `netio.sys` where it differs
-    /// from Windows in ways a client must survive: `WskConnectEx` and
-    /// `WskDisconnect` are stubs that return `STATUS_NOT_IMPLEMENTED`
-    /// without completing their IRP; pending IRPs have no cancel routine;
+    /// from Windows in ways a client must survive: `WskConnectEx`,
+    /// `WskDisconnect` and `WskGetNameInfo` are stubs that return
+    /// `STATUS_NOT_IMPLEMENTED` without completing their IRP; no datagram
+    /// sockets; pending IRPs have no cancel routine;
     /// and no `WskSocketConnect` (Wine's is such a stub too; the library
     /// answers `Error::NotSupported` either way).
     #[must_use]
@@ -72,6 +81,8 @@ impl ProviderConfig {
             connect_ex_stub: true,
             cancel_routines: false,
             disconnect_stub: true,
+            name_info_stub: true,
+            datagram_sockets: false,
             ..Self::default()
         }
     }
@@ -88,6 +99,8 @@ impl Default for ProviderConfig {
             os_build: 19_045,
             cancel_routines: true,
             disconnect_stub: false,
+            name_info_stub: false,
+            datagram_sockets: true,
         }
     }
 }

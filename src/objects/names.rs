@@ -24,14 +24,15 @@ use core::time::Duration;
 use crate::error::{Error, Result};
 use crate::kernel::irql::PassiveLevel;
 use crate::objects::addr::RawAddress;
-use crate::objects::registration::Provider;
+use crate::objects::registration::{Missing, Provider};
 use crate::operation::Blocking;
 use crate::operation::calls;
 use crate::status::NtStatus;
 
-/// The most bytes of a name [`Provider::name_of_blocking`] gives (a DNS
-/// name is at most 253).
-pub const MAX_HOST_NAME: usize = 255;
+/// The most bytes of a name [`Provider::name_of_blocking`] gives: the
+/// provider writes at most 255 UTF-16 units, each at most 3 bytes of UTF-8
+/// (a DNS name is at most 253 ASCII bytes).
+pub const MAX_HOST_NAME: usize = 3 * calls::MAX_NAME;
 
 /// A host's name, as [`Provider::name_of_blocking`] found it.
 ///
@@ -166,19 +167,23 @@ impl Provider {
         address: SocketAddr,
     ) -> Result<HostName> {
         PassiveLevel::check().map_err(Error::IrqlTooHigh)?;
+        let registration = self.registration();
+        if registration.is_missing(Missing::NameInfo) {
+            // Said once: not asked again (a stub may keep each IRP).
+            return Err(Error::NotSupported(NtStatus::NOT_SUPPORTED));
+        }
         let captured = self.enter()?;
         let mut op = calls::get_name_info(self, &captured, address)?;
         Blocking::new(irql, timeout).block(&op)?;
-        op.result()?;
+        let result = op.result();
+        registration.note(Missing::NameInfo, &result);
+        result?;
         let mut name = HostName::default();
         for unit in char::decode_utf16(op.payload_mut().name().iter().copied()) {
-            if name
-                .text
-                .push(unit.unwrap_or(char::REPLACEMENT_CHARACTER))
-                .is_err()
-            {
-                return Err(Error::Other(NtStatus::BUFFER_OVERFLOW));
-            }
+            // At most 255 units of at most 3 bytes each: room for all
+            // (`MAX_HOST_NAME`); an unpaired surrogate becomes U+FFFD.
+            let pushed = name.text.push(unit.unwrap_or(char::REPLACEMENT_CHARACTER));
+            debug_assert!(pushed.is_ok(), "MAX_HOST_NAME holds 255 units");
         }
         Ok(name)
     }

@@ -104,6 +104,10 @@ pub enum Missing {
     ConnectEx = 1,
     /// `WskDisconnect`.
     Disconnect = 2,
+    /// `WskGetNameInfo` (a stub in Wine 8).
+    NameInfo = 4,
+    /// Datagram sockets (`WskSocket` with `WSK_FLAG_DATAGRAM_SOCKET`).
+    Datagram = 8,
 }
 
 /// A WSK version number (`MAKE_WSK_VERSION`).

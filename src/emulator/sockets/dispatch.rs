@@ -362,6 +362,9 @@ pub unsafe extern "system" fn wsk_socket(
             WSK_FLAG_CONNECTION_SOCKET => Kind::Connection,
             WSK_FLAG_STREAM_SOCKET => Kind::Stream,
             WSK_FLAG_LISTEN_SOCKET => Kind::Listen,
+            WSK_FLAG_DATAGRAM_SOCKET if !kernel.inner().provider.config.datagram_sockets => {
+                return Err(STATUS_NOT_IMPLEMENTED);
+            }
             WSK_FLAG_DATAGRAM_SOCKET => Kind::Datagram,
             WSK_FLAG_BASIC_SOCKET => return Err(STATUS_NOT_SUPPORTED),
             _ => return Err(STATUS_INVALID_PARAMETER),

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::kernel::irql::PassiveLevel;
 use crate::kernel::pool::PoolBuffer;
 use crate::objects::addr::Family;
-use crate::objects::registration::Provider;
+use crate::objects::registration::{Missing, Provider};
 use crate::operation::calls::{self, Table};
 use crate::operation::{Await, Blocking, Waiter, run_blocking};
 use crate::status::NtStatus;
@@ -47,7 +47,14 @@ async fn datagram_flow<W: Waiter>(
     local: SocketAddr,
 ) -> Result<DatagramSocket> {
     let family = Family::of(&local);
-    let raw = create_flow(provider, waiter, family, Table::Datagram).await?;
+    let registration = provider.registration();
+    if registration.is_missing(Missing::Datagram) {
+        // Said once: not asked again (a stub may keep each IRP).
+        return Err(Error::NotSupported(NtStatus::NOT_SUPPORTED));
+    }
+    let created = create_flow(provider, waiter, family, Table::Datagram).await;
+    registration.note(Missing::Datagram, &created);
+    let raw = created?;
     // On failure `raw` is dropped, which closes the socket.
     bind_raw(&raw, waiter, local).await?;
     Ok(DatagramSocket { raw, family })
@@ -205,6 +212,10 @@ impl DatagramSocket {
     /// `WskReceiveFrom`): its length and its sender, and the buffer with
     /// its length set to what arrived. A buffer of zero capacity is
     /// rejected with [`Error::InvalidArgument`] before any call.
+    ///
+    /// A datagram longer than the buffer is cut to it, and nothing says so
+    /// (no control data is asked for): give a buffer as large as the
+    /// largest datagram expected.
     ///
     /// # IRQL
     /// Poll at `DISPATCH_LEVEL` or below.

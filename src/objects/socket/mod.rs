@@ -499,6 +499,12 @@ fn end_transfer(
     }
     let (status, information) = op.outcome();
     let moved = if status.is_success() { information } else { 0 };
+    // Timed out, but the provider completed the call before the cancel
+    // reached it: the transfer happened, and says so.
+    let result = match result {
+        Err(Error::TimedOut(_)) if status.is_success() => Ok(information),
+        result => result,
+    };
     let buffer = take_buffer(&mut op).expect("the buffer comes back");
     op.consume();
     raw.socket.spare(direction).put(op);
@@ -973,6 +979,11 @@ impl Connection {
     }
 
     /// [`receive_full`](Self::receive_full), blocking up to `timeout`.
+    ///
+    /// A full receive cut by its timeout is cancelled, and a provider may
+    /// complete the cancelled IRP with none of the bytes it had gathered
+    /// (the emulator does): they are lost. Close the connection after a
+    /// timed-out full receive.
     ///
     /// # IRQL
     /// `PASSIVE_LEVEL`.
