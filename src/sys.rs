@@ -15,10 +15,10 @@ pub use crate::emulator::exports::*;
 mod windows {
     use crate::abi::{
         BOOLEAN, CCHAR, DEVICE_OBJECT, EVENT_TYPE, IO_WORKITEM, IRP, KDPC, KEVENT, KIRQL,
-        KPROCESSOR_MODE, KSPIN_LOCK, KTIMER, LONG, MDL, NTSTATUS, PIO_COMPLETION_ROUTINE,
-        PIO_WORKITEM_ROUTINE, PKDEFERRED_ROUTINE, POOL_TYPE, RTL_OSVERSIONINFOW, SIZE_T,
-        SharedInterruptTime, ULONG, WORK_QUEUE_TYPE, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
-        WSK_REGISTRATION,
+        KPROCESSOR_MODE, KSPIN_LOCK, KTIMER, LONG, MDL, MEMORY_CACHING_TYPE, MM_PAGE_PRIORITY,
+        NTSTATUS, PIO_COMPLETION_ROUTINE, PIO_WORKITEM_ROUTINE, PKDEFERRED_ROUTINE, POOL_TYPE,
+        RTL_OSVERSIONINFOW, SIZE_T, SharedInterruptTime, ULONG, WORK_QUEUE_TYPE, WSK_CLIENT_NPI,
+        WSK_PROVIDER_NPI, WSK_REGISTRATION,
     };
     use core::ffi::c_void;
 
@@ -37,6 +37,14 @@ mod windows {
         ) -> *mut MDL;
         pub fn IoFreeMdl(Mdl: *mut MDL);
         pub fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL);
+        pub fn MmMapLockedPagesSpecifyCache(
+            MemoryDescriptorList: *mut MDL,
+            AccessMode: KPROCESSOR_MODE,
+            CacheType: MEMORY_CACHING_TYPE,
+            RequestedAddress: *mut c_void,
+            BugCheckOnFailure: ULONG,
+            Priority: MM_PAGE_PRIORITY,
+        ) -> *mut c_void;
         pub fn ExAllocatePoolWithTag(
             PoolType: POOL_TYPE,
             NumberOfBytes: SIZE_T,

@@ -1284,13 +1284,8 @@ fn the_listening_table_accepts_only_once_bound_and_checks_its_arguments() {
     // SAFETY: as above.
     let bound = call(|irp| unsafe { bind(raw, local.as_ptr(), 0, irp) });
     assert_eq!(bound.status, SUCCESS);
-    // Reserved flags, and a socket context (events are not emulated).
+    // Reserved flags.
     assert_eq!(accept_with(1, ptr::null_mut()), NtStatus::INVALID_PARAMETER);
-    let mut context = 0_u8;
-    assert_eq!(
-        accept_with(0, (&raw mut context).cast()),
-        NtStatus::NOT_SUPPORTED
-    );
     // A listening socket has no WskConnect, and a second bind is refused.
     let mut again = WinAddr::new("127.0.0.1:0".parse().unwrap());
     // SAFETY: as above.

@@ -31,7 +31,7 @@ use wsk::abi;
 mod signatures;
 
 /// How many functions src/sys.rs imports for Windows.
-const IMPORTS: usize = 32;
+const IMPORTS: usize = 33;
 
 const CC: &str = "x86_64-w64-mingw32-gcc";
 const OBJCOPY: &str = "x86_64-w64-mingw32-objcopy";
@@ -386,7 +386,10 @@ fn wdm_constants(checks: &mut Vec<Check>) {
         KernelMode,
         NonPagedPoolNx,
         MDL_MAPPED_TO_SYSTEM_VA,
+        MDL_PAGES_LOCKED,
         MDL_SOURCE_IS_NONPAGED_POOL,
+        MmCached,
+        NormalPagePriority,
     );
     // A 64-bit address: not through `constant`'s `unsigned int`.
     checks.push(Check {
@@ -679,6 +682,16 @@ fn scalar_aliases(checks: &mut Vec<Check>) {
         ),
         (Set::Wdm, "EVENT_TYPE", size_of::<abi::EVENT_TYPE>()),
         (Set::Wdm, "POOL_TYPE", size_of::<abi::POOL_TYPE>()),
+        (
+            Set::Wdm,
+            "MEMORY_CACHING_TYPE",
+            size_of::<abi::MEMORY_CACHING_TYPE>(),
+        ),
+        (
+            Set::Wdm,
+            "MM_PAGE_PRIORITY",
+            size_of::<abi::MM_PAGE_PRIORITY>(),
+        ),
         (
             Set::Wsk,
             "WSK_CONTROL_SOCKET_TYPE",

@@ -48,6 +48,7 @@ const SOCKET_FUNCTIONS: &[&str] = &[
     "WskGetLocalAddress",
     "WskGetRemoteAddress",
     "WskCloseSocket",
+    "WskRelease",
 ];
 
 /// Calls `function`'s export (with arguments it never reaches: the IRQL
@@ -84,6 +85,9 @@ fn call(function: &str) -> bool {
             }
             "IoFreeMdl" => exports::IoFreeMdl(null.cast()),
             "MmBuildMdlForNonPagedPool" => exports::MmBuildMdlForNonPagedPool(null.cast()),
+            "MmMapLockedPagesSpecifyCache" => {
+                let _ = exports::MmMapLockedPagesSpecifyCache(null.cast(), 0, 1, null, 0, 16);
+            }
             "KeInitializeEvent" => exports::KeInitializeEvent(null.cast(), 0, 0),
             "KeSetEvent" => {
                 let _ = exports::KeSetEvent(null.cast(), 0, 0);

@@ -242,7 +242,21 @@ pub type POOL_TYPE = i32;
 pub const NonPagedPoolNx: POOL_TYPE = 512;
 
 pub const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+/// `MDL_PAGES_LOCKED`: the pages are locked, not necessarily mapped.
+pub const MDL_PAGES_LOCKED: i16 = 0x0002;
 pub const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
+
+/// `MEMORY_CACHING_TYPE` (an enum).
+pub type MEMORY_CACHING_TYPE = i32;
+/// `MmCached`.
+pub const MmCached: MEMORY_CACHING_TYPE = 1;
+/// `MM_PAGE_PRIORITY` (an enum; the WDK now takes a `ULONG` there, so that
+/// `MdlMapping*` flags can be added).
+pub type MM_PAGE_PRIORITY = i32;
+/// `NormalPagePriority`.
+pub const NormalPagePriority: MM_PAGE_PRIORITY = 16;
+/// `MdlMappingNoExecute` (Windows 8 and later): map without execute rights.
+pub const MdlMappingNoExecute: MM_PAGE_PRIORITY = 0x4000_0000;
 
 #[repr(C)]
 pub struct MDL {
@@ -725,8 +739,56 @@ pub struct WSK_PROVIDER_LISTEN_DISPATCH {
 pub const WSK_FLAG_NODELAY: ULONG = 0x0000_0002;
 /// `WSK_FLAG_WAITALL` for `WskReceive`.
 pub const WSK_FLAG_WAITALL: ULONG = 0x0000_0002;
-/// `WSK_FLAG_ABORTIVE` for `WskDisconnect`.
+/// `WSK_FLAG_ABORTIVE` for `WskDisconnect`, and in `WskDisconnectEvent`'s
+/// flags for a connection the peer reset.
 pub const WSK_FLAG_ABORTIVE: ULONG = 0x0000_0001;
+/// `WSK_FLAG_AT_DISPATCH_LEVEL`: an event callback runs at `DISPATCH_LEVEL`.
+pub const WSK_FLAG_AT_DISPATCH_LEVEL: ULONG = 0x0000_0008;
+
+// Event callbacks (Microsoft's wsk.h and ws2def.h; neither Wine's nor
+// mingw's headers declare them, so only the documentation checks them).
+/// `WSK_SO_BASE`: the first WSK-specific `SOL_SOCKET` option.
+pub const WSK_SO_BASE: ULONG = 0x4000;
+/// `SO_WSK_EVENT_CALLBACK`: turns event callbacks on or off (a
+/// `WskSetOption` at `SOL_SOCKET`, without an IRP when turning them on).
+pub const SO_WSK_EVENT_CALLBACK: ULONG = WSK_SO_BASE + 2;
+/// `WSK_EVENT_RECEIVE`: `WskReceiveEvent` on a connection socket.
+pub const WSK_EVENT_RECEIVE: ULONG = 0x0000_0040;
+/// `WSK_EVENT_DISCONNECT`: `WskDisconnectEvent` on a connection socket.
+pub const WSK_EVENT_DISCONNECT: ULONG = 0x0000_0080;
+/// `WSK_EVENT_DISABLE`: with an event's flag, turns that event off.
+pub const WSK_EVENT_DISABLE: ULONG = 0x8000_0000;
+
+/// A GUID (`NPIID` is one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GUID {
+    pub Data1: u32,
+    pub Data2: u16,
+    pub Data3: u16,
+    pub Data4: [u8; 8],
+}
+
+/// `NPIID`: a network programming interface's identifier.
+pub type NPIID = GUID;
+
+/// `NPI_WSK_INTERFACE_ID`, {2227E803-8D8B-11D4-ABAD-009027719E09}: the WSK
+/// interface, whose standard events `SO_WSK_EVENT_CALLBACK` names.
+pub const NPI_WSK_INTERFACE_ID: NPIID = GUID {
+    Data1: 0x2227_E803,
+    Data2: 0x8D8B,
+    Data3: 0x11D4,
+    Data4: [0xAB, 0xAD, 0x00, 0x90, 0x27, 0x71, 0x9E, 0x09],
+};
+
+/// `WSK_EVENT_CALLBACK_CONTROL`: which events `SO_WSK_EVENT_CALLBACK`
+/// turns on (or off, with `WSK_EVENT_DISABLE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WSK_EVENT_CALLBACK_CONTROL {
+    pub NpiId: *const NPIID,
+    pub EventMask: ULONG,
+}
 
 // ------------------------------------------------- compile-time layout checks
 // The numbers are x86_64 Windows' (REFERENCE: read from the headers); they hold
@@ -781,6 +843,8 @@ assert_layout! {
         { WskInspectComplete @ 32 }, { WskGetLocalAddress @ 40 };
     WSK_CLIENT_CONNECTION_DISPATCH => 24, { WskDisconnectEvent @ 8 };
     WSK_DATA_INDICATION => 32, { Buffer @ 8 };
+    GUID => 16, { Data4 @ 8 };
+    WSK_EVENT_CALLBACK_CONTROL => 16, { EventMask @ 8 };
     SOCKADDR_IN => 16, { sin_port @ 2 }, { sin_addr @ 4 };
     SOCKADDR_IN6 => 28, { sin6_port @ 2 }, { sin6_flowinfo @ 4 }, { sin6_addr @ 8 },
         { sin6_scope_id @ 24 };

@@ -75,6 +75,8 @@ statuses! {
     STATUS_NOT_FOUND = 0xC000_0225;
     /// There was no match for the specified key in the index.
     STATUS_NO_MATCH = 0xC000_0272;
+    /// A receive event's answer: none of the data indicated was taken.
+    STATUS_DATA_NOT_ACCEPTED = 0xC000_021B;
     /// The protocol is unreachable.
     STATUS_PROTOCOL_UNREACHABLE = 0xC000_023E;
     /// The port is unreachable.

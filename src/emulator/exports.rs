@@ -16,9 +16,10 @@ use core::ffi::c_void;
 use super::{device, event, irp, irql, mdl, pool, provider, spinlock, timer, version};
 use crate::abi::{
     BOOLEAN, CCHAR, DEVICE_OBJECT, EVENT_TYPE, IO_WORKITEM, IRP, KDPC, KEVENT, KIRQL,
-    KPROCESSOR_MODE, KSPIN_LOCK, KTIMER, LONG, MDL, NTSTATUS, PIO_COMPLETION_ROUTINE,
-    PIO_WORKITEM_ROUTINE, PKDEFERRED_ROUTINE, POOL_TYPE, RTL_OSVERSIONINFOW, SIZE_T, ULONG,
-    WORK_QUEUE_TYPE, WSK_CLIENT_NPI, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    KPROCESSOR_MODE, KSPIN_LOCK, KTIMER, LONG, MDL, MEMORY_CACHING_TYPE, MM_PAGE_PRIORITY,
+    NTSTATUS, PIO_COMPLETION_ROUTINE, PIO_WORKITEM_ROUTINE, PKDEFERRED_ROUTINE, POOL_TYPE,
+    RTL_OSVERSIONINFOW, SIZE_T, ULONG, WORK_QUEUE_TYPE, WSK_CLIENT_NPI, WSK_PROVIDER_NPI,
+    WSK_REGISTRATION,
 };
 
 #[must_use]
@@ -69,6 +70,19 @@ pub unsafe fn IoFreeMdl(Mdl: *mut MDL) {
 /// `MmBuildMdlForNonPagedPool`.
 pub unsafe fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL) {
     mdl::build_for_non_paged_pool(MemoryDescriptorList);
+}
+/// `MmMapLockedPagesSpecifyCache` (kernel-mode mappings only).
+#[must_use]
+pub unsafe fn MmMapLockedPagesSpecifyCache(
+    MemoryDescriptorList: *mut MDL,
+    AccessMode: KPROCESSOR_MODE,
+    _CacheType: MEMORY_CACHING_TYPE,
+    RequestedAddress: *mut c_void,
+    _BugCheckOnFailure: ULONG,
+    _Priority: MM_PAGE_PRIORITY,
+) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { mdl::map_locked(MemoryDescriptorList, AccessMode, RequestedAddress) }
 }
 #[must_use]
 /// `ExAllocatePoolWithTag`.

@@ -195,6 +195,11 @@ pub const IRQL_RULES: &[IrqlRule] = &[
         DISPATCH_LEVEL,
         "building an MDL",
     ),
+    rule(
+        "MmMapLockedPagesSpecifyCache",
+        DISPATCH_LEVEL,
+        "mapping locked pages for the kernel",
+    ),
     rule("KeInitializeEvent", DISPATCH_LEVEL, "initialising an event"),
     rule("KeSetEvent", DISPATCH_LEVEL, "signalling an event"),
     rule("KeClearEvent", DISPATCH_LEVEL, "clearing an event"),
@@ -293,6 +298,7 @@ pub const IRQL_RULES: &[IrqlRule] = &[
     rule("WskGetLocalAddress", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskGetRemoteAddress", DISPATCH_LEVEL, WSK_CALLS),
     rule("WskCloseSocket", DISPATCH_LEVEL, WSK_CALLS),
+    rule("WskRelease", DISPATCH_LEVEL, WSK_CALLS),
 ];
 
 const WSK_CALLS: &str = "WSK functions are called at IRQL <= DISPATCH_LEVEL";

@@ -8,7 +8,10 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use super::faults::Resource;
 use super::verifier::{MdlRecord, bugcheck, registry};
 use super::{Kernel, irql, pool};
-use crate::abi::{BOOLEAN, IRP, MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, ULONG};
+use crate::abi::{
+    BOOLEAN, IRP, KPROCESSOR_MODE, KernelMode, MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED,
+    MDL_SOURCE_IS_NONPAGED_POOL, ULONG,
+};
 
 const PAGE_SIZE: usize = 4096;
 
@@ -78,6 +81,42 @@ pub fn build_for_non_paged_pool(mdl: *mut MDL) {
     }
     header.MappedSystemVa = start as *mut c_void;
     header.MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL | MDL_MAPPED_TO_SYSTEM_VA;
+}
+
+/// `MmMapLockedPagesSpecifyCache` for the kernel: an MDL already mapped
+/// gives its mapping; a locked one is mapped (in a host process its pages
+/// are already addressable) and says so in its flags, as the kernel's does.
+///
+/// # Safety
+/// `mdl` points to an MDL whose described range is valid memory.
+pub unsafe fn map_locked(
+    mdl: *mut MDL,
+    mode: KPROCESSOR_MODE,
+    requested: *mut c_void,
+) -> *mut c_void {
+    irql::require(const { irql::rule_of("MmMapLockedPagesSpecifyCache") });
+    if mode != KernelMode || !requested.is_null() {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!(
+                "MmMapLockedPagesSpecifyCache({mdl:p}): only kernel-mode mappings at an address of the system's choosing are emulated"
+            ),
+        );
+    }
+    // SAFETY: a valid MDL (the contract).
+    let header = unsafe { &mut *mdl };
+    if header.MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+        return header.MappedSystemVa;
+    }
+    if header.MdlFlags & MDL_PAGES_LOCKED == 0 {
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            format_args!("MmMapLockedPagesSpecifyCache({mdl:p}): the MDL's pages are not locked"),
+        );
+    }
+    header.MappedSystemVa = (header.StartVa as usize + header.ByteOffset as usize) as *mut c_void;
+    header.MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+    header.MappedSystemVa
 }
 
 pub fn free(mdl: *mut MDL) {

@@ -3,7 +3,10 @@
 use core::ptr::NonNull;
 
 use super::pool::PoolBuffer;
-use crate::abi::{FALSE, MDL};
+use crate::abi::{
+    FALSE, KernelMode, MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL,
+    MdlMappingNoExecute, MmCached, NormalPagePriority, ULONG,
+};
 use crate::error::{Error, Result};
 use crate::status::NtStatus;
 use crate::sys;
@@ -79,4 +82,47 @@ impl core::fmt::Debug for Mdl {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Mdl").field("raw", &self.raw).finish()
     }
+}
+
+/// The `ByteCount` bytes an MDL someone else built describes, in system
+/// space; `None` when the system has no address space left to map them.
+///
+/// As `MmGetSystemAddressForMdlSafe`: the MDL's mapping when it is mapped
+/// or over non-paged pool, else a new mapping of its locked pages, which
+/// the MDL keeps until its owner frees it.
+///
+/// # IRQL
+/// `DISPATCH_LEVEL` or below.
+///
+/// # Safety
+/// `mdl` is a valid MDL whose pages are locked or non-paged, and stay so
+/// (and unchanged) for `'a`.
+pub unsafe fn system_bytes<'a>(mdl: *mut MDL) -> Option<&'a [u8]> {
+    // SAFETY: a valid MDL (the contract).
+    let header = unsafe { &*mdl };
+    let length = header.ByteCount as usize;
+    let address = if header.MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0
+    {
+        header.MappedSystemVa
+    } else {
+        // SAFETY: a locked MDL (the contract), mapped for the kernel at an
+        // address of the system's choosing, without execute rights; at
+        // DISPATCH_LEVEL or below, where this mapping is allowed.
+        unsafe {
+            sys::MmMapLockedPagesSpecifyCache(
+                mdl,
+                KernelMode,
+                MmCached,
+                core::ptr::null_mut(),
+                ULONG::from(FALSE),
+                NormalPagePriority | MdlMappingNoExecute,
+            )
+        }
+    };
+    if address.is_null() {
+        return None;
+    }
+    // SAFETY: the mapping covers the MDL's `ByteCount` bytes, which stay
+    // valid and unchanged for `'a` (the contract).
+    Some(unsafe { core::slice::from_raw_parts(address.cast::<u8>(), length) })
 }

@@ -45,6 +45,15 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The value, without taking the lock: `&mut self` proves nobody else
+    /// can reach it.
+    ///
+    /// # IRQL
+    /// Any.
+    pub const fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
     /// Raises to `DISPATCH_LEVEL` and takes the lock.
     ///
     /// # IRQL

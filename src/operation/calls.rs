@@ -497,10 +497,12 @@ pub fn socket(provider: &Provider, family: Family, kind: Table) -> Result<Operat
     let registration = provider.registration();
     let mut op = SocketRef::create(kind, registration, RawAddress::empty(), RawAddress::empty())?;
     let (socket_type, protocol) = kind.protocol();
+    let (context, dispatch) = op.payload_mut().events();
     let call = |irp: *mut IRP, _: *mut OwnCall| {
         // SAFETY: a captured provider's entry (the capture cannot be released
-        // while `captured` lives); no socket context or event dispatch; the
-        // IRP is the operation's.
+        // while `captured` lives); the socket context and client table (a
+        // connection socket's) outlive the socket; the IRP is the
+        // operation's.
         unsafe {
             entry(
                 client,
@@ -508,8 +510,8 @@ pub fn socket(provider: &Provider, family: Family, kind: Table) -> Result<Operat
                 socket_type,
                 protocol,
                 kind.flags(),
-                ptr::null_mut(),
-                ptr::null(),
+                context,
+                dispatch.cast(),
                 ptr::null_mut(),
                 ptr::null_mut(),
                 ptr::null_mut(),
@@ -538,11 +540,13 @@ pub fn socket_connect(
         RawAddress::new(local),
         RawAddress::new(remote),
     )?;
+    let (context, dispatch) = op.payload_mut().events();
     let call = |irp: *mut IRP, payload: *mut OwnCall| {
         // SAFETY: the payload lives in the operation block until completion.
         let payload = unsafe { &mut *payload };
         // SAFETY: a captured provider's entry (held by `captured`); the
-        // addresses stay valid until completion; reserved flags are 0.
+        // addresses stay valid until completion; reserved flags are 0; the
+        // socket context and client table outlive the socket.
         unsafe {
             entry(
                 client,
@@ -551,8 +555,8 @@ pub fn socket_connect(
                 payload.local.as_mut_ptr(),
                 payload.remote.as_mut_ptr(),
                 0,
-                ptr::null_mut(),
-                ptr::null(),
+                context,
+                dispatch,
                 ptr::null_mut(),
                 ptr::null_mut(),
                 ptr::null_mut(),
@@ -567,8 +571,8 @@ pub fn socket_connect(
 
 /// `WskAccept` on a listening socket, with `op`: the own operation of the
 /// block prepared for the accepted socket, whose payload receives the
-/// local and remote addresses (reserved flags 0; no socket context or
-/// event dispatch).
+/// local and remote addresses (reserved flags 0; the block's events as
+/// the accepted socket's context).
 ///
 /// # Errors
 /// [`Error::NotSupported`] when the listening table has no `WskAccept`;
@@ -580,17 +584,19 @@ pub fn accept(
 ) -> Result<()> {
     let entry = listener.entries().accept.ok_or_else(missing)?;
     let raw = listener.raw();
+    let (context, dispatch) = op.payload_mut().events();
     let call = |irp: *mut IRP, payload: *mut OwnCall| {
         // SAFETY: the payload lives in the operation block until completion.
         let payload = unsafe { &mut *payload };
         // SAFETY: a live listening socket's entry (the caller's run-down
-        // protection); the address buffers stay valid until completion.
+        // protection); the address buffers stay valid until completion; the
+        // accepted socket's context and client table outlive it.
         unsafe {
             entry(
                 raw,
                 0,
-                ptr::null_mut(),
-                ptr::null(),
+                context,
+                dispatch,
                 payload.local.as_mut_ptr(),
                 payload.remote.as_mut_ptr(),
                 irp,
@@ -1090,4 +1096,66 @@ pub fn option(
     // run-down protection the caller holds (`SocketHandle`'s invariant).
     unsafe { op.submit_on_socket(registration, call)? };
     Ok(op)
+}
+
+/// The WSK interface, whose standard events `SO_WSK_EVENT_CALLBACK` names
+/// (the control block points at it).
+static NPI_WSK: crate::abi::NPIID = crate::abi::NPI_WSK_INTERFACE_ID;
+
+/// `WskControlSocket` turning on receive and disconnect events
+/// (`SO_WSK_EVENT_CALLBACK`): without an IRP, as Microsoft requires when
+/// turning events on, so the status comes back directly.
+///
+/// # Errors
+/// [`Error::NotSupported`] when the provider has no `WskControlSocket` or
+/// answers so (Wine 8's is a stub); what the provider returns otherwise.
+pub fn enable_events(socket: &SocketHandle) -> Result<()> {
+    let entry = socket.basic().WskControlSocket.ok_or_else(missing)?;
+    let mut control = crate::abi::WSK_EVENT_CALLBACK_CONTROL {
+        NpiId: &raw const NPI_WSK,
+        EventMask: crate::abi::WSK_EVENT_RECEIVE | crate::abi::WSK_EVENT_DISCONNECT,
+    };
+    // SAFETY: a live socket's entry (the caller's run-down protection);
+    // the control block outlives the call, which takes no IRP and returns
+    // its result; IRQL <= DISPATCH_LEVEL.
+    let status = unsafe {
+        entry(
+            socket.raw(),
+            WskSetOption,
+            crate::abi::SO_WSK_EVENT_CALLBACK,
+            crate::abi::SOL_SOCKET,
+            core::mem::size_of::<crate::abi::WSK_EVENT_CALLBACK_CONTROL>(),
+            (&raw mut control).cast(),
+            0,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    NtStatus(status).ok()
+}
+
+/// `WskRelease` of a list of data indications a connection socket's
+/// `WskReceiveEvent` kept. A provider without the entry keeps nothing
+/// retrievable: nothing to do.
+///
+/// # Safety
+/// `head` is a list the provider indicated on `socket` and the client
+/// kept (`STATUS_PENDING`), not released before; IRQL <= `DISPATCH_LEVEL`.
+pub unsafe fn release_indications(
+    socket: &SocketHandle,
+    head: *mut crate::abi::WSK_DATA_INDICATION,
+) {
+    debug_assert!(
+        socket.kind == Table::Connection,
+        "events are a connection socket's"
+    );
+    let table = socket.dispatch().cast::<WSK_PROVIDER_CONNECTION_DISPATCH>();
+    // SAFETY: a live connection socket's table (invariant); the entry
+    // precedes `WskConnectEx`, so every provider's table holds it.
+    let entry = unsafe { (*table).WskRelease };
+    if let Some(entry) = entry {
+        // SAFETY: the contract; the socket is live (run-down or closer).
+        let _ = unsafe { entry(socket.raw(), head) };
+    }
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use super::errno::status_of;
+use super::events::Events;
 use super::sockaddr::{self, Family};
 use super::transfer::{Accept, Buffer, Connect, Op, Sender, Stage};
 use super::{Kind, Lane, Phase, Socket, State, finish, live, retire};
@@ -32,6 +33,7 @@ use crate::abi::{
     WSK_SOCKET, WskGetOption as GET_OPTION, WskSetOption as SET_OPTION,
 };
 use crate::abi::{PFN_WSK_CONNECT_EX, STATUS_NOT_IMPLEMENTED};
+use crate::abi::{SO_WSK_EVENT_CALLBACK, WSK_DATA_INDICATION};
 use crate::emulator::io::{self, IrpHandle};
 use crate::emulator::verifier::bugcheck;
 use crate::emulator::{irql, provider};
@@ -195,8 +197,7 @@ const fn basic_table() -> WSK_PROVIDER_BASIC_DISPATCH {
     }
 }
 
-/// `WskConnectEx` is NULL before Windows 10 1703; data-indication release
-/// is not emulated.
+/// `WskConnectEx` is NULL before Windows 10 1703.
 const fn connection_table(connect_ex: ConnectEx) -> WSK_PROVIDER_CONNECTION_DISPATCH {
     WSK_PROVIDER_CONNECTION_DISPATCH {
         Basic: basic_table(),
@@ -207,11 +208,23 @@ const fn connection_table(connect_ex: ConnectEx) -> WSK_PROVIDER_CONNECTION_DISP
         WskSend: Some(wsk_send),
         WskReceive: Some(wsk_receive),
         WskDisconnect: Some(wsk_disconnect),
-        WskRelease: None,
+        WskRelease: Some(wsk_release),
         WskConnectEx: connect_ex.entry(),
         WskSendEx: ptr::null(),
         WskReceiveEx: ptr::null(),
     }
+}
+
+/// `WskRelease`: gives back a list of data indications the client kept
+/// (see `events`).
+unsafe extern "system" fn wsk_release(
+    socket: *mut WSK_SOCKET,
+    indication: *mut WSK_DATA_INDICATION,
+) -> NTSTATUS {
+    require_irql("WskRelease");
+    let socket = InProgress::new(live(socket, "WskRelease"));
+    socket.lock().events.release(indication, socket.handle);
+    STATUS_SUCCESS
 }
 
 const fn stream_table(connect_ex: ConnectEx) -> WSK_PROVIDER_STREAM_DISPATCH {
@@ -345,8 +358,8 @@ pub unsafe extern "system" fn wsk_socket(
     socket_type: USHORT,
     protocol: ULONG,
     flags: ULONG,
-    _socket_context: *mut c_void,
-    _dispatch: *const c_void,
+    socket_context: *mut c_void,
+    dispatch: *const c_void,
     _owning_process: *mut c_void,
     _owning_thread: *mut c_void,
     _security_descriptor: *mut c_void,
@@ -379,7 +392,14 @@ pub unsafe extern "system" fn wsk_socket(
             return Err(STATUS_NOT_SUPPORTED);
         }
         let socket = Socket::create(&kernel, client as usize, family, kind)?;
-        socket.publish(&mut socket.lock(), &kernel);
+        let mut state = socket.lock();
+        if kind == Kind::Connection {
+            // A connection socket's client table is a
+            // WSK_CLIENT_CONNECTION_DISPATCH (WSK contract).
+            state.events = Events::given(socket_context, dispatch.cast());
+        }
+        socket.publish(&mut state, &kernel);
+        drop(state);
         Ok(socket.handle)
     })();
     match created {
@@ -398,8 +418,8 @@ pub unsafe extern "system" fn wsk_socket_connect(
     local_address: *mut SOCKADDR,
     remote_address: *mut SOCKADDR,
     flags: ULONG,
-    _socket_context: *mut c_void,
-    _dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH,
+    socket_context: *mut c_void,
+    dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH,
     _owning_process: *mut c_void,
     _owning_thread: *mut c_void,
     _security_descriptor: *mut c_void,
@@ -428,6 +448,7 @@ pub unsafe extern "system" fn wsk_socket_connect(
         // it, uncounted, and closes the host socket.
         let socket = Socket::create(&kernel, client as usize, family, Kind::Connection)?;
         let mut state = socket.lock();
+        state.events = Events::given(socket_context, dispatch);
         bind(&mut state, local, Kind::Connection)?;
         state.phase = Phase::Connecting;
         Ok(socket.submit(
@@ -561,9 +582,6 @@ unsafe extern "system" fn wsk_accept(
     let call = unsafe { Call::begin(socket, irp, "WskAccept") };
     call.run(|socket, irp| {
         reserved(flags)?;
-        if !context.is_null() || !dispatch.is_null() {
-            return Err(STATUS_NOT_SUPPORTED);
-        }
         let state = socket.current_state();
         if state.phase != Phase::Listening {
             return Err(STATUS_INVALID_DEVICE_STATE);
@@ -571,6 +589,8 @@ unsafe extern "system" fn wsk_accept(
         let op = Op::Accept(Accept {
             local: local_address,
             remote: remote_address,
+            context,
+            dispatch,
         });
         Ok(socket.submit(state, irp, Lane::Receive, op))
     })
@@ -768,14 +788,21 @@ unsafe extern "system" fn wsk_receive(
         if buffer.len() == 0 {
             return Err(STATUS_INVALID_PARAMETER);
         }
-        let state = socket.current_state();
+        let mut state = socket.current_state();
         require_connected(&state)?;
         let op = Op::Receive {
             buffer,
             done: 0,
             wait_all: flags & WSK_FLAG_WAITALL != 0,
         };
-        Ok(socket.submit(state, irp, Lane::Receive, op))
+        // A posted receive lets receive events resume once it is done.
+        state.events.throttled = false;
+        let events = state.events.receives();
+        let status = socket.submit(state, irp, Lane::Receive, op);
+        if events {
+            socket.schedule_drive();
+        }
+        Ok(status)
     })
 }
 
@@ -888,6 +915,14 @@ unsafe extern "system" fn wsk_control_socket(
         unsafe { io::start(irp, "WskControlSocket") }
     });
     let result = match (request_type, level, control_code) {
+        (SET_OPTION, SOL_SOCKET, SO_WSK_EVENT_CALLBACK) if irp.is_some() => {
+            // Microsoft: turning events on takes no IRP.
+            Err(STATUS_INVALID_PARAMETER)
+        }
+        (SET_OPTION, SOL_SOCKET, SO_WSK_EVENT_CALLBACK) => {
+            // SAFETY: the client's input buffer of `input_size` bytes.
+            unsafe { set_events(&socket, input_size, input_buffer) }.map(|()| 0)
+        }
         (SET_OPTION, IPPROTO_TCP, TCP_FASTOPEN) => {
             // SAFETY: the client's input buffer of `input_size` bytes.
             unsafe { set_fast_open(&socket, input_size, input_buffer) }
@@ -920,6 +955,23 @@ unsafe extern "system" fn wsk_control_socket(
         unsafe { output_size_returned.write(returned) };
     }
     status
+}
+
+/// `SO_WSK_EVENT_CALLBACK` (see `events`): then the poller looks at the
+/// socket at once, for data that came before.
+///
+/// # Safety
+/// `input` is NULL or readable for `size` bytes.
+unsafe fn set_events(socket: &Socket, size: SIZE_T, input: *mut c_void) -> Result<(), NTSTATUS> {
+    let kernel = socket.kernel();
+    let mut state = socket.current_state();
+    let connected = state.phase == Phase::Connected && socket.kind != Kind::Stream;
+    // SAFETY: as the contract says.
+    unsafe { state.events.control(size, input, connected) }?;
+    socket.watch(&mut state, &kernel)?;
+    drop(state);
+    socket.schedule_drive();
+    Ok(())
 }
 
 /// The socket options the emulated provider offers besides `TCP_FASTOPEN`.

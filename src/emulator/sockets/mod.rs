@@ -24,6 +24,7 @@
 
 mod dispatch;
 mod errno;
+mod events;
 mod sockaddr;
 mod transfer;
 
@@ -34,6 +35,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
+use std::vec;
 use std::vec::Vec;
 
 use mio::Token;
@@ -41,6 +43,7 @@ use socket2::{Protocol, Socket as HostSocket, Type};
 
 pub use dispatch::{wsk_socket, wsk_socket_connect};
 use errno::status_of;
+use events::{Events, Indication, Next};
 use sockaddr::Family;
 pub use sockaddr::read as read_sockaddr;
 pub use sockaddr::write as write_sockaddr;
@@ -311,6 +314,8 @@ struct State {
     outstanding: usize,
     /// The close's completion, held until `outstanding` is 0.
     close_waiting: Option<Completion>,
+    /// Receive and disconnect events (connection sockets).
+    events: Events,
 }
 
 impl State {
@@ -405,6 +410,7 @@ impl Socket {
                     late: Vec::new(),
                     outstanding: 0,
                     close_waiting: None,
+                    events: Events::default(),
                 }),
                 calls: AtomicUsize::new(0),
                 this: this.clone(),
@@ -484,8 +490,12 @@ impl Socket {
         // connect, never attempted, must be watched from now on.
         let stall = fault == Some(CallFault::Stall)
             && (lane != Lane::Connect || self.watch(&mut state, &kernel).is_ok());
+        // A receive waits behind a receive event being delivered, so that
+        // bytes keep their order.
+        let behind_event = lane == Lane::Receive && state.events.indicating;
         if !always_pend
             && !stall
+            && !behind_event
             && state.lane(lane).is_empty()
             && let Progress::Done(status, information) = self.attempt(&mut state, &kernel, &mut op)
         {
@@ -648,6 +658,7 @@ impl Socket {
             let mut accepted_state = accepted.lock();
             accepted_state.bound = true;
             accepted_state.phase = Phase::Connected;
+            accepted_state.events = Events::given(accept.context, accept.dispatch);
             accepted.publish(&mut accepted_state, kernel);
         }
         for (address, out) in [(local, accept.local), (remote, accept.remote)] {
@@ -802,16 +813,74 @@ impl Socket {
         }
     }
 
-    /// Moves parked operations on, then completes those that finished.
+    /// Moves parked operations on, completes those that finished, then
+    /// delivers the events due, until nothing moves.
     fn drive(&self) {
         let kernel = self.kernel();
-        let finished = self.advance(&mut self.lock(), &kernel);
-        if !finished.is_empty() {
-            kernel.inner().faults.jitter();
+        loop {
+            let finished = self.advance(&mut self.lock(), &kernel);
+            if !finished.is_empty() {
+                kernel.inner().faults.jitter();
+            }
+            for completion in finished {
+                completion.run();
+            }
+            if !self.indicate() {
+                return;
+            }
         }
-        for completion in finished {
-            completion.run();
+    }
+
+    /// Delivers the next event due, if any (see `events`): whether one was
+    /// delivered or the socket's state moved.
+    fn indicate(&self) -> bool {
+        let mut state = self.lock();
+        if state.phase != Phase::Connected || !state.lane(Lane::Receive).is_empty() {
+            return false;
         }
+        let Some(next) = state.events.next(state.peer_ended, state.reset.is_some()) else {
+            return false;
+        };
+        let (context, dispatch) = state.events.target();
+        if let Next::Disconnect { abortive } = next {
+            state.events.told_end();
+            drop(state);
+            Events::deliver_end(context, dispatch, abortive);
+            return true;
+        }
+        let Some(host) = state.host.as_ref() else {
+            return false;
+        };
+        let mut data = vec![0_u8; events::INDICATION_MAX];
+        let length = match transfer::peek(host, &mut data) {
+            Ok(0) => {
+                state.peer_ended = true;
+                return true;
+            }
+            Ok(length) => length,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(error) => {
+                state.reset.get_or_insert_with(|| status_of(&error));
+                return true;
+            }
+        };
+        let head = state.events.hold(Indication::new(&data[..length]));
+        state.events.indicating = true;
+        drop(state);
+        let (status, taken) = Events::deliver_receive(context, dispatch, head, length);
+        let mut state = self.lock();
+        state.events.indicating = false;
+        state.events.settle(head, status);
+        if let Some(host) = state.host.as_ref()
+            && let Err(error) = transfer::discard(host, taken)
+        {
+            state.reset.get_or_insert_with(|| status_of(&error));
+        }
+        if taken < length {
+            // Not all taken: no event until a WskReceive is posted.
+            state.events.throttled = true;
+        }
+        true
     }
 
     /// Has the poller thread [`drive`](Self::drive) this socket.
@@ -886,6 +955,14 @@ impl Socket {
     /// socket, then completes the close.
     fn close(&self, irp: IrpHandle) -> NTSTATUS {
         let kernel = self.kernel();
+        // No event starts once closing; one being delivered is waited for
+        // (Microsoft: in-progress callbacks return before the close
+        // completes); then every list the client kept must be back.
+        self.lock().phase = Phase::Closed;
+        while self.lock().events.indicating {
+            std::thread::yield_now();
+        }
+        self.lock().events.check_closing(self.handle);
         let (parked, host, graceful) = {
             let mut state = self.lock();
             let parked = self.take_all_parked(&mut state);

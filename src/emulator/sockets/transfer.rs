@@ -122,6 +122,9 @@ unsafe impl Send for Sender {}
 pub struct Accept {
     pub local: *mut crate::abi::SOCKADDR,
     pub remote: *mut crate::abi::SOCKADDR,
+    /// The accepted socket's `SocketContext` and client table (may be NULL).
+    pub context: *mut core::ffi::c_void,
+    pub dispatch: *const crate::abi::WSK_CLIENT_CONNECTION_DISPATCH,
 }
 
 // SAFETY: the client keeps both buffers valid until the IRP completes,
@@ -410,4 +413,39 @@ unsafe fn fast_open_send(
             remote.len(),
         )
     })
+}
+
+/// What the host socket holds, without taking it (`MSG_PEEK`).
+pub fn peek(host: &HostSocket, data: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `data` is writable for its length.
+        let peeked = result_of(unsafe {
+            libc::recv(
+                host.as_raw_fd(),
+                data.as_mut_ptr().cast(),
+                data.len(),
+                libc::MSG_PEEK,
+            )
+        });
+        match peeked {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Takes `count` bytes that [`peek`] saw from the host socket.
+pub fn discard(host: &HostSocket, mut count: usize) -> io::Result<()> {
+    let mut scratch = [0_u8; 4096];
+    while count > 0 {
+        let chunk = count.min(scratch.len());
+        // SAFETY: `scratch` is writable for `chunk` bytes.
+        match unsafe { raw_receive(host, scratch.as_mut_ptr(), chunk) } {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(read) => count -= read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }

@@ -44,6 +44,7 @@
 
 mod closer;
 pub mod datagram;
+pub mod events;
 pub mod listener;
 pub mod options;
 pub mod shared;

@@ -24,7 +24,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use super::closer::{Closer, Released, Take};
-use crate::abi::{IRP, WSK_SOCKET};
+use super::events::{DISPATCH, Indications};
+use crate::abi::{IRP, WSK_CLIENT_CONNECTION_DISPATCH, WSK_SOCKET};
 use crate::error::{Error, Result};
 use crate::kernel::irql::AtMostApc;
 use crate::kernel::pool::{PoolBox, PoolTag};
@@ -64,6 +65,8 @@ struct SocketBlock {
     /// A send and a receive operation set aside for the next ones.
     spares: [Spare<Data>; 2],
     registration: RegistrationRef,
+    /// A connection socket's receive and disconnect events (its context).
+    events: Indications,
 }
 
 /// Which call a socket's own operation makes.
@@ -115,6 +118,22 @@ impl OwnCall {
             phase: Phase::Create,
             local,
             remote,
+        }
+    }
+
+    /// The context and client table a socket is created with: a connection
+    /// socket's block's [`Indications`] and the library's callbacks; none
+    /// for other kinds (their events are not offered).
+    pub fn events(&self) -> (*mut c_void, *const WSK_CLIENT_CONNECTION_DISPATCH) {
+        match self.home {
+            // SAFETY: the operation is alive (its owner calls this), so its
+            // block is (invariant).
+            Some(block) if unsafe { block.as_ref() }.kind == Table::Connection => (
+                // SAFETY: as above.
+                unsafe { block.as_ref() }.events.context(),
+                &raw const DISPATCH,
+            ),
+            _ => (ptr::null_mut(), ptr::null()),
         }
     }
 
@@ -234,8 +253,14 @@ impl SocketRef {
             own: Embedded::new(OwnCall::creating(local, remote))?,
             spares: [Spare::new(), Spare::new()],
             registration: registration.clone(),
+            events: Indications::new(),
         };
         let block = PoolBox::new(block, TAG)?.into_raw();
+        // SAFETY: only the field's address is computed, in the live block.
+        let events = unsafe { &raw mut (*block.as_ptr()).events };
+        // SAFETY: the block's final address in non-paged pool; no socket
+        // exists yet to call back.
+        unsafe { Indications::init(events) };
         // Memory was there: if the reserve close was used, replace it.
         registration.refill_reserve();
         // SAFETY: a fresh block at its final address, ours alone.
@@ -259,6 +284,9 @@ impl SocketRef {
         *shared.raw.get_mut() = ptr::null_mut();
         shared.kind = kind;
         shared.closer.reset();
+        // SAFETY: the block stays where it is; its last socket is closed,
+        // so nothing calls back.
+        unsafe { Indications::init(&raw mut shared.events) };
         let block = block.into_raw();
         // SAFETY: from `into_raw`: live, and ours alone.
         let shared = unsafe { block.as_ref() };
@@ -280,6 +308,12 @@ impl SocketRef {
     /// The registration the socket belongs to.
     pub const fn registration(&self) -> &RegistrationRef {
         &self.shared().registration
+    }
+
+    /// A connection socket's indications (none for other kinds).
+    pub fn events(&self) -> Option<&Indications> {
+        let shared = self.shared();
+        (shared.kind == Table::Connection).then_some(&shared.events)
     }
 
     /// An operation for a bind, connect or address query on the socket:
@@ -528,6 +562,10 @@ fn submit_close(shared: &SocketBlock, mut op: Operation<OwnCall>) -> Operation<O
         .basic()
         .WskCloseSocket
         .expect("every WSK socket can be closed");
+    if shared.kind == Table::Connection {
+        // Every list kept from the provider goes back before the close.
+        shared.events.shut(&handle);
+    }
     let raw = handle.raw();
     // SAFETY: a live socket's entry; no other call on it is inside the
     // provider (run-down), and none may follow.
