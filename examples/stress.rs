@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Workers mix the three connect paths over IPv4 and IPv6, sends and
-//! receives checked against an echo server, graceful, abortive and
+//! receives checked against an echo server (some read through receive
+//! events), graceful, abortive and
 //! forgotten connections, executor tasks (joined, aborted, or sharing one
 //! connection between a sender and a receiver), timers, timeouts against a
 //! silent server, refused connections and cancelled receives, in three
@@ -503,6 +504,17 @@ fn connect(context: &mut Context<'_>, family: Family) -> Option<(Connection, Vec
 
 /// Receives exactly `expected.len()` bytes and compares them.
 fn expect_echo(context: &Context<'_>, connection: &Connection, expected: &[u8]) -> bool {
+    read_echo(context, connection, expected, false)
+}
+
+/// [`expect_echo`], reading with `receive_indicated` when `events` (the
+/// connection's receive events are on).
+fn read_echo(
+    context: &Context<'_>,
+    connection: &Connection,
+    expected: &[u8],
+    events: bool,
+) -> bool {
     let mut got = Vec::with_capacity(expected.len());
     while got.len() < expected.len() {
         let Some(buffer) = context.outcome(PoolBuffer::zeroed(
@@ -511,7 +523,11 @@ fn expect_echo(context: &Context<'_>, connection: &Connection, expected: &[u8]) 
         )) else {
             return false;
         };
-        let (received, buffer) = connection.receive_blocking(context.passive, CALL_TIMEOUT, buffer);
+        let (received, buffer) = if events {
+            connection.receive_indicated_blocking(context.passive, CALL_TIMEOUT, buffer)
+        } else {
+            connection.receive_blocking(context.passive, CALL_TIMEOUT, buffer)
+        };
         match context.outcome(received) {
             Some(0) => break,
             Some(n) => got.extend_from_slice(&buffer[..n]),
@@ -530,13 +546,18 @@ fn expect_echo(context: &Context<'_>, connection: &Connection, expected: &[u8]) 
     true
 }
 
-/// Connect by a random path, echo a few payloads, end in a random way.
+/// Connect by a random path, echo a few payloads (reading through receive
+/// events one time in three), end in a random way.
 fn connect_and_echo(context: &mut Context<'_>) {
     let family = family(context);
     let Some((connection, sent_with_connect)) = connect(context, family) else {
         return;
     };
-    let mut healthy = expect_echo(context, &connection, &sent_with_connect);
+    let events = context.rng.u8(..3) == 0
+        && context
+            .outcome(connection.enable_receive_events())
+            .is_some();
+    let mut healthy = read_echo(context, &connection, &sent_with_connect, events);
     for _ in 0..context.rng.usize(0..4) {
         if !healthy {
             break;
@@ -546,7 +567,8 @@ fn connect_and_echo(context: &mut Context<'_>) {
             break;
         };
         let (sent, _) = connection.send_blocking(context.passive, CALL_TIMEOUT, data);
-        healthy = context.outcome(sent) == Some(len) && expect_echo(context, &connection, &bytes);
+        healthy =
+            context.outcome(sent) == Some(len) && read_echo(context, &connection, &bytes, events);
     }
     finish(context, connection);
 }

@@ -797,6 +797,7 @@ unsafe extern "system" fn wsk_receive(
         };
         // A posted receive lets receive events resume once it is done.
         state.events.throttled = false;
+        state.events.posted_during = state.events.indicating;
         let events = state.events.receives();
         let status = socket.submit(state, irp, Lane::Receive, op);
         if events {

@@ -155,6 +155,10 @@ impl Indication {
 
 /// A socket's event callbacks: what the client gave and turned on, and
 /// what it holds.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one socket's events"
+)]
 #[derive(Default)]
 pub struct Events {
     /// `SocketContext` and `Dispatch` given at creation (0: none).
@@ -164,8 +168,11 @@ pub struct Events {
     mask: ULONG,
     /// No receive event until a `WskReceive` is posted.
     pub throttled: bool,
-    /// A receive event is being delivered (outside the socket's lock).
+    /// An event is being delivered (outside the socket's lock).
     pub indicating: bool,
+    /// A `WskReceive` was posted while a receive event was delivered: the
+    /// event's answer does not throttle what that receive resumed.
+    pub posted_during: bool,
     /// The disconnect event was delivered.
     told_end: bool,
     /// Lists the client holds (`STATUS_PENDING`), by head address.
@@ -200,13 +207,16 @@ impl Events {
 
     /// Which event is due: a receive when data may be there, the end once.
     pub const fn next(&self, ended: bool, reset: bool) -> Option<Next> {
+        if self.indicating {
+            return None;
+        }
         if ended || reset {
             if self.mask & WSK_EVENT_DISCONNECT != 0 && !self.told_end {
                 return Some(Next::Disconnect { abortive: reset });
             }
             return None;
         }
-        if self.receives() && !self.throttled && !self.indicating {
+        if self.receives() && !self.throttled {
             return Some(Next::Receive);
         }
         None

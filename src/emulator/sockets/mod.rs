@@ -844,8 +844,10 @@ impl Socket {
         let (context, dispatch) = state.events.target();
         if let Next::Disconnect { abortive } = next {
             state.events.told_end();
+            state.events.indicating = true;
             drop(state);
             Events::deliver_end(context, dispatch, abortive);
+            self.lock().events.indicating = false;
             return true;
         }
         let Some(host) = state.host.as_ref() else {
@@ -866,6 +868,7 @@ impl Socket {
         };
         let head = state.events.hold(Indication::new(&data[..length]));
         state.events.indicating = true;
+        state.events.posted_during = false;
         drop(state);
         let (status, taken) = Events::deliver_receive(context, dispatch, head, length);
         let mut state = self.lock();
@@ -876,7 +879,7 @@ impl Socket {
         {
             state.reset.get_or_insert_with(|| status_of(&error));
         }
-        if taken < length {
+        if taken < length && !state.events.posted_during {
             // Not all taken: no event until a WskReceive is posted.
             state.events.throttled = true;
         }

@@ -7,7 +7,9 @@
 //! Every connection socket is created with the library's callbacks and its
 //! block's [`Indications`] as context; nothing is indicated until
 //! [`Connection::enable_receive_events`] turns the events on. The callbacks
-//! run at `DISPATCH_LEVEL` or below and only take the ring's spin lock:
+//! run at `DISPATCH_LEVEL` or below; they take the ring's spin lock, set
+//! its event and wake the reader's waker (which, as any waker called from
+//! a completion, must not run the task inline):
 //!
 //! - `WskReceiveEvent`: the list joins the ring (`STATUS_PENDING`); with the
 //!   ring full, or the socket closing, `STATUS_DATA_NOT_ACCEPTED`, and the
@@ -76,6 +78,10 @@ struct Held {
 }
 
 /// The ring and what the callbacks told, under the spin lock.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one socket's events"
+)]
 struct Ring {
     /// `enable_receive_events` succeeded.
     on: bool,
@@ -84,7 +90,12 @@ struct Ring {
     /// A list was refused: the provider waits for a `WskReceive`.
     refused: bool,
     end: Option<End>,
+    /// The list the reader has begun, outside the ring so that the
+    /// callbacks can never take its slot.
+    current: Option<Held>,
     lists: heapless::Deque<Held, INDICATION_RING>,
+    /// A read is under way (one at a time: a second gets an error).
+    reading: bool,
     waker: Option<Waker>,
 }
 
@@ -116,7 +127,9 @@ impl Indications {
                 closing: false,
                 refused: false,
                 end: None,
+                current: None,
                 lists: heapless::Deque::new(),
+                reading: false,
                 waker: None,
             }),
             signal: RawEvent::zeroed(),
@@ -133,8 +146,12 @@ impl Indications {
         // SAFETY: ours alone (the contract).
         let this = unsafe { &mut *this };
         let ring = this.ring.get_mut();
-        debug_assert!(ring.lists.is_empty(), "released before the close");
+        debug_assert!(
+            ring.lists.is_empty() && ring.current.is_none(),
+            "released before the close"
+        );
         ring.on = false;
+        ring.reading = false;
         ring.closing = false;
         ring.refused = false;
         ring.end = None;
@@ -155,7 +172,7 @@ impl Indications {
             let held = {
                 let mut ring = self.ring.lock();
                 ring.closing = true;
-                ring.lists.pop_front()
+                ring.current.take().or_else(|| ring.lists.pop_front())
             };
             let Some(held) = held else { break };
             // SAFETY: a list the provider indicated on this live socket and
@@ -173,6 +190,23 @@ impl Indications {
         }
     }
 
+    /// Begins the one read allowed at a time.
+    fn begin_read(&self) -> Option<Reading<'_>> {
+        let mut ring = self.ring.lock();
+        if ring.reading {
+            return None;
+        }
+        ring.reading = true;
+        Some(Reading(self))
+    }
+
+    /// A posted `WskReceive` did not take the refused data (it failed or
+    /// was given up on): the next read must post another.
+    fn refuse_again(&self) {
+        self.ring.lock().refused = true;
+        self.wake();
+    }
+
     /// Records that the events are on.
     fn turn_on(&self) {
         self.ring.lock().on = true;
@@ -185,11 +219,20 @@ impl Indications {
 
     /// Ready once the ring holds something, ended, was refused or closes.
     fn poll_changed(&self, waker: &Waker) -> Poll<()> {
-        let mut ring = self.ring.lock();
-        if !ring.lists.is_empty() || ring.end.is_some() || ring.refused || ring.closing {
-            return Poll::Ready(());
-        }
-        ring.waker = Some(waker.clone());
+        let old = {
+            let mut ring = self.ring.lock();
+            if ring.current.is_some()
+                || !ring.lists.is_empty()
+                || ring.end.is_some()
+                || ring.refused
+                || ring.closing
+            {
+                return Poll::Ready(());
+            }
+            ring.waker.replace(waker.clone())
+        };
+        // Dropped outside the lock: a waker's drop may do anything.
+        drop(old);
         Poll::Pending
     }
 
@@ -203,7 +246,7 @@ impl Indications {
                 if !ring.on {
                     return Step::End(Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)));
                 }
-                match ring.lists.pop_front() {
+                match ring.current.take().or_else(|| ring.lists.pop_front()) {
                     Some(held) => held,
                     None if copied > 0 => return Step::Copied(copied),
                     None if ring.refused => {
@@ -233,7 +276,8 @@ impl Indications {
             let (moved, rest) = match unsafe { copy_out(held, &mut out[copied..]) } {
                 Ok(done) => done,
                 Err(error) => {
-                    self.ring.lock().lists.push_front(held).ok();
+                    // Unchanged, it stays the list being read.
+                    self.ring.lock().current = Some(held);
                     return if copied > 0 {
                         Step::Copied(copied)
                     } else {
@@ -244,9 +288,8 @@ impl Indications {
             copied += moved;
             match rest {
                 Some(rest) => {
-                    // The buffer is full: the rest of the list stays first.
-                    let pushed = self.ring.lock().lists.push_front(rest);
-                    debug_assert!(pushed.is_ok(), "a slot was freed by the pop");
+                    // The buffer is full: the rest of the list is read next.
+                    self.ring.lock().current = Some(rest);
                     return Step::Copied(copied);
                 }
                 None => {
@@ -258,6 +301,31 @@ impl Indications {
             if copied == out.len() {
                 return Step::Copied(copied);
             }
+        }
+    }
+}
+
+/// The read under way; ends it when dropped.
+struct Reading<'a>(&'a Indications);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.ring.lock().reading = false;
+    }
+}
+
+/// A posted `WskReceive` for refused data: if it does not come back with
+/// bytes (it failed, or its future was dropped), the next read posts
+/// another, since the provider still waits for one.
+struct Resume<'a> {
+    events: &'a Indications,
+    armed: bool,
+}
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.events.refuse_again();
         }
     }
 }
@@ -372,9 +440,7 @@ unsafe extern "system" fn on_receive(
             }
         }
     };
-    if status != STATUS_DATA_NOT_ACCEPTED || !list.is_null() {
-        this.wake();
-    }
+    this.wake();
     status
 }
 
@@ -409,8 +475,8 @@ impl Connection {
     ///
     /// # Errors
     /// [`Error::NotSupported`] for a socket made as a stream socket
-    /// ([`SocketKind::Stream`](crate::SocketKind::Stream)) before any
-    /// call, or when the provider has no event callbacks (Wine 8);
+    /// ([`SocketKind::Stream`](crate::SocketKind::Stream)), without calling
+    /// the provider, or when the provider has no event callbacks (Wine 8);
     /// [`Error::ForcedClosed`] once the socket is closed; what the provider
     /// returns otherwise.
     pub fn enable_receive_events(&self) -> Result<()> {
@@ -431,15 +497,20 @@ impl Connection {
     /// `WskReceive` into `buffer` instead, after which events resume. The
     /// buffer's length says how many bytes came; `Ok(0)` is the peer's
     /// graceful end. Dropping the future loses nothing unless it was in that
-    /// `WskReceive` (see [`receive`](Self::receive)).
+    /// `WskReceive` (see [`receive`](Self::receive)); the next read then
+    /// posts another. One read at a time: the bytes of one stream cannot
+    /// be split between readers in order.
+    ///
+    /// The lists kept are the provider's buffers: read them promptly (a
+    /// full ring makes the provider hold further data until a read).
     ///
     /// # IRQL
     /// Poll at `DISPATCH_LEVEL` or below.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a buffer of zero capacity, or when
+    /// [`Error::InvalidArgument`] for a buffer of zero capacity, when
     /// events were not turned on ([`enable_receive_events`](Self::enable_receive_events)),
-    /// before any call; [`Error::Reset`] when the peer reset the connection
+    /// or while another read is under way, before any call; [`Error::Reset`] when the peer reset the connection
     /// or the provider said the socket no longer works;
     /// [`Error::ForcedClosed`] once the socket is closed; as `receive` for
     /// a posted `WskReceive`.
@@ -449,10 +520,30 @@ impl Connection {
     ) -> impl Future<Output = (Result<usize>, PoolBuffer)> + Send + '_ {
         async move {
             let mut buffer = buffer;
+            let Some(events) = self.raw.socket.events() else {
+                return (
+                    Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)),
+                    buffer,
+                );
+            };
+            let Some(_reading) = events.begin_read() else {
+                return (
+                    Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)),
+                    buffer,
+                );
+            };
             loop {
                 match self.indicated_step(&mut buffer) {
                     Read::Done(result) => return (result, buffer),
-                    Read::Receive => return self.receive(buffer).await,
+                    Read::Receive => {
+                        let mut resume = Resume {
+                            events,
+                            armed: true,
+                        };
+                        let (result, buffer) = self.receive(buffer).await;
+                        resume.armed = !matches!(result, Ok(count) if count > 0);
+                        return (result, buffer);
+                    }
                     Read::Wait(events) => {
                         poll_fn(|cx| events.poll_changed(cx.waker())).await;
                     }
@@ -478,14 +569,31 @@ impl Connection {
     ) -> (Result<usize>, PoolBuffer) {
         let deadline = Deadline::after(timeout);
         let mut buffer = buffer;
+        let Some(events) = self.raw.socket.events() else {
+            return (
+                Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)),
+                buffer,
+            );
+        };
+        let Some(_reading) = events.begin_read() else {
+            return (
+                Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)),
+                buffer,
+            );
+        };
         loop {
-            if let Some(events) = self.raw.socket.events() {
-                events.clear_signal();
-            }
+            events.clear_signal();
             match self.indicated_step(&mut buffer) {
                 Read::Done(result) => return (result, buffer),
                 Read::Receive => {
-                    return self.receive_blocking(irql, deadline.remaining(), buffer);
+                    let mut resume = Resume {
+                        events,
+                        armed: true,
+                    };
+                    let (result, buffer) =
+                        self.receive_blocking(irql, deadline.remaining(), buffer);
+                    resume.armed = !matches!(result, Ok(count) if count > 0);
+                    return (result, buffer);
                 }
                 Read::Wait(events) => {
                     match events

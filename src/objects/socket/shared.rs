@@ -92,6 +92,10 @@ enum Phase {
 /// may free the block.
 pub struct OwnCall {
     home: Option<NonNull<SocketBlock>>,
+    /// A stand-in close's reference to the connection socket's block it
+    /// closes: the block is the event callbacks' context, so it stays
+    /// until the close completes (the provider's last callback returned).
+    pin: Option<NonNull<SocketBlock>>,
     phase: Phase,
     /// `WskSocketConnect`'s local address.
     pub local: RawAddress,
@@ -115,6 +119,7 @@ impl OwnCall {
     const fn creating(local: RawAddress, remote: RawAddress) -> Self {
         Self {
             home: None,
+            pin: None,
             phase: Phase::Create,
             local,
             remote,
@@ -163,6 +168,10 @@ impl OwnCall {
 
 impl Payload for OwnCall {
     fn completed(&mut self, status: NtStatus, information: usize) {
+        if let Some(block) = self.pin.take() {
+            // The close completed: no callback can reach the block now.
+            release(block);
+        }
         if let Some(block) = self.home
             && self.phase == Phase::Create
             && status.is_success()
@@ -356,6 +365,7 @@ impl SocketRef {
         };
         Ok(Entered {
             shared,
+            block: self.block,
             // INVARIANT: a live socket of `kind`: created, and not closed
             // while the protection is held.
             handle: SocketHandle::new(raw, shared.kind),
@@ -367,13 +377,13 @@ impl SocketRef {
     /// `None` when someone else closes it (or the last call to leave will,
     /// or the creation's last release will, see [`Closer`]).
     pub fn close(&self) -> Option<Operation<OwnCall>> {
-        close(self.shared())
+        close(self.block)
     }
 
     /// [`close`](Self::close) without waiting: the completion frees what
     /// the close used. Safe at `DISPATCH_LEVEL`.
     pub fn close_detached(&self) {
-        close_detached(self.shared());
+        close_detached(self.block);
     }
 }
 
@@ -424,7 +434,7 @@ fn attach(block: NonNull<SocketBlock>, raw: NonNull<WSK_SOCKET>) {
         // completion) holds the own operation, so the close takes a
         // stand-in at once.
         if shared.rundown.begin() == Begin::EndNow
-            && let Some(op) = close_now(shared, Holder::Creation)
+            && let Some(op) = close_now(block, Holder::Creation)
         {
             op.detach();
         }
@@ -432,19 +442,21 @@ fn attach(block: NonNull<SocketBlock>, raw: NonNull<WSK_SOCKET>) {
 }
 
 /// See [`SocketRef::close`].
-fn close(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
+fn close(block: NonNull<SocketBlock>) -> Option<Operation<OwnCall>> {
+    // SAFETY: the caller holds a reference.
+    let shared = unsafe { block.as_ref() };
     if !shared.is_attached() {
         return None;
     }
     match shared.rundown.begin() {
-        Begin::EndNow => close_now(shared, Holder::Unknown),
+        Begin::EndNow => close_now(block, Holder::Unknown),
         Begin::EndedByLastCall | Begin::Lost => None,
     }
 }
 
 /// See [`SocketRef::close_detached`].
-fn close_detached(shared: &SocketBlock) {
-    if let Some(op) = close(shared) {
+fn close_detached(block: NonNull<SocketBlock>) {
+    if let Some(op) = close(block) {
         op.detach();
     }
 }
@@ -486,7 +498,9 @@ enum Holder {
 /// that never lets go (a forgotten future) cannot keep the socket open;
 /// else, without memory for one, the creation's last release closes. The
 /// operation returned, if any, is submitted.
-fn close_now(shared: &SocketBlock, holder: Holder) -> Option<Operation<OwnCall>> {
+fn close_now(block: NonNull<SocketBlock>, holder: Holder) -> Option<Operation<OwnCall>> {
+    // SAFETY: the caller holds a reference (or the sweep retained it).
+    let shared = unsafe { block.as_ref() };
     // SAFETY: the block's own node, only ever linked in its registration.
     unsafe { shared.registration.untrack(NonNull::from(&shared.node)) };
     // The creation cannot let go while its own routine closes.
@@ -501,12 +515,12 @@ fn close_now(shared: &SocketBlock, holder: Holder) -> Option<Operation<OwnCall>>
                 // The own operation served a provider that broke the WDM
                 // rule: a stand-in closes (without memory for one, the
                 // socket stays open: nothing trusted is left to close it).
-                return stand_in(shared).map(|op| submit_close(shared, op));
+                return stand_in(shared).map(|op| submit_close(block, op));
             }
             Take::Own => {
                 // The own operation holds the block while it closes.
                 shared.refs.fetch_add(1, Ordering::Relaxed);
-                return Some(close_with_own(shared));
+                return Some(close_with_own(block));
             }
             Take::Busy if looks < RECYCLE_SPINS => {
                 looks += 1;
@@ -515,7 +529,7 @@ fn close_now(shared: &SocketBlock, holder: Holder) -> Option<Operation<OwnCall>>
             Take::Busy => match stand_in(shared) {
                 Some(stand_in) => {
                     if shared.closer.take_over() {
-                        return Some(submit_close(shared, stand_in));
+                        return Some(submit_close(block, stand_in));
                     }
                     // The creation let go meanwhile: its operation closes
                     // (the stand-in goes back where it came from, or is
@@ -542,16 +556,20 @@ fn stand_in(shared: &SocketBlock) -> Option<Operation<OwnCall>> {
 
 /// Closes with the own operation, which `Closer` handed to the caller; the
 /// block reference it holds is counted already.
-fn close_with_own(shared: &SocketBlock) -> Operation<OwnCall> {
+fn close_with_own(block: NonNull<SocketBlock>) -> Operation<OwnCall> {
+    // SAFETY: the own operation's reference keeps the block alive.
+    let shared = unsafe { block.as_ref() };
     // SAFETY: the creation let go (dead) and `Closer` handed it to us
     // alone.
     let mut op = unsafe { shared.own.revive() };
     op.payload_mut().phase = Phase::Close;
-    submit_close(shared, op)
+    submit_close(block, op)
 }
 
 /// Submits `WskCloseSocket` with `op`.
-fn submit_close(shared: &SocketBlock, mut op: Operation<OwnCall>) -> Operation<OwnCall> {
+fn submit_close(block: NonNull<SocketBlock>, mut op: Operation<OwnCall>) -> Operation<OwnCall> {
+    // SAFETY: the caller holds a reference.
+    let shared = unsafe { block.as_ref() };
     let raw = shared.raw.load(Ordering::Acquire);
     // INVARIANT: created (the caller checked) and not yet closed.
     let handle = SocketHandle::new(
@@ -565,6 +583,12 @@ fn submit_close(shared: &SocketBlock, mut op: Operation<OwnCall>) -> Operation<O
     if shared.kind == Table::Connection {
         // Every list kept from the provider goes back before the close.
         shared.events.shut(&handle);
+        if op.payload_mut().home.is_none() {
+            // A stand-in holds the block, the callbacks' context, until
+            // the close completes (the own operation holds it already).
+            shared.refs.fetch_add(1, Ordering::Relaxed);
+            op.payload_mut().pin = Some(block);
+        }
     }
     let raw = handle.raw();
     // SAFETY: a live socket's entry; no other call on it is inside the
@@ -614,11 +638,11 @@ unsafe fn own_released(parent: NonNull<c_void>, result_untaken: bool) {
         if shared.closer.released() == Released::CloseNow {
             if !reclaimed {
                 // The operation's reference passes to the close.
-                close_with_own(shared).detach();
+                close_with_own(block).detach();
                 return;
             }
             if let Some(stand_in) = stand_in(shared) {
-                submit_close(shared, stand_in).detach();
+                submit_close(block, stand_in).detach();
             }
         }
     }
@@ -627,6 +651,8 @@ unsafe fn own_released(parent: NonNull<c_void>, result_untaken: bool) {
 /// One call inside the provider on a socket.
 pub struct Entered<'a> {
     shared: &'a SocketBlock,
+    /// The allocation's own pointer to the same block.
+    block: NonNull<SocketBlock>,
     handle: SocketHandle,
 }
 
@@ -642,7 +668,7 @@ impl Drop for Entered<'_> {
         if self.shared.rundown.release() {
             // A close began while this call was inside: the last call out
             // closes, without waiting.
-            if let Some(op) = close_now(self.shared, Holder::Unknown) {
+            if let Some(op) = close_now(self.block, Holder::Unknown) {
                 op.detach();
             }
         }
@@ -706,7 +732,7 @@ unsafe fn force(node: NonNull<Node>) -> bool {
     let shared = unsafe { block.as_ref() };
     let forced = match shared.rundown.begin() {
         Begin::EndNow => {
-            if let Some(op) = close_now(shared, Holder::Unknown) {
+            if let Some(op) = close_now(block, Holder::Unknown) {
                 op.detach();
             }
             true
