@@ -272,6 +272,7 @@ fn closing_releases_the_lists_still_kept() {
         );
         assert_eq!(read, Ok(100));
         thread::sleep(Duration::from_millis(50));
+        assert!(kernel.usage().indications_kept > 0, "lists are kept");
         // The emulated provider bugchecks a close with a list not released.
         if close {
             connection.close_blocking(&passive, TIMEOUT).unwrap();
@@ -290,6 +291,33 @@ impl std::task::Wake for Flag {
     fn wake(self: std::sync::Arc<Self>) {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+#[test]
+fn deregistration_releases_the_lists_of_a_connection_still_held() {
+    let (kernel, _enter, passive, registration, provider) = machine();
+    let (connection, mut peer) = connected(&provider, &passive);
+    connection.enable_receive_events().unwrap();
+    peer.write_all(&pattern(20_000)).unwrap();
+    let started = Instant::now();
+    while kernel.usage().indications_kept == 0 {
+        assert!(started.elapsed() < TIMEOUT, "nothing indicated");
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Deregistration's sweep closes the socket under the handle: the lists
+    // go back first (the emulated provider bugchecks otherwise).
+    drop(provider);
+    let report = registration.deregister(&passive);
+    assert_eq!(report.closed_sockets, 1, "{report}");
+    assert_eq!(kernel.usage().indications_kept, 0);
+    let (read, _) = connection.receive_indicated_blocking(
+        &passive,
+        TIMEOUT,
+        PoolBuffer::zeroed(16, PoolTag::BUFFER).unwrap(),
+    );
+    assert_eq!(read, Err(Error::ForcedClosed(NtStatus::FILE_FORCED_CLOSED)));
+    drop((connection, peer));
+    kernel.assert_no_leaks();
 }
 
 #[test]

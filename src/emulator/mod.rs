@@ -110,6 +110,9 @@ pub(crate) struct KernelInner {
     pub(crate) allocated: [AtomicU64; 3],
     /// Completion routines and DPCs of this machine running now.
     pub(crate) callbacks: AtomicUsize,
+    /// Data indication lists clients kept (`STATUS_PENDING`) and have not
+    /// released.
+    pub(crate) indications_kept: AtomicUsize,
     /// Whether the library may set blocks aside for reuse.
     reuse: AtomicBool,
     this: Weak<Self>,
@@ -152,6 +155,7 @@ impl Kernel {
             leaks_allowed: Mutex::new(LeaksAllowed::Nothing),
             allocated: Default::default(),
             callbacks: AtomicUsize::new(0),
+            indications_kept: AtomicUsize::new(0),
             reuse: AtomicBool::new(true),
             this: this.clone(),
         });
@@ -394,6 +398,7 @@ impl KernelInner {
         usage.captures = provider.captures;
         usage.sockets = provider.sockets;
         usage.address_lists = names::outstanding(self.id);
+        usage.indications_kept = self.indications_kept.load(Ordering::SeqCst);
         usage
     }
 
@@ -510,6 +515,9 @@ pub struct Usage {
     /// Address lists `WskGetAddressInfo` gave and `WskFreeAddressInfo` has
     /// not freed.
     pub address_lists: usize,
+    /// Lists of data indications clients kept from a receive event and
+    /// have not released with `WskRelease`.
+    pub indications_kept: usize,
 }
 
 /// Allocations a machine has handed out so far (see
@@ -627,6 +635,7 @@ impl Usage {
             && self.captures == 0
             && self.sockets == 0
             && self.address_lists == 0
+            && self.indications_kept == 0
     }
 
     /// Outstanding pool of one tag, given as its four characters.
@@ -663,6 +672,10 @@ impl fmt::Display for Usage {
             (self.captures, "provider NPI capture(s)"),
             (self.sockets, "WSK socket(s)"),
             (self.address_lists, "address list(s) not freed"),
+            (
+                self.indications_kept,
+                "data indication list(s) not released",
+            ),
         ] {
             if count > 0 {
                 parts.push(std::format!("{count} {what}"));

@@ -224,6 +224,11 @@ unsafe extern "system" fn wsk_release(
     require_irql("WskRelease");
     let socket = InProgress::new(live(socket, "WskRelease"));
     socket.lock().events.release(indication, socket.handle);
+    socket
+        .kernel()
+        .inner()
+        .indications_kept
+        .fetch_sub(1, Ordering::SeqCst);
     STATUS_SUCCESS
 }
 

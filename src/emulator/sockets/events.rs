@@ -347,11 +347,10 @@ impl Events {
         head
     }
 
-    /// The client's answer came: a list it did not keep is freed.
-    pub fn settle(&mut self, head: *mut WSK_DATA_INDICATION, status: NTSTATUS) {
-        if status != STATUS_PENDING {
-            self.retained.remove(&(head as usize));
-        }
+    /// The client's answer came: a list it did not keep is freed (then
+    /// `true`).
+    pub fn settle(&mut self, head: *mut WSK_DATA_INDICATION, status: NTSTATUS) -> bool {
+        status != STATUS_PENDING && self.retained.remove(&(head as usize)).is_some()
     }
 
     /// `WskRelease`.

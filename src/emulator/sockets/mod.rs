@@ -867,13 +867,19 @@ impl Socket {
             }
         };
         let head = state.events.hold(Indication::new(&data[..length]));
+        // Counted from now: the client may release it inside the callback.
+        let kernel = self.kernel();
+        let kept = &kernel.inner().indications_kept;
+        kept.fetch_add(1, Ordering::SeqCst);
         state.events.indicating = true;
         state.events.posted_during = false;
         drop(state);
         let (status, taken) = Events::deliver_receive(context, dispatch, head, length);
         let mut state = self.lock();
         state.events.indicating = false;
-        state.events.settle(head, status);
+        if state.events.settle(head, status) {
+            kept.fetch_sub(1, Ordering::SeqCst);
+        }
         if let Some(host) = state.host.as_ref()
             && let Err(error) = transfer::discard(host, taken)
         {
