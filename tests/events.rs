@@ -86,6 +86,15 @@ fn finish(kernel: &Kernel, passive: &PassiveLevel, registration: Registration, p
 fn indicated_data_comes_in_order_then_the_peers_end() {
     let (kernel, _enter, passive, registration, provider) = machine();
     let (connection, peer) = connected(&provider, &passive);
+    // Both ends' addresses, blocking.
+    assert_eq!(
+        connection.remote_address_blocking(&passive, TIMEOUT),
+        Ok(peer.local_addr().unwrap())
+    );
+    assert_eq!(
+        connection.local_address_blocking(&passive, TIMEOUT),
+        Ok(peer.peer_addr().unwrap())
+    );
     connection.enable_receive_events().unwrap();
     // Sizes that end inside a segment, inside an MDL, and across lists;
     // buffers smaller and larger than a segment.

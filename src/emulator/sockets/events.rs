@@ -177,6 +177,9 @@ pub struct Events {
     told_end: bool,
     /// Lists the client holds (`STATUS_PENDING`), by head address.
     retained: FxHashMap<usize, Indication>,
+    /// Where the host's bytes are peeked into, kept from one event to the
+    /// next (the poller looks whenever the socket is ready).
+    scratch: Vec<u8>,
 }
 
 /// What the poller should deliver next.
@@ -340,8 +343,17 @@ impl Events {
         self.told_end = true;
     }
 
-    /// Records a list the client may keep.
-    pub fn hold(&mut self, mut indication: Indication) -> *mut WSK_DATA_INDICATION {
+    /// Peeks at what `host` holds (up to [`INDICATION_MAX`] bytes) into
+    /// the socket's scratch buffer: how many bytes.
+    pub fn peek(&mut self, host: &socket2::Socket) -> std::io::Result<usize> {
+        self.scratch.resize(INDICATION_MAX, 0);
+        super::transfer::peek(host, &mut self.scratch)
+    }
+
+    /// Records a list of the first `length` bytes peeked, which the client
+    /// may keep.
+    pub fn hold(&mut self, length: usize) -> *mut WSK_DATA_INDICATION {
+        let mut indication = Indication::new(&self.scratch[..length]);
         let head = indication.head();
         self.retained.insert(head as usize, indication);
         head

@@ -35,7 +35,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
-use std::vec;
 use std::vec::Vec;
 
 use mio::Token;
@@ -43,7 +42,7 @@ use socket2::{Protocol, Socket as HostSocket, Type};
 
 pub use dispatch::{wsk_socket, wsk_socket_connect};
 use errno::status_of;
-use events::{Events, Indication, Next};
+use events::{Events, Next};
 use sockaddr::Family;
 pub use sockaddr::read as read_sockaddr;
 pub use sockaddr::write as write_sockaddr;
@@ -850,11 +849,11 @@ impl Socket {
             self.lock().events.indicating = false;
             return true;
         }
-        let Some(host) = state.host.as_ref() else {
+        let State { host, events, .. } = &mut *state;
+        let Some(host) = host.as_ref() else {
             return false;
         };
-        let mut data = vec![0_u8; events::INDICATION_MAX];
-        let length = match transfer::peek(host, &mut data) {
+        let length = match events.peek(host) {
             Ok(0) => {
                 state.peer_ended = true;
                 return true;
@@ -866,7 +865,7 @@ impl Socket {
                 return true;
             }
         };
-        let head = state.events.hold(Indication::new(&data[..length]));
+        let head = state.events.hold(length);
         // Counted from now: the client may release it inside the callback.
         let kernel = self.kernel();
         let kept = &kernel.inner().indications_kept;

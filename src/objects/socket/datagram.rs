@@ -270,11 +270,7 @@ impl DatagramSocket {
         irql: &PassiveLevel,
         timeout: Duration,
     ) -> Result<SocketAddr> {
-        run_blocking(address_flow(
-            &self.raw,
-            &mut blocking_on(&self.raw, irql, timeout),
-            false,
-        ))
+        self.raw.address_blocking(irql, timeout, false)
     }
 
     /// Closes the socket (`WskCloseSocket`) and waits for the close.

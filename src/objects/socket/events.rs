@@ -179,15 +179,22 @@ impl Indications {
             // the ring kept; released once, here.
             unsafe { calls::release_indications(socket, held.head) };
         }
-        self.wake();
+        // A reader waiting sees the close.
+        self.change(|_| ());
     }
 
-    fn wake(&self) {
-        let waker = self.ring.lock().waker.take();
+    /// Changes the ring under its lock, then tells the reader (its event
+    /// and its waker, outside the lock).
+    fn change<R>(&self, change: impl FnOnce(&mut Ring) -> R) -> R {
+        let (result, waker) = {
+            let mut ring = self.ring.lock();
+            (change(&mut ring), ring.waker.take())
+        };
         self.signal.set();
         if let Some(waker) = waker {
             waker.wake();
         }
+        result
     }
 
     /// Begins the one read allowed at a time.
@@ -203,8 +210,7 @@ impl Indications {
     /// A posted `WskReceive` did not take the refused data (it failed or
     /// was given up on): the next read must post another.
     fn refuse_again(&self) {
-        self.ring.lock().refused = true;
-        self.wake();
+        self.change(|ring| ring.refused = true);
     }
 
     /// Records that the events are on.
@@ -419,8 +425,7 @@ unsafe extern "system" fn on_receive(
     // SAFETY: the socket block's indications, alive until the close
     // completes, which waits for this callback to return.
     let this = unsafe { &*context.cast::<Indications>() };
-    let status = {
-        let mut ring = this.ring.lock();
+    this.change(|ring| {
         if list.is_null() {
             ring.end.get_or_insert(End::Broken);
             STATUS_SUCCESS
@@ -439,9 +444,7 @@ unsafe extern "system" fn on_receive(
                 STATUS_DATA_NOT_ACCEPTED
             }
         }
-    };
-    this.wake();
-    status
+    })
 }
 
 /// `WskDisconnectEvent`: records the end.
@@ -456,8 +459,9 @@ unsafe extern "system" fn on_disconnect(context: *mut c_void, flags: ULONG) -> N
     } else {
         End::Reset
     };
-    this.ring.lock().end.get_or_insert(end);
-    this.wake();
+    this.change(|ring| {
+        ring.end.get_or_insert(end);
+    });
     STATUS_SUCCESS
 }
 
@@ -520,22 +524,15 @@ impl Connection {
     ) -> impl Future<Output = (Result<usize>, PoolBuffer)> + Send + '_ {
         async move {
             let mut buffer = buffer;
-            let Some(events) = self.raw.socket.events() else {
-                return (
-                    Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)),
-                    buffer,
-                );
-            };
-            let Some(_reading) = events.begin_read() else {
-                return (
-                    Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)),
-                    buffer,
-                );
+            let (events, _reading) = match self.begin_indicated() {
+                Ok(begun) => begun,
+                Err(error) => return (Err(error), buffer),
             };
             loop {
-                match self.indicated_step(&mut buffer) {
-                    Read::Done(result) => return (result, buffer),
-                    Read::Receive => {
+                match self.indicated_step(events, &mut buffer) {
+                    Step::Copied(count) => return (Ok(count), buffer),
+                    Step::End(result) => return (result, buffer),
+                    Step::Receive => {
                         let mut resume = Resume {
                             events,
                             armed: true,
@@ -544,9 +541,7 @@ impl Connection {
                         resume.armed = !matches!(result, Ok(count) if count > 0);
                         return (result, buffer);
                     }
-                    Read::Wait(events) => {
-                        poll_fn(|cx| events.poll_changed(cx.waker())).await;
-                    }
+                    Step::Wait => poll_fn(|cx| events.poll_changed(cx.waker())).await,
                 }
             }
         }
@@ -568,24 +563,17 @@ impl Connection {
         buffer: PoolBuffer,
     ) -> (Result<usize>, PoolBuffer) {
         let deadline = Deadline::after(timeout);
+        let (events, _reading) = match self.begin_indicated() {
+            Ok(begun) => begun,
+            Err(error) => return (Err(error), buffer),
+        };
         let mut buffer = buffer;
-        let Some(events) = self.raw.socket.events() else {
-            return (
-                Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)),
-                buffer,
-            );
-        };
-        let Some(_reading) = events.begin_read() else {
-            return (
-                Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)),
-                buffer,
-            );
-        };
         loop {
             events.clear_signal();
-            match self.indicated_step(&mut buffer) {
-                Read::Done(result) => return (result, buffer),
-                Read::Receive => {
+            match self.indicated_step(events, &mut buffer) {
+                Step::Copied(count) => return (Ok(count), buffer),
+                Step::End(result) => return (result, buffer),
+                Step::Receive => {
                     let mut resume = Resume {
                         events,
                         armed: true,
@@ -595,66 +583,49 @@ impl Connection {
                     resume.armed = !matches!(result, Ok(count) if count > 0);
                     return (result, buffer);
                 }
-                Read::Wait(events) => {
-                    match events
+                Step::Wait => {
+                    let waited = events
                         .signal
-                        .wait(&irql.at_most_apc(), Some(deadline.remaining()))
-                    {
-                        Ok(()) => {}
-                        Err(WaitError::TimedOut) => {
-                            buffer.set_len(0);
-                            return (Err(Error::TimedOut(NtStatus::IO_TIMEOUT)), buffer);
-                        }
-                        Err(WaitError::IrqlTooHigh(error)) => {
-                            buffer.set_len(0);
-                            return (Err(error.into()), buffer);
-                        }
-                    }
+                        .wait(&irql.at_most_apc(), Some(deadline.remaining()));
+                    let error = match waited {
+                        Ok(()) => continue,
+                        Err(WaitError::TimedOut) => Error::TimedOut(NtStatus::IO_TIMEOUT),
+                        Err(WaitError::IrqlTooHigh(error)) => error.into(),
+                    };
+                    return (Err(error), buffer);
                 }
             }
         }
     }
 
+    /// A read's start: the connection's indications, and the one read
+    /// allowed at a time, taken until the guard drops.
+    fn begin_indicated(&self) -> Result<(&Indications, Reading<'_>)> {
+        let busy = Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE);
+        let events = self.raw.socket.events().ok_or(busy)?;
+        let reading = events.begin_read().ok_or(busy)?;
+        Ok((events, reading))
+    }
+
     /// One step of a read: copies what is kept into `buffer` (its length
-    /// set to the bytes copied), or says what to do instead.
-    fn indicated_step(&self, buffer: &mut PoolBuffer) -> Read<'_> {
+    /// set to the bytes copied, 0 unless `Copied`), or says what to do
+    /// instead.
+    fn indicated_step(&self, events: &Indications, buffer: &mut PoolBuffer) -> Step {
+        buffer.set_len(0);
         if buffer.capacity() == 0 {
-            return Read::Done(Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER)));
+            return Step::End(Err(Error::InvalidArgument(NtStatus::INVALID_PARAMETER)));
         }
-        let socket = &self.raw.socket;
-        let Some(events) = socket.events() else {
-            return Read::Done(Err(Error::InvalidArgument(NtStatus::INVALID_DEVICE_STATE)));
-        };
-        let entered = match socket.enter() {
+        let entered = match self.raw.socket.enter() {
             Ok(entered) => entered,
-            Err(error) => return Read::Done(Err(error)),
+            Err(error) => return Step::End(Err(error)),
         };
         buffer.set_len(buffer.capacity());
         let step = events.step(entered.handle(), buffer);
         drop(entered);
-        let copied = match step {
+        buffer.set_len(match step {
             Step::Copied(count) => count,
-            Step::End(result) => {
-                buffer.set_len(0);
-                return Read::Done(result);
-            }
-            Step::Receive => {
-                buffer.set_len(0);
-                return Read::Receive;
-            }
-            Step::Wait => {
-                buffer.set_len(0);
-                return Read::Wait(events);
-            }
-        };
-        buffer.set_len(copied);
-        Read::Done(Ok(copied))
+            _ => 0,
+        });
+        step
     }
-}
-
-/// What [`Connection::indicated_step`] says.
-enum Read<'a> {
-    Done(Result<usize>),
-    Receive,
-    Wait(&'a Indications),
 }

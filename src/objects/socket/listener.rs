@@ -251,11 +251,7 @@ impl Listener {
         irql: &PassiveLevel,
         timeout: Duration,
     ) -> Result<SocketAddr> {
-        run_blocking(address_flow(
-            &self.raw,
-            &mut blocking_on(&self.raw, irql, timeout),
-            false,
-        ))
+        self.raw.address_blocking(irql, timeout, false)
     }
 
     /// Stops listening without waiting, from any thread or task that

@@ -74,6 +74,21 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// `WskGetLocalAddress` (`remote`: `WskGetRemoteAddress`), blocking up
+    /// to `timeout`: what every handle's `*_address_blocking` does.
+    fn address_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+        remote: bool,
+    ) -> Result<SocketAddr> {
+        run_blocking(address_flow(
+            self,
+            &mut blocking_on(self, irql, timeout),
+            remote,
+        ))
+    }
+
     /// Closes and waits for the close to complete. Nothing to wait for if
     /// someone else (deregistration, a timeout's escalation) closed it
     /// already: that close is under way, and `Ok(())` comes back at once.
@@ -500,8 +515,9 @@ fn end_transfer(
     }
     let (status, information) = op.outcome();
     let moved = if status.is_success() { information } else { 0 };
-    // Timed out, but the provider completed the call before the cancel
-    // reached it: the transfer happened, and says so.
+    // The waiter reports a timeout even when the provider completed the
+    // call before the cancel reached it (`Blocking` hides nothing: the
+    // operation says so): for a transfer the bytes moved, and say so.
     let result = match result {
         Err(Error::TimedOut(_)) if status.is_success() => Ok(information),
         result => result,
@@ -795,11 +811,7 @@ impl BoundSocket {
         irql: &PassiveLevel,
         timeout: Duration,
     ) -> Result<SocketAddr> {
-        run_blocking(address_flow(
-            &self.raw,
-            &mut blocking_on(&self.raw, irql, timeout),
-            false,
-        ))
+        self.raw.address_blocking(irql, timeout, false)
     }
 
     /// Connects to `remote` (`WskConnect`). On failure the socket is closed.
@@ -1165,6 +1177,36 @@ impl Connection {
     /// As the provider reports.
     pub fn remote_address(&self) -> impl Future<Output = Result<SocketAddr>> + Send + '_ {
         async move { address_flow(&self.raw, &mut Await, true).await }
+    }
+
+    /// [`local_address`](Self::local_address), blocking.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `local_address`, and [`Error::TimedOut`].
+    pub fn local_address_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+    ) -> Result<SocketAddr> {
+        self.raw.address_blocking(irql, timeout, false)
+    }
+
+    /// [`remote_address`](Self::remote_address), blocking.
+    ///
+    /// # IRQL
+    /// `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As `remote_address`, and [`Error::TimedOut`].
+    pub fn remote_address_blocking(
+        &self,
+        irql: &PassiveLevel,
+        timeout: Duration,
+    ) -> Result<SocketAddr> {
+        self.raw.address_blocking(irql, timeout, true)
     }
 
     /// Closes the connection (`WskCloseSocket`) and waits for the close.
